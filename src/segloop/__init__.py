@@ -1,0 +1,3 @@
+"""napari-segloop: segment, count, correct and retrain U-Net cell segmentation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,422 @@
+"""Instance labels from network outputs, touching-object splitting and object counting.
+
+The U-Net predicts softmax probabilities ``probs`` of shape ``(C, H, W)`` with channel 0
+background, 1 interior and 2 border (the "3-class" target: a border band separates
+touching objects).  This module turns such outputs (or hard class maps, or plain binary
+masks) into int32 instance labels (0 = background, objects 1..N) and measures them.
+
+All labelling functions work on one 2D frame; use :func:`per_frame` for a ``(T, ...)``
+stack.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.feature import peak_local_max
+from skimage.measure import label as sk_label
+from skimage.measure import regionprops_table
+from skimage.segmentation import relabel_sequential, watershed
+
+from segloop.core.imageio import atomic_output
+
+TABLE_COLUMNS = (
+    "label",
+    "frame",
+    "area",
+    "centroid_y",
+    "centroid_x",
+    "bbox_min_y",
+    "bbox_min_x",
+    "bbox_max_y",
+    "bbox_max_x",
+    "equivalent_diameter",
+    "mean_intensity",
+)
+_INT_COLUMNS = ("label", "frame", "area", "bbox_min_y", "bbox_min_x", "bbox_max_y", "bbox_max_x")
+
+
+def _check_2d(array: np.ndarray, name: str) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2D (H, W) array, got shape {array.shape}; "
+            "use per_frame() for a (T, H, W) stack"
+        )
+    return array
+
+
+def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Remove objects smaller than ``min_size`` pixels and relabel to 1..N.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Non-negative integer labels, any dimensionality.
+    min_size : int
+        Objects with fewer pixels are set to 0. ``0`` or ``1`` keeps everything.
+
+    Returns
+    -------
+    np.ndarray
+        int32 labels, relabelled sequentially 1..N.
+    """
+    labels = np.asarray(labels)
+    if labels.size and labels.max() > 0 and min_size > 1:
+        areas = np.bincount(labels.ravel())
+        small = areas < min_size
+        small[0] = False
+        if small.any():
+            labels = np.where(small[labels], 0, labels)
+    relabelled, _, _ = relabel_sequential(labels.astype(np.int32, copy=False))
+    return relabelled.astype(np.int32, copy=False)
+
+
+def _seeded_watershed(
+    landscape: np.ndarray, seeds: np.ndarray, mask: np.ndarray, min_size: int
+) -> np.ndarray:
+    """Flood ``landscape`` from ``seeds`` inside ``mask``; unseeded components keep a label."""
+    if seeds.max(initial=0) > 0:
+        labels = watershed(landscape, markers=seeds, mask=mask).astype(np.int32)
+    else:
+        labels = np.zeros(mask.shape, dtype=np.int32)
+    orphans = mask & (labels == 0)
+    if orphans.any():
+        extra, _ = ndi.label(orphans)
+        offset = int(labels.max())
+        labels = np.where(extra > 0, extra.astype(np.int32) + offset, labels)
+    return remove_small(labels, min_size)
+
+
+def instances_from_probabilities(
+    probs: np.ndarray,
+    fg_threshold: float = 0.5,
+    seed_threshold: float = 0.5,
+    min_size: int = 0,
+    min_seed_size: int = 3,
+) -> np.ndarray:
+    """Instance labels from 3-class (background, interior, border) probabilities.
+
+    Foreground is ``1 - p_background > fg_threshold``. Seeds are the connected components
+    of ``p_interior > seed_threshold`` inside the foreground (seeds with fewer than
+    ``min_seed_size`` pixels are dropped). A seeded watershed on ``-p_interior`` then
+    shares the foreground (border band included) among the seeds. Foreground components
+    that received no seed (for example small cells predicted as border only) become
+    objects of their own, so they are not lost.
+
+    Parameters
+    ----------
+    probs : np.ndarray
+        Probabilities of shape ``(C, H, W)`` with ``C >= 2``: channel 0 background,
+        channel 1 interior (channel 2, border, is implied by ``1 - p_bg - p_int``).
+    fg_threshold : float, optional
+        Threshold on the foreground probability ``1 - p_bg``.
+    seed_threshold : float, optional
+        Threshold on the interior probability for seeds.
+    min_size : int, optional
+        Objects with fewer pixels are removed after the watershed.
+    min_seed_size : int, optional
+        Seeds with fewer pixels are ignored (their pixels join a neighbour or an
+        unseeded component).
+
+    Returns
+    -------
+    np.ndarray
+        int32 labels ``(H, W)``, 0 = background, objects 1..N.
+    """
+    probs = np.asarray(probs)
+    if probs.ndim != 3 or probs.shape[0] < 2:
+        raise ValueError(
+            f"probs must have shape (C, H, W) with C >= 2 (background, interior[, border]), "
+            f"got {probs.shape}; use per_frame() for a (T, C, H, W) stack"
+        )
+    p_bg = probs[0].astype(np.float32, copy=False)
+    p_int = probs[1].astype(np.float32, copy=False)
+    mask = (1.0 - p_bg) > fg_threshold
+    seeds, _ = ndi.label((p_int > seed_threshold) & mask)
+    seeds = remove_small(seeds, min_seed_size)
+    return _seeded_watershed(-p_int, seeds, mask, min_size)
+
+
+def instances_from_class_map(
+    class_map: np.ndarray, interior: int = 1, border: int = 2, min_size: int = 0
+) -> np.ndarray:
+    """Instance labels from a hard class map (e.g. ``argmax`` of the probabilities).
+
+    Foreground is ``class_map > 0``; seeds are the connected components of
+    ``class_map == interior``; a watershed on the negated Euclidean distance transform of
+    the foreground assigns border pixels to the nearest seed. Foreground components
+    without any interior pixel become objects of their own.
+
+    Parameters
+    ----------
+    class_map : np.ndarray
+        Integer class map ``(H, W)``: 0 background, ``interior``, ``border``.
+    interior : int, optional
+        Class value of object interiors.
+    border : int, optional
+        Class value of the border band (never a seed; must differ from ``interior``).
+    min_size : int, optional
+        Objects with fewer pixels are removed.
+
+    Returns
+    -------
+    np.ndarray
+        int32 labels ``(H, W)``, 0 = background, objects 1..N.
+    """
+    class_map = _check_2d(class_map, "class_map")
+    if interior == border or interior == 0:
+        raise ValueError(
+            f"interior ({interior}) must be non-zero and differ from border ({border})"
+        )
+    mask = class_map > 0
+    seeds, _ = ndi.label(class_map == interior)
+    distance = ndi.distance_transform_edt(mask)
+    return _seeded_watershed(-distance, seeds.astype(np.int32), mask, min_size)
+
+
+def connected_components(
+    mask_or_labels: np.ndarray, min_size: int = 0, connectivity: int = 1
+) -> np.ndarray:
+    """Connected components of a mask (or split disconnected pieces of existing labels).
+
+    Parameters
+    ----------
+    mask_or_labels : np.ndarray
+        Boolean mask or integer labels (different label values stay different objects).
+    min_size : int, optional
+        Components with fewer pixels are removed.
+    connectivity : int, optional
+        1 = 4-connectivity in 2D (faces), ``ndim`` = full (8-connectivity in 2D).
+
+    Returns
+    -------
+    np.ndarray
+        int32 labels, 0 = background, objects 1..N.
+    """
+    array = np.asarray(mask_or_labels)
+    labels = sk_label(array, background=0, connectivity=connectivity)
+    return remove_small(labels, min_size)
+
+
+def split_touching(
+    mask_or_labels: np.ndarray, min_distance: int = 5, min_size: int = 0
+) -> np.ndarray:
+    """Split touching round objects with a distance-transform watershed.
+
+    The classic scikit-image recipe: seeds are the local maxima of the Euclidean distance
+    transform of the foreground (``peak_local_max`` with ``min_distance``, one set per
+    connected component), flooded with a watershed on the negated distance inside the
+    foreground. Each connected component is processed on its own (the image edge counts
+    as its boundary), so with an integer labels input different input objects are never
+    merged, only split. Two touching disks become two objects; a single disk stays one.
+
+    Parameters
+    ----------
+    mask_or_labels : np.ndarray
+        2D boolean mask or integer labels.
+    min_distance : int, optional
+        Minimum distance in pixels between seeds (about the smallest object radius).
+    min_size : int, optional
+        Objects with fewer pixels are removed.
+
+    Returns
+    -------
+    np.ndarray
+        int32 labels ``(H, W)``, 0 = background, objects 1..N.
+    """
+    array = _check_2d(mask_or_labels, "mask_or_labels")
+    components = connected_components(array)
+    out = np.zeros(components.shape, dtype=np.int32)
+    n_objects = 0
+    for index, box in enumerate(ndi.find_objects(components), start=1):
+        if box is None:
+            continue
+        sub = _split_one(components[box] == index, min_distance)
+        out[box][sub > 0] = sub[sub > 0] + n_objects
+        n_objects += int(sub.max())
+    return remove_small(out, min_size)
+
+
+def _split_one(obj: np.ndarray, min_distance: int) -> np.ndarray:
+    """Distance-transform watershed of one connected object (cropped to its bounding box)."""
+    padded = np.pad(obj, 1)  # the image edge counts as object boundary
+    distance = ndi.distance_transform_edt(padded)
+    peaks = peak_local_max(distance, min_distance=max(int(min_distance), 1), exclude_border=False)
+    if len(peaks) < 2:
+        return obj.astype(np.int32)
+    seeds = np.zeros(padded.shape, dtype=np.int32)
+    seeds[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
+    labels = _seeded_watershed(-distance, seeds, padded, 0)
+    return labels[1:-1, 1:-1]
+
+
+def per_frame(func: Callable[..., np.ndarray], stack: np.ndarray, **kw: Any) -> np.ndarray:
+    """Apply a 2D function to each frame of a stack and stack the results.
+
+    Parameters
+    ----------
+    func : callable
+        Function taking one frame (``stack[t]``) and keyword arguments, for example
+        :func:`split_touching` on ``(T, H, W)`` or :func:`instances_from_probabilities`
+        on ``(T, C, H, W)``.
+    stack : np.ndarray
+        Array whose first axis is time/frames.
+    **kw
+        Passed to ``func``.
+
+    Returns
+    -------
+    np.ndarray
+        ``np.stack([func(frame, **kw) for frame in stack])``. Labels are unique within a
+        frame only: object 1 of frame 0 and object 1 of frame 1 are unrelated.
+    """
+    stack = np.asarray(stack)
+    if stack.ndim < 3:
+        raise ValueError(f"per_frame expects a stack with a leading frame axis, got {stack.shape}")
+    return np.stack([func(frame, **kw) for frame in stack])
+
+
+def _frames(labels: np.ndarray) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        return labels[np.newaxis]
+    if labels.ndim == 3:
+        return labels
+    raise ValueError(f"labels must be (H, W) or (T, H, W), got shape {labels.shape}")
+
+
+def count_table(labels: np.ndarray, intensity: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Measure every object: one row per (frame, label).
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer labels ``(H, W)`` (frame 0) or ``(T, H, W)`` (labels per frame).
+    intensity : np.ndarray, optional
+        Intensity image of exactly ``labels.shape`` for ``mean_intensity``; NaN if None.
+
+    Returns
+    -------
+    dict of str to np.ndarray
+        Columns :data:`TABLE_COLUMNS`. Integer columns are int64, others float64.
+        ``bbox_max_*`` are exclusive (slice ends), as in scikit-image. Areas in pixels.
+    """
+    frames = _frames(labels)
+    if intensity is not None:
+        intensity = np.asarray(intensity)
+        if intensity.shape != np.shape(labels):
+            raise ValueError(
+                f"intensity must have the same shape as labels {np.shape(labels)}, "
+                f"got {intensity.shape}"
+            )
+        intensity_frames = _frames(intensity)
+    props = ("label", "area", "centroid", "bbox", "equivalent_diameter_area")
+    rename = {
+        "centroid-0": "centroid_y",
+        "centroid-1": "centroid_x",
+        "bbox-0": "bbox_min_y",
+        "bbox-1": "bbox_min_x",
+        "bbox-2": "bbox_max_y",
+        "bbox-3": "bbox_max_x",
+        "equivalent_diameter_area": "equivalent_diameter",
+    }
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in TABLE_COLUMNS}
+    for t, frame in enumerate(frames):
+        frame_int = frame.astype(np.int64, copy=False)
+        if intensity is None:
+            table = regionprops_table(frame_int, properties=props)
+            table["intensity_mean"] = np.full(len(table["label"]), np.nan)
+        else:
+            image = intensity_frames[t].astype(np.float64, copy=False)
+            table = regionprops_table(
+                frame_int, intensity_image=image, properties=(*props, "intensity_mean")
+            )
+        n = len(table["label"])
+        parts["frame"].append(np.full(n, t, dtype=np.int64))
+        parts["mean_intensity"].append(np.asarray(table.pop("intensity_mean")))
+        for key, values in table.items():
+            parts[rename.get(key, key)].append(np.asarray(values))
+    return {
+        name: np.concatenate(chunks).astype(np.int64 if name in _INT_COLUMNS else np.float64)
+        for name, chunks in parts.items()
+    }
+
+
+def frame_counts(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Number of objects per frame, empty frames included.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer labels ``(H, W)`` (one frame, index 0) or ``(T, H, W)``.
+
+    Returns
+    -------
+    dict of str to np.ndarray
+        ``frame`` and ``count`` (int64), one row per frame.
+    """
+    frames = _frames(labels)
+    counts = [np.count_nonzero(np.unique(frame)) for frame in frames]
+    return {
+        "frame": np.arange(len(frames), dtype=np.int64),
+        "count": np.asarray(counts, dtype=np.int64),
+    }
+
+
+def _format_value(value: object) -> str:
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        value = float(value)
+        return "nan" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+def write_csv(
+    table: dict[str, np.ndarray],
+    path: str | Path,
+    extra_columns: dict[str, object] | None = None,
+) -> None:
+    """Write a column table as CSV, atomically.
+
+    Parameters
+    ----------
+    table : dict of str to np.ndarray
+        Equal-length columns (for example from :func:`count_table`).
+    path : str or Path
+        Output file; parent folders are created. Written to a temporary file in the same
+        folder, then moved into place with ``os.replace``.
+    extra_columns : dict of str to object, optional
+        Constant columns (e.g. ``{"image": "a.tif"}``) written first, repeated on every
+        row.
+
+    Notes
+    -----
+    Floats are written with up to 6 significant digits (``nan`` for missing values),
+    integers exactly.
+    """
+    extra = dict(extra_columns or {})
+    lengths = {name: len(np.asarray(column)) for name, column in table.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"all table columns must have the same length, got {lengths}")
+    clash = set(extra) & set(table)
+    if clash:
+        raise ValueError(f"extra_columns repeat table columns: {sorted(clash)}")
+    n_rows = next(iter(lengths.values()), 0)
+    header = [*extra, *table]
+    columns = [np.asarray(column) for column in table.values()]
+    extra_cells = [_format_value(value) for value in extra.values()]
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for i in range(n_rows):
+            writer.writerow(extra_cells + [_format_value(column[i]) for column in columns])

@@ -1,0 +1,214 @@
+"""Model files: one ``.safetensors`` file holding weights, JSON config and JSON metadata.
+
+Loading never unpickles anything: safetensors stores raw tensors plus a string header,
+where segloop keeps ``{"format", "config", "metadata"}`` as JSON text. Saving writes a
+temporary file next to the target and renames it, so a crash or cancel never leaves a
+half-written model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .models import ModelConfig, build_network
+
+FORMAT = "segloop-model/1"
+MODEL_SUFFIX = ".safetensors"
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "models"
+
+DEFAULT_POSTPROCESS = {
+    "fg_threshold": 0.5,
+    "seed_threshold": 0.5,
+    "min_size": 0,
+    "min_seed_size": 3,
+}
+DEFAULT_PREPROCESS = {"invert": "never", "percentiles": [1.0, 99.8]}
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, corrupt, truncated or does not match its config."""
+
+
+@dataclass
+class ModelBundle:
+    """A ready-to-run network with its configuration and metadata."""
+
+    config: ModelConfig
+    network: nn.Module
+    metadata: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name") or (self.path.stem if self.path else "model"))
+
+    @property
+    def target(self) -> str:
+        """``"instances"`` (background/interior/border) or ``"classes"`` (user classes)."""
+        return str(self.metadata.get("target", "instances"))
+
+    @property
+    def diameter(self) -> float | None:
+        """Median object diameter (pixels) of the training data, as the network saw it."""
+        value = self.metadata.get("diameter")
+        return float(value) if value else None
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        return {**DEFAULT_PREPROCESS, **self.metadata.get("preprocess", {})}
+
+    @property
+    def postprocess(self) -> dict[str, Any]:
+        return {**DEFAULT_POSTPROCESS, **self.metadata.get("postprocess", {})}
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self.metadata.get("class_names")
+        if names:
+            return list(names)
+        if self.target == "instances":
+            return ["background", "interior", "border"]
+        return [f"class {i + 1}" for i in range(self.config.n_classes)]
+
+
+def new_metadata(name: str, target: str = "instances", **extra: Any) -> dict[str, Any]:
+    """Metadata skeleton for a new model."""
+    return {
+        "name": name,
+        "version": 1,
+        "parent": None,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "target": target,
+        "preprocess": dict(DEFAULT_PREPROCESS),
+        "postprocess": dict(DEFAULT_POSTPROCESS),
+        **extra,
+    }
+
+
+def new_bundle(config: ModelConfig, name: str, target: str = "instances", **extra: Any):
+    """A freshly initialised network with default metadata."""
+    return ModelBundle(config, build_network(config), new_metadata(name, target, **extra))
+
+
+def shipped_models() -> dict[str, Path]:
+    """Models that ship inside the package, by name."""
+    if not SHIPPED_DIR.is_dir():
+        return {}
+    return {p.name[: -len(MODEL_SUFFIX)]: p for p in sorted(SHIPPED_DIR.glob(f"*{MODEL_SUFFIX}"))}
+
+
+def resolve_model_path(ref: str | os.PathLike) -> Path:
+    """A model reference is an existing file path or the name of a shipped model."""
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return path
+    shipped = shipped_models()
+    if str(ref) in shipped:
+        return shipped[str(ref)]
+    if path.exists():
+        raise ModelFileError(f"{path} is not a model file")
+    names = ", ".join(shipped) or "none installed"
+    raise ModelFileError(f"no model file {str(ref)!r} and no shipped model of that name ({names})")
+
+
+def save_model(bundle: ModelBundle, path: str | os.PathLike, half: bool = False) -> Path:
+    """Write ``bundle`` atomically to ``path`` (temp file in the same folder + rename).
+
+    Parameters
+    ----------
+    half : bool
+        Store floating-point weights as float16 (halves the file; loaded as float32).
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for key, value in bundle.network.state_dict().items():
+        value = value.detach().to("cpu")
+        if half and value.is_floating_point():
+            value = value.half()
+        tensors[key] = value.contiguous().clone()
+    header = {
+        "format": FORMAT,
+        "config": json.dumps(bundle.config.to_dict()),
+        "metadata": json.dumps(bundle.metadata, default=_json_default),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=header)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    bundle.path = path
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in model metadata")
+
+
+def read_header(ref: str | os.PathLike) -> tuple[ModelConfig, dict[str, Any], Path]:
+    """Config and metadata of a model file without loading its weights."""
+    from safetensors import safe_open
+
+    path = resolve_model_path(ref)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types
+        raise ModelFileError(f"{path}: not a readable model file ({exc})") from exc
+    if header.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a segloop model (format {header.get('format')!r})")
+    try:
+        config = ModelConfig.from_dict(json.loads(header["config"]))
+        metadata = json.loads(header.get("metadata", "{}"))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelFileError(f"{path}: broken model config ({exc})") from exc
+    return config, metadata, path
+
+
+def load_model(ref: str | os.PathLike, device: str | torch.device = "cpu") -> ModelBundle:
+    """Load a model file or shipped model by name; errors name the problem."""
+    from safetensors.torch import load_file
+
+    config, metadata, path = read_header(ref)
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise ModelFileError(f"{path}: weights cannot be read ({exc})") from exc
+    network = build_network(config)
+    expected = network.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ModelFileError(
+            f"{path}: weights do not match the config "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    for key, value in tensors.items():
+        if value.shape != expected[key].shape:
+            raise ModelFileError(
+                f"{path}: tensor {key} has shape {tuple(value.shape)}, "
+                f"config expects {tuple(expected[key].shape)}"
+            )
+        if value.is_floating_point():
+            tensors[key] = value.float()
+    network.load_state_dict(tensors)
+    network.to(device).eval()
+    return ModelBundle(config, network, metadata, path)

@@ -1,0 +1,109 @@
+"""JSON-serialisable network configurations and the named presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+ARCHITECTURES = ("unet", "segnet")
+PADDINGS = ("same", "valid")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a network (weights come separately).
+
+    Parameters
+    ----------
+    arch : {"unet", "segnet"}
+        Network family.
+    depth : int
+        Number of resolution levels (``depth - 1`` max-pool steps).
+    base_channels : int
+        Feature channels at the first level; doubled at every level down.
+    padding : {"same", "valid"}
+        ``"valid"`` is the original U-Net (unpadded 3x3 convolutions, the output is
+        smaller than the input); ``"same"`` keeps the spatial size.
+    batch_norm : bool
+        Batch normalisation after every 3x3 convolution.
+    in_channels : int
+        Image channels the network reads (1 for grayscale).
+    n_classes : int
+        Output channels (softmax classes).
+    convs_per_level : tuple of int or None
+        SegNet only: 3x3 convolutions per encoder level (VGG16: 2, 2, 3, 3, 3).
+    """
+
+    arch: str = "unet"
+    depth: int = 5
+    base_channels: int = 16
+    padding: str = "same"
+    batch_norm: bool = True
+    in_channels: int = 1
+    n_classes: int = 3
+    convs_per_level: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"arch must be one of {ARCHITECTURES}, got {self.arch!r}")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
+        if self.depth < 1 or self.base_channels < 1 or self.in_channels < 1:
+            raise ValueError("depth, base_channels and in_channels must be positive")
+        if self.n_classes < 2:
+            raise ValueError("n_classes must be at least 2")
+        if self.arch == "segnet" and self.padding != "same":
+            raise ValueError("SegNet uses same-padded convolutions only")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict."""
+        out = asdict(self)
+        if out["convs_per_level"] is not None:
+            out["convs_per_level"] = list(out["convs_per_level"])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        data = dict(data)
+        if data.get("convs_per_level") is not None:
+            data["convs_per_level"] = tuple(int(c) for c in data["convs_per_level"])
+        return cls(**data)
+
+    def with_classes(self, n_classes: int, in_channels: int | None = None) -> ModelConfig:
+        """Copy with another number of output classes (and optionally input channels)."""
+        return replace(
+            self,
+            n_classes=n_classes,
+            in_channels=self.in_channels if in_channels is None else in_channels,
+        )
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # Fast CPU network: same-padded, batch norm, base 16, four 2x2 pooling steps (5
+    # resolution levels, 16..256 channels, about 1.9 M parameters).
+    "unet": ModelConfig(arch="unet", depth=5, base_channels=16, padding="same", batch_norm=True),
+    # The original U-Net (Ronneberger et al. 2015): 5 levels, 64..1024 channels, valid convs.
+    "unet-classic": ModelConfig(
+        arch="unet", depth=5, base_channels=64, padding="valid", batch_norm=False
+    ),
+    # SegNet with the VGG16 encoder layout (13 convs), full width.
+    "segnet-classic": ModelConfig(
+        arch="segnet", depth=5, base_channels=64, batch_norm=True, convs_per_level=(2, 2, 3, 3, 3)
+    ),
+    # Narrow SegNet with the same structure for CPU use.
+    "segnet": ModelConfig(
+        arch="segnet", depth=5, base_channels=16, batch_norm=True, convs_per_level=(2, 2, 3, 3, 3)
+    ),
+}
+
+
+def preset(name: str, n_classes: int = 3, in_channels: int = 1) -> ModelConfig:
+    """Return the named preset configuration with the given classes and input channels."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name].with_classes(n_classes, in_channels)

@@ -1,0 +1,91 @@
+"""Overlap-tile prediction of class probabilities for images of any size.
+
+Memory is bounded by the tile batch plus the output canvas: the network never sees more
+than ``batch`` tiles at once, whatever the image size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+import numpy as np
+import torch
+
+from .device import ComputeSettings, compute_settings, prepare_network
+from .modelio import ModelBundle
+from .progress import Progress, StopCheck, check_stop, run_to_end
+from .tiling import pad_image, plan_tiles
+
+DEFAULT_TILE = {"same": 512, "valid": 388}
+
+
+def default_tile(bundle: ModelBundle) -> int:
+    """Default output tile side for a model's padding mode."""
+    return DEFAULT_TILE[bundle.config.padding]
+
+
+def count_tiles(bundle: ModelBundle, shape: tuple[int, int], tile: int | None = None) -> int:
+    """Number of network tiles :func:`predict_probabilities_iter` runs for ``shape``."""
+    return len(plan_tiles(bundle.config, shape, tile or default_tile(bundle)).starts)
+
+
+def predict_probabilities_iter(
+    bundle: ModelBundle,
+    image: np.ndarray,
+    tile: int | None = None,
+    batch: int = 4,
+    settings: ComputeSettings | None = None,
+    should_stop: StopCheck = None,
+    stage: str = "predict",
+) -> Generator[Progress, None, np.ndarray]:
+    """Yield progress per tile batch; return softmax probabilities (n_classes, H, W).
+
+    Parameters
+    ----------
+    image : ndarray
+        Normalised float image, (H, W) or (C, H, W) with C = the model's input channels.
+    tile : int, optional
+        Output tile side; default 512 (same-padded) or 388 (valid-padded).
+    batch : int
+        Tiles per forward pass.
+    settings : ComputeSettings, optional
+        Device and precision; default :func:`compute_settings("auto")`.
+    should_stop : callable, optional
+        Polled between batches; when it returns True, :class:`Cancelled` is raised.
+    """
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim != 3 or image.shape[0] != bundle.config.in_channels:
+        raise ValueError(
+            f"model expects {bundle.config.in_channels} channel(s) of 2-D data, "
+            f"got an array of shape {image.shape}"
+        )
+    settings = settings or compute_settings("auto")
+    network = prepare_network(bundle.network, settings).eval()
+    plan = plan_tiles(bundle.config, image.shape[1:], tile or default_tile(bundle))
+    padded = pad_image(np.asarray(image, dtype=np.float32), plan)
+    canvas = np.zeros((bundle.config.n_classes, *plan.canvas_shape), np.float32)
+    weights = np.zeros(plan.canvas_shape, np.float32)
+    size_in, size_out = plan.input_size, plan.output_size
+    total = len(plan.starts)
+    yield Progress(stage, 0, total, f"{total} tiles of {size_out}px")
+    for first in range(0, total, max(1, batch)):
+        check_stop(should_stop)
+        starts = plan.starts[first : first + batch]
+        tiles = np.stack([padded[:, y : y + size_in, x : x + size_in] for y, x in starts])
+        with torch.inference_mode(), settings.autocast():
+            logits = network(settings.to_device(torch.from_numpy(tiles)))
+        probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        for (y, x), prob in zip(starts, probs, strict=True):
+            canvas[:, y : y + size_out, x : x + size_out] += prob * plan.window
+            weights[y : y + size_out, x : x + size_out] += plan.window
+        yield Progress(stage, min(first + batch, total), total)
+    c = plan.context
+    height, width = plan.shape
+    result = canvas[:, c : c + height, c : c + width] / weights[c : c + height, c : c + width]
+    return np.ascontiguousarray(result, dtype=np.float32)
+
+
+def predict_probabilities(bundle: ModelBundle, image: np.ndarray, **kwargs) -> np.ndarray:
+    """Plain-function form of :func:`predict_probabilities_iter`."""
+    return run_to_end(predict_probabilities_iter(bundle, image, **kwargs))

@@ -1,0 +1,164 @@
+"""Whole segmentation pipeline: normalise, rescale to the model's object size, predict,
+map back to the input grid and turn probabilities into class and instance labels."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .device import compute_settings
+from .imageio import image_axes, prepare_image
+from .instances import instances_from_probabilities
+from .modelio import ModelBundle
+from .predict import count_tiles, default_tile, predict_probabilities_iter
+from .progress import Progress, StopCheck, run_to_end
+from .scale import estimate_diameter, rescale_image, resize_to_shape
+
+#: Rescaling is skipped when the object size is within this factor of the model's.
+SCALE_TOLERANCE = 1.15
+#: Auto-estimated rescale factors are clamped to this range.
+SCALE_LIMITS = (0.1, 10.0)
+
+
+@dataclass
+class SegmentOptions:
+    """User choices for :func:`segment_iter` (``None`` = the model's stored default).
+
+    ``diameter`` is the typical object diameter in pixels of the input image, ``"auto"``
+    to estimate it with a first pass, or ``None`` to use the image at its native scale.
+    """
+
+    tile: int | None = None
+    batch: int = 4
+    device: str = "auto"
+    diameter: float | str | None = None
+    fg_threshold: float | None = None
+    seed_threshold: float | None = None
+    min_size: int | None = None
+    unknown_threshold: float = 0.0
+
+
+@dataclass
+class Segmentation:
+    """Result for a 2-D image (H, W) or a stack (T, H, W); arrays keep the input grid."""
+
+    probabilities: np.ndarray  # (C, H, W) or (T, C, H, W) float32
+    classes: np.ndarray  # (H, W) or (T, H, W) uint8: argmax class
+    instances: np.ndarray  # (H, W) or (T, H, W) int32: 0 = background
+    diameters: list[float | None]  # object diameter used per frame (None = native)
+    scale_factors: list[float]
+    device: str
+
+    @property
+    def foreground(self) -> np.ndarray:
+        """Probability of any non-background class."""
+        return 1.0 - self.probabilities[..., 0, :, :]
+
+
+def _postprocess(bundle: ModelBundle, probs: np.ndarray, options: SegmentOptions, area_scale: float):
+    """Class map and instances from (C, H, W) probabilities on the input grid."""
+    post = bundle.postprocess
+    classes = np.argmax(probs, axis=0).astype(np.uint8)
+    if bundle.target == "instances":
+        min_size = post["min_size"] if options.min_size is None else options.min_size
+        labels = instances_from_probabilities(
+            probs,
+            fg_threshold=post["fg_threshold"] if options.fg_threshold is None else options.fg_threshold,
+            seed_threshold=post["seed_threshold"]
+            if options.seed_threshold is None
+            else options.seed_threshold,
+            min_size=int(round(min_size * area_scale)),
+            min_seed_size=max(1, int(round(post["min_seed_size"] * area_scale))),
+        )
+        return classes, labels
+    # "classes" target: class k is stored as k + 1, 0 = unknown below the threshold.
+    classes = classes + 1
+    if options.unknown_threshold > 0:
+        classes[probs.max(axis=0) < options.unknown_threshold] = 0
+    from .instances import connected_components
+
+    labels = np.zeros(classes.shape, np.int32)
+    for class_id in np.unique(classes[classes > 0]):
+        part = connected_components(classes == class_id, min_size=options.min_size or 0)
+        labels[part > 0] = part[part > 0] + labels.max()
+    return classes, labels
+
+
+def _predict_at_scale(bundle, frame, factor, options, settings, should_stop, stage):
+    """Probabilities for one normalised 2-D frame, predicted at ``factor`` x its size."""
+    scaled = rescale_image(frame, factor) if factor != 1.0 else frame
+    probs = yield from predict_probabilities_iter(
+        bundle, scaled, options.tile, options.batch, settings, should_stop, stage
+    )
+    if factor != 1.0:
+        probs = resize_to_shape(probs, frame.shape[-2:], order=1)
+    return probs
+
+
+def _segment_frame(bundle, frame, options, settings, should_stop, stage):
+    """Segment one normalised frame; returns (probs, classes, labels, diameter, factor)."""
+    model_diameter = bundle.diameter
+    diameter = options.diameter
+    factor = 1.0
+    if isinstance(diameter, (int, float)) and not isinstance(diameter, bool):
+        if diameter <= 0:
+            raise ValueError("diameter must be positive")
+        factor = model_diameter / float(diameter) if model_diameter else 1.0
+    probs = yield from _predict_at_scale(bundle, frame, factor, options, settings, should_stop, stage)
+    classes, labels = _postprocess(bundle, probs, options, 1.0 / factor**2)
+    used = float(diameter) if factor != 1.0 else None
+    if diameter == "auto" and model_diameter and bundle.target == "instances":
+        measured = estimate_diameter(labels)
+        used = None if math.isnan(measured) else measured
+        if used is not None:
+            factor = float(np.clip(model_diameter / used, *SCALE_LIMITS))
+            if abs(math.log(factor)) > math.log(SCALE_TOLERANCE):
+                probs = yield from _predict_at_scale(
+                    bundle, frame, factor, options, settings, should_stop, stage + " (rescaled)"
+                )
+                classes, labels = _postprocess(bundle, probs, options, 1.0 / factor**2)
+            else:
+                factor = 1.0
+    return probs, classes, labels, used, factor
+
+
+def segment_iter(
+    bundle: ModelBundle,
+    image: np.ndarray,
+    options: SegmentOptions | None = None,
+    should_stop: StopCheck = None,
+) -> Generator[Progress, None, Segmentation]:
+    """Segment a raw 2-D image (grayscale or RGB) or a 2-D+t stack, frame by frame.
+
+    Yields :class:`Progress` per tile batch and returns a :class:`Segmentation` whose
+    arrays have exactly the input's spatial shape.
+    """
+    options = options or SegmentOptions()
+    settings = compute_settings(options.device)
+    pre = bundle.preprocess
+    low, high = pre["percentiles"]
+    is_stack = image_axes(image).startswith("T")
+    frames = prepare_image(image, invert=pre["invert"], low=low, high=high)
+    if not is_stack:
+        frames = frames[None]
+    results = []
+    n_frames = len(frames)
+    tile = options.tile or default_tile(bundle)
+    yield Progress("segment", 0, n_frames, f"{count_tiles(bundle, frames.shape[1:], tile)} tiles/frame")
+    for index, frame in enumerate(frames):
+        stage = f"frame {index + 1}/{n_frames}" if is_stack else "predict"
+        results.append((yield from _segment_frame(bundle, frame, options, settings, should_stop, stage)))
+        yield Progress("segment", index + 1, n_frames)
+    probs, classes, labels, diameters, factors = zip(*results, strict=True)
+    pick = (lambda arrays: np.stack(arrays)) if is_stack else (lambda arrays: arrays[0])
+    return Segmentation(
+        pick(probs), pick(classes), pick(labels), list(diameters), list(factors), settings.describe()
+    )
+
+
+def segment(bundle: ModelBundle, image: np.ndarray, **options) -> Segmentation:
+    """Plain-function form of :func:`segment_iter`; keyword arguments are SegmentOptions."""
+    return run_to_end(segment_iter(bundle, image, SegmentOptions(**options)))

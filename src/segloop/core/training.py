@@ -1,0 +1,347 @@
+"""One training loop for training from scratch and for fine-tuning.
+
+:func:`train_iter` is a generator: it yields :class:`Progress` (step, epoch, loss,
+validation metric) and returns a :class:`TrainResult`. It honours a stop request between
+steps, keeps the best validated weights, and writes them atomically when given a path.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .augment import AugmentConfig, augment_sample, random_crop
+from .device import compute_settings, prepare_network
+from .evaluation import LabelledImage, evaluate_iter, tune_postprocess
+from .imageio import prepare_image
+from .losses import segmentation_loss
+from .models import tile_geometry
+from .modelio import ModelBundle, save_model
+from .progress import Progress, StopCheck, run_to_end
+from .scale import estimate_diameter, rescale_image, rescale_labels
+from .segment import SegmentOptions, segment_iter
+from .targets import class_ids_to_target, classes_to_target, instances_to_classes
+from .weightmap import weight_map
+
+
+@dataclass
+class TrainConfig:
+    """Training options; defaults suit CPU training of the fast U-Net.
+
+    ``epochs`` counts passes in which every training image gives one random crop;
+    ``minutes`` is a wall-clock budget. When both are set the first one reached stops.
+    ``target_diameter`` rescales every training pair so its median object diameter
+    becomes this many pixels (None keeps the native scale).
+    """
+
+    minutes: float | None = None
+    epochs: int | None = None
+    crop: int = 256
+    batch_size: int = 4
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.1
+    val_interval_s: float = 60.0
+    val_max_images: int = 24
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    use_weight_map: bool = True
+    w0: float = 10.0
+    sigma: float = 5.0
+    dice_weight: float = 0.0
+    border_width: int = 2
+    target_diameter: float | None = None
+    device: str = "auto"
+    tune_postprocess: bool = True
+
+    def __post_init__(self) -> None:
+        if self.minutes is None and self.epochs is None:
+            raise ValueError("give a time budget (minutes) or a number of epochs")
+        if (self.minutes is not None and self.minutes <= 0) or (
+            self.epochs is not None and self.epochs <= 0
+        ):
+            raise ValueError("minutes and epochs must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["augment"] = self.augment.to_dict()
+        return out
+
+
+@dataclass
+class Sample:
+    """A training pair ready for cropping: (C, H, W) image, int64 target, weight."""
+
+    image: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray | None
+    n_objects: int
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    bundle: ModelBundle
+    steps: int
+    epochs: float
+    seconds: float
+    stopped: bool
+    best_metric: float | None
+    history: list[dict[str, float]]
+    validation: list[dict[str, float]]
+
+
+def pair_scale(labels: np.ndarray, target_diameter: float | None) -> float:
+    """Factor that gives the pair's objects ``target_diameter`` (1.0 if unset/unknown)."""
+    if not target_diameter:
+        return 1.0
+    measured = estimate_diameter(labels)
+    return 1.0 if not measured or math.isnan(measured) else target_diameter / measured
+
+
+def make_sample(item: LabelledImage, bundle: ModelBundle, config: TrainConfig) -> Sample:
+    """Normalise, rescale and turn one labelled image into network targets."""
+    pre = bundle.preprocess
+    image = prepare_image(item.image, invert=pre["invert"], low=pre["percentiles"][0],
+                          high=pre["percentiles"][1])
+    if image.ndim != 2:
+        raise ValueError(f"{item.name}: training images must be single 2-D frames")
+    if image.shape != item.labels.shape:
+        raise ValueError(
+            f"{item.name}: image shape {image.shape} differs from labels {item.labels.shape}"
+        )
+    labels, ignore = item.labels, item.ignore
+    factor = pair_scale(labels, config.target_diameter) if bundle.target == "instances" else 1.0
+    if factor != 1.0:
+        image = rescale_image(image, factor)
+        labels = rescale_labels(labels, factor)
+        ignore = None if ignore is None else rescale_labels(ignore.astype(np.uint8), factor) > 0
+    if bundle.target == "instances":
+        target = classes_to_target(instances_to_classes(labels, config.border_width), ignore)
+        weight = weight_map(labels, config.w0, config.sigma) if config.use_weight_map else None
+    else:
+        target = class_ids_to_target(labels)
+        if ignore is not None:
+            target[ignore] = -1
+        weight = None
+    n_objects = int(len(np.unique(labels)) - 1) if bundle.target == "instances" else 0
+    return Sample(image[None].astype(np.float32), target, weight, n_objects)
+
+
+def split_validation(
+    data: Sequence[LabelledImage], fraction: float, seed: int
+) -> tuple[list[LabelledImage], list[LabelledImage]]:
+    """Random train/validation split; a single image is used for both (and flagged)."""
+    if len(data) < 2 or fraction <= 0:
+        return list(data), list(data[:1]) if fraction > 0 else []
+    order = np.random.default_rng(seed).permutation(len(data))
+    n_val = min(len(data) - 1, max(1, round(len(data) * fraction)))
+    return [data[i] for i in order[n_val:]], [data[i] for i in order[:n_val]]
+
+
+def _batch(samples, order, geometry, config, rng, margin):
+    """Random crops + augmentation for one batch; returns image, target, weight tensors."""
+    images, targets, weights = [], [], []
+    for index in order:
+        sample = samples[index]
+        arrays = [sample.image, sample.target]
+        if sample.weight is not None:
+            arrays.append(sample.weight)
+        crops = random_crop(arrays, (geometry.input_size,) * 2, rng)
+        weight = crops[2] if len(crops) > 2 else None
+        image, target, weight = augment_sample(crops[0], crops[1], weight, rng, config.augment)
+        inner = slice(margin, margin + geometry.output_size)
+        images.append(image)
+        targets.append(target[inner, inner])
+        weights.append(np.ones_like(targets[-1], np.float32) if weight is None else weight[inner, inner])
+    return (
+        torch.from_numpy(np.stack(images)),
+        torch.from_numpy(np.stack(targets)),
+        torch.from_numpy(np.stack(weights)),
+    )
+
+
+def _validate(bundle, val_data, config, should_stop):
+    """Pooled F1@0.5 (instances) or pixel accuracy on labelled pixels (classes)."""
+    bundle.network.eval()
+    options = SegmentOptions(device=config.device)
+    if bundle.target == "instances":
+        report = yield from evaluate_iter(bundle, val_data, options, should_stop, true_diameter=True)
+        metrics = {"f1": report.matches.f1, "seg": report.seg, "ap": report.matches.ap}
+        score = report.matches.f1
+    else:
+        correct = total = 0
+        for item in val_data:
+            result = yield from segment_iter(bundle, item.image, options, should_stop)
+            labelled = item.labels > 0
+            correct += int(np.count_nonzero(result.classes[labelled] == item.labels[labelled]))
+            total += int(np.count_nonzero(labelled))
+        score = correct / total if total else float("nan")
+        metrics = {"accuracy": score}
+    bundle.network.train()
+    return score, metrics
+
+
+def _tune(bundle, val_data, config, should_stop):
+    """Store the post-processing that maximises validation F1 in the bundle metadata."""
+    bundle.network.eval()
+    probs, labels = [], []
+    for item in val_data:
+        measured = estimate_diameter(item.labels)
+        options = SegmentOptions(device=config.device, diameter=None if np.isnan(measured) else measured)
+        result = yield from segment_iter(bundle, item.image, options, should_stop)
+        probs.append(result.probabilities)
+        labels.append(item.labels)
+    settings, f1 = tune_postprocess(probs, labels, bundle.diameter)
+    if settings:
+        bundle.metadata["postprocess"] = {**bundle.postprocess, **settings}
+    return f1
+
+
+def train_iter(
+    bundle: ModelBundle,
+    data: Sequence[LabelledImage],
+    config: TrainConfig,
+    val_data: Sequence[LabelledImage] | None = None,
+    out_path: str | Path | None = None,
+    should_stop: StopCheck = None,
+) -> Generator[Progress, None, TrainResult]:
+    """Train ``bundle.network`` in place on ``data``; see the module docstring."""
+    if not data:
+        raise ValueError("no training images given")
+    if val_data is None:
+        data, val_data = split_validation(data, config.val_fraction, config.seed)
+    val_data = list(val_data)[: config.val_max_images]
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    yield Progress("prepare", 0, len(data), "preparing training images")
+    samples = [make_sample(item, bundle, config) for item in data]
+    if bundle.target == "instances":
+        diameters = [estimate_diameter(item.labels) * pair_scale(item.labels, config.target_diameter)
+                     for item in data]
+        diameters = [d for d in diameters if not math.isnan(d)]
+        if diameters:
+            bundle.metadata["diameter"] = float(np.median(diameters))
+        if not any(s.n_objects for s in samples):
+            raise ValueError("the training labels contain no objects")
+    geometry = tile_geometry(bundle.config, config.crop)
+    settings = compute_settings(config.device)
+    network = prepare_network(bundle.network, settings).train()
+    optimizer = torch.optim.AdamW(
+        network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    steps_per_epoch = max(1, math.ceil(len(samples) / config.batch_size))
+    max_steps = config.epochs * steps_per_epoch if config.epochs else None
+    budget_s = config.minutes * 60 if config.minutes else None
+    history: list[dict[str, float]] = []
+    validation: list[dict[str, float]] = []
+    best_score, best_state = -math.inf, None
+    start = last_val = time.monotonic()
+    step, stopped, order = 0, False, []
+
+    def progress_fraction() -> float:
+        parts = []
+        if max_steps:
+            parts.append(step / max_steps)
+        if budget_s:
+            parts.append((time.monotonic() - start) / budget_s)
+        return min(1.0, max(parts))
+
+    def checkpoint(score: float, metrics: dict[str, float]) -> None:
+        nonlocal best_score, best_state
+        validation.append({"step": step, "seconds": time.monotonic() - start, **metrics})
+        if val_data and score > best_score:
+            best_score = score
+            best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+            if out_path is not None:
+                _record(bundle, config, data, samples, history, validation, step, start)
+                save_model(bundle, out_path)
+
+    while progress_fraction() < 1.0:
+        if should_stop is not None and should_stop():
+            stopped = True
+            break
+        if not order:
+            order = list(rng.permutation(len(samples)))
+        picks, order = order[: config.batch_size], order[config.batch_size :]
+        while len(picks) < config.batch_size:  # fill the last batch of an epoch
+            picks.append(int(rng.integers(len(samples))))
+        images, targets, weights = _batch(samples, picks, geometry, config, rng, geometry.margin)
+        lr_scale = _lr_schedule(progress_fraction())
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate * lr_scale
+        with settings.autocast():
+            logits = network(settings.to_device(images))
+        loss = segmentation_loss(
+            logits.float(), targets.to(settings.device), weights.to(settings.device),
+            config.dice_weight,
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        elapsed = time.monotonic() - start
+        history.append({"step": step, "epoch": step / steps_per_epoch, "loss": float(loss.detach()),
+                        "seconds": elapsed})
+        data_out = dict(history[-1])
+        if val_data and time.monotonic() - last_val >= config.val_interval_s:
+            score, metrics = yield from _validate(bundle, val_data, config, should_stop)
+            checkpoint(score, metrics)
+            last_val = time.monotonic()
+            data_out["validation"] = metrics
+        yield Progress("train", int(progress_fraction() * 1000), 1000,
+                       f"step {step} loss {float(loss):.4f}", data_out)
+    if not stopped and val_data:
+        score, metrics = yield from _validate(bundle, val_data, config, should_stop)
+        checkpoint(score, metrics)
+        yield Progress("validate", 1, 1, "final validation", {"validation": metrics})
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    network.eval()
+    if not stopped and config.tune_postprocess and bundle.target == "instances" and val_data:
+        yield Progress("tune", 0, 1, "tuning post-processing on the validation images")
+        tuned_f1 = yield from _tune(bundle, val_data, config, should_stop)
+        validation.append({"step": step, "seconds": time.monotonic() - start, "tuned_f1": tuned_f1})
+    _record(bundle, config, data, samples, history, validation, step, start)
+    bundle.metadata["training"]["stopped"] = stopped
+    if out_path is not None:
+        save_model(bundle, out_path)
+    return TrainResult(
+        bundle, step, step / steps_per_epoch, time.monotonic() - start, stopped,
+        None if best_state is None else best_score, history, validation,
+    )
+
+
+def _lr_schedule(fraction: float) -> float:
+    """Linear warm-up over the first 3 %, then cosine decay to 5 % of the base rate."""
+    if fraction < 0.03:
+        return 0.1 + 0.9 * fraction / 0.03
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, fraction)))
+
+
+def _record(bundle, config, data, samples, history, validation, step, start) -> None:
+    """Write training facts into the bundle metadata (kept small: curves are thinned)."""
+    stride = max(1, len(history) // 200)
+    bundle.metadata["training"] = {
+        "config": config.to_dict(),
+        "n_images": len(data),
+        "n_objects": int(sum(s.n_objects for s in samples)),
+        "images": [item.name for item in data][:500],
+        "steps": step,
+        "seconds": round(time.monotonic() - start, 1),
+    }
+    bundle.metadata["history"] = history[::stride]
+    bundle.metadata["validation"] = validation
+
+
+def train(bundle: ModelBundle, data: Sequence[LabelledImage], config: TrainConfig, **kwargs):
+    """Plain-function form of :func:`train_iter`."""
+    return run_to_end(train_iter(bundle, data, config, **kwargs))

@@ -1,0 +1,198 @@
+"""Tests for segloop.core.instances."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from skimage.draw import disk
+
+from segloop.core.instances import (
+    TABLE_COLUMNS,
+    connected_components,
+    count_table,
+    frame_counts,
+    instances_from_class_map,
+    instances_from_probabilities,
+    per_frame,
+    split_touching,
+    write_csv,
+)
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def disks(centres: list[tuple[int, int]], radius: int = 10, shape=(64, 96)) -> np.ndarray:
+    """Labels with one disk per centre (later disks overwrite earlier ones)."""
+    labels = np.zeros(shape, dtype=np.int32)
+    for i, centre in enumerate(centres, start=1):
+        labels[disk(centre, radius, shape=shape)] = i
+    return labels
+
+
+def three_class_probs(labels: np.ndarray, band: int = 2) -> np.ndarray:
+    """Synthetic (3, H, W) probabilities: interior = eroded objects, border = the rest."""
+    interior = np.zeros(labels.shape, dtype=bool)
+    for i in range(1, labels.max() + 1):
+        interior |= ndi.binary_erosion(labels == i, iterations=band)
+    # pixels where two objects touch are border too
+    touching = ndi.grey_dilation(labels, size=3) != ndi.grey_erosion(
+        np.where(labels > 0, labels, labels.max() + 1), size=3
+    )
+    interior &= ~touching
+    fg = labels > 0
+    probs = np.zeros((3, *labels.shape), dtype=np.float32)
+    probs[0] = np.where(fg, 0.05, 0.9)
+    probs[1] = np.where(interior, 0.9, 0.05)
+    probs[2] = 1.0 - probs[0] - probs[1]
+    return probs
+
+
+@pytest.fixture
+def touching() -> np.ndarray:
+    """Two disks of radius 10 overlapping by 4 pixels."""
+    return disks([(32, 30), (32, 46)])
+
+
+def test_three_separate_disks_counted() -> None:
+    labels = disks([(15, 15), (40, 50), (20, 80)])
+    probs = three_class_probs(labels)
+    inst = instances_from_probabilities(probs)
+    assert inst.dtype == np.int32
+    assert inst.max() == 3 and set(np.unique(inst)) == {0, 1, 2, 3}
+    assert frame_counts(inst)["count"].tolist() == [3]
+    assert len(count_table(inst)["label"]) == 3
+    assert connected_components(labels > 0).max() == 3
+    assert instances_from_class_map(np.argmax(probs, axis=0)).max() == 3
+
+
+def test_touching_disks(touching: np.ndarray) -> None:
+    mask = touching > 0
+    assert connected_components(mask).max() == 1
+    probs = three_class_probs(touching)
+    inst = instances_from_probabilities(probs)
+    assert inst.max() == 2
+    # the whole foreground is labelled, nothing leaks outside
+    assert np.array_equal(inst > 0, mask)
+    assert instances_from_class_map(np.argmax(probs, axis=0)).max() == 2
+    assert split_touching(mask).max() == 2
+
+
+def test_split_touching_keeps_single_disk() -> None:
+    labels = split_touching(disks([(32, 40)], radius=12) > 0)
+    assert labels.max() == 1
+
+
+def test_split_touching_respects_input_labels() -> None:
+    # two label values in one connected blob (a rectangle cut in half) stay two objects
+    labels = np.zeros((30, 40), dtype=np.int32)
+    labels[5:25, 5:20] = 1
+    labels[5:25, 20:35] = 2
+    out = split_touching(labels, min_distance=20)
+    for value in (1, 2):
+        assert len(np.unique(out[labels == value])) == 1
+    assert out.max() == 2
+
+
+def test_unseeded_component_kept_and_min_size() -> None:
+    labels = disks([(30, 30)], radius=10, shape=(60, 60))
+    labels[50:52, 50:52] = 2  # a 4-pixel blob: foreground, but no interior at all
+    probs = three_class_probs(labels)
+    assert probs[1][50:52, 50:52].max() < 0.5
+    assert instances_from_probabilities(probs).max() == 2
+    assert instances_from_probabilities(probs, min_size=10).max() == 1
+    assert connected_components(labels > 0, min_size=5).max() == 1
+    assert split_touching(labels > 0, min_size=5).max() == 1
+
+
+def test_min_seed_size_drops_tiny_seeds() -> None:
+    probs = three_class_probs(disks([(30, 30)], shape=(60, 60)))
+    probs[1, 30, 30] = 0.0  # nothing changes for a big seed
+    probs[1, 10, 10] = 0.9  # a 1-pixel seed outside the foreground is ignored
+    assert instances_from_probabilities(probs, min_seed_size=3).max() == 1
+
+
+def test_per_frame_stack(touching: np.ndarray) -> None:
+    stack = np.stack([touching > 0, np.zeros_like(touching, dtype=bool)])
+    out = per_frame(split_touching, stack, min_distance=5)
+    assert out.shape == stack.shape
+    assert out[0].max() == 2 and out[1].max() == 0
+    probs = np.stack([three_class_probs(touching)] * 2)
+    assert per_frame(instances_from_probabilities, probs).max(axis=(1, 2)).tolist() == [2, 2]
+    with pytest.raises(ValueError, match="stack"):
+        per_frame(split_touching, touching)
+
+
+def test_count_table_rectangle() -> None:
+    labels = np.zeros((20, 30), dtype=np.int32)
+    labels[2:6, 3:11] = 5  # 4 x 8 rectangle
+    intensity = np.zeros((20, 30), dtype=np.float32)
+    intensity[2:6, 3:11] = 7.0
+    table = count_table(labels, intensity)
+    assert tuple(table) == TABLE_COLUMNS
+    assert table["label"].tolist() == [5]
+    assert table["frame"].tolist() == [0]
+    assert table["area"].tolist() == [32]
+    assert table["centroid_y"][0] == pytest.approx(3.5)
+    assert table["centroid_x"][0] == pytest.approx(6.5)
+    bbox = [table[k][0] for k in ("bbox_min_y", "bbox_min_x", "bbox_max_y", "bbox_max_x")]
+    assert bbox == [2, 3, 6, 11]
+    assert table["equivalent_diameter"][0] == pytest.approx(np.sqrt(4 * 32 / np.pi))
+    assert table["mean_intensity"][0] == pytest.approx(7.0)
+    assert np.isnan(count_table(labels)["mean_intensity"][0])
+    with pytest.raises(ValueError, match="same shape"):
+        count_table(labels, intensity[:10])
+
+
+def test_stack_table_and_frame_counts_with_empty_frame() -> None:
+    frame0 = disks([(15, 15), (40, 50)])
+    stack = np.stack([frame0, np.zeros_like(frame0), disks([(30, 30)])])
+    counts = frame_counts(stack)
+    assert counts["frame"].tolist() == [0, 1, 2]
+    assert counts["count"].tolist() == [2, 0, 1]
+    table = count_table(stack)
+    assert table["frame"].tolist() == [0, 0, 2]
+    assert table["label"].tolist() == [1, 2, 1]
+    empty = count_table(np.zeros((10, 10), dtype=np.int32))
+    assert all(len(v) == 0 for v in empty.values())
+
+
+def test_write_csv_round_trip(tmp_path: Path) -> None:
+    labels = disks([(15, 15), (40, 50)])
+    table = count_table(labels, labels.astype(float) * 1.2345678)
+    path = tmp_path / "sub" / "counts.csv"
+    write_csv(table, path, extra_columns={"image": "a.tif"})
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["image", *TABLE_COLUMNS]
+    assert len(rows) == 2
+    assert rows[0]["image"] == "a.tif"
+    assert int(rows[1]["label"]) == 2
+    assert int(rows[0]["area"]) == table["area"][0]
+    assert rows[1]["mean_intensity"] == "2.46914"  # 6 significant digits
+    assert float(rows[0]["centroid_y"]) == pytest.approx(table["centroid_y"][0], rel=1e-5)
+    assert [p.name for p in path.parent.iterdir()] == ["counts.csv"]  # no temp file left
+    write_csv(count_table(labels), path)  # overwrite; NaN column
+    with open(path, newline="") as handle:
+        assert next(csv.DictReader(handle))["mean_intensity"] == "nan"
+    with pytest.raises(ValueError, match="same length"):
+        write_csv({"a": np.arange(2), "b": np.arange(3)}, path)
+
+
+@pytest.mark.shared_data
+def test_real_masks_components_vs_watershed() -> None:
+    mask_path = DATA / "stardist_dsb2018_sample" / "masks" / "img2d.tif"
+    if not mask_path.is_file():
+        pytest.skip("shared data not available")
+    tifffile = pytest.importorskip("tifffile")
+    gt = np.asarray(tifffile.imread(mask_path))[:128, :128].astype(np.int32)
+    n_gt = len(np.unique(gt)) - 1
+    # class map built from the ground truth: border = object pixels next to another label
+    edges = ndi.grey_dilation(gt, size=3) != ndi.grey_erosion(gt, size=3)
+    class_map = np.where(gt > 0, np.where(edges, 2, 1), 0)
+    found = instances_from_class_map(class_map).max()
+    assert found >= connected_components(gt > 0).max()
+    assert abs(int(found) - n_gt) <= max(2, n_gt // 10)

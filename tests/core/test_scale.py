@@ -1,0 +1,87 @@
+"""Tests for segloop.core.scale."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+
+from segloop.core.scale import (
+    estimate_diameter,
+    rescale_image,
+    rescale_labels,
+    resize_to_shape,
+    scale_factor,
+)
+
+
+def _disks(shape=(61, 83)) -> np.ndarray:
+    labels = np.zeros(shape, dtype=np.uint16)
+    for i, centre in enumerate([(15, 15), (40, 50), (20, 65)], start=1):
+        labels[disk(centre, 10, shape=shape)] = i
+    return labels
+
+
+def test_estimate_diameter() -> None:
+    labels = np.zeros((50, 50), dtype=np.int32)
+    labels[disk((25, 25), 10)] = 7
+    assert estimate_diameter(labels) == pytest.approx(20, abs=1)
+    assert estimate_diameter(_disks()) == pytest.approx(20, abs=1)
+    stack = np.stack([labels, np.zeros_like(labels), labels])  # ids repeat across frames
+    assert estimate_diameter(stack) == pytest.approx(20, abs=1)
+    assert math.isnan(estimate_diameter(np.zeros((10, 10), dtype=np.int32)))
+    huge = np.where(labels > 0, 2**31 - 1, 0).astype(np.int64)  # sparse large ids
+    assert estimate_diameter(huge) == pytest.approx(20, abs=1)
+
+
+def test_scale_factor() -> None:
+    assert scale_factor(20.0, 30.0) == pytest.approx(1.5)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError):
+            scale_factor(bad, 30.0)
+    with pytest.raises(ValueError):
+        scale_factor(20.0, 0.0)
+
+
+def test_factor_one_is_identity() -> None:
+    image = np.random.default_rng(0).random((11, 13)).astype(np.float32)
+    labels = _disks()
+    assert rescale_image(image, 1.0) is image
+    assert rescale_labels(labels, 1) is labels
+    assert resize_to_shape(labels, labels.shape, order=0) is labels
+
+
+def test_rescale_round_trip() -> None:
+    labels = _disks()
+    up = rescale_labels(labels, 2.0)
+    assert up.shape == (122, 166) and up.dtype == labels.dtype
+    assert set(np.unique(up)) == set(np.unique(labels))
+    back = resize_to_shape(up, labels.shape, order=0)
+    assert back.shape == labels.shape and back.dtype == labels.dtype
+    for i in (1, 2, 3):
+        a, b = labels == i, back == i
+        assert (a & b).sum() / (a | b).sum() > 0.9
+    down = rescale_labels(labels, 0.37)
+    assert down.shape == (round(61 * 0.37), round(83 * 0.37))
+
+
+def test_rescale_image_and_probabilities() -> None:
+    image = _disks().astype(np.float32) / 3
+    up = rescale_image(image, 2.0)
+    assert up.shape == (122, 166) and up.dtype == np.float32
+    assert up.min() >= 0 and up.max() <= 1.0 + 1e-6  # preserve_range, linear
+    down = rescale_image(image, 0.5)
+    assert down.shape == (30, 42)  # round(30.5) == 30 (banker's), round(41.5) == 42
+    u8 = (image * 255).astype(np.uint8)
+    assert rescale_image(u8, 1.5).dtype == np.float32
+    probs = np.stack([1 - image, image, np.zeros_like(image)])
+    probs_up = rescale_image(probs, 1.5)
+    assert probs_up.shape == (3, 92, 124)
+    back = resize_to_shape(probs_up, image.shape, order=1)
+    assert back.shape == probs.shape
+    np.testing.assert_allclose(back.sum(axis=0), 1.0, atol=1e-5)  # linear keeps sums
+    assert np.abs(back - probs).mean() < 0.05
+    with pytest.raises(ValueError):
+        rescale_image(image, 0.0)
