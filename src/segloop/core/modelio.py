@@ -94,9 +94,14 @@ def new_metadata(name: str, target: str = "instances", **extra: Any) -> dict[str
     }
 
 
-def new_bundle(config: ModelConfig, name: str, target: str = "instances", **extra: Any):
-    """A freshly initialised network with default metadata."""
-    return ModelBundle(config, build_network(config), new_metadata(name, target, **extra))
+def new_bundle(
+    config: ModelConfig, name: str, target: str = "instances", seed: int = 0, **extra: Any
+) -> ModelBundle:
+    """A freshly initialised network (weights drawn with ``seed``) with default metadata."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = build_network(config)
+    return ModelBundle(config, network, new_metadata(name, target, **extra))
 
 
 def shipped_models() -> dict[str, Path]:

@@ -78,17 +78,20 @@ def plan_tiles(
     height, width = int(shape[0]), int(shape[1])
     if height < 1 or width < 1:
         raise ValueError(f"cannot tile an empty image of shape {shape}")
-    # Never use tiles much larger than the image needs.
-    wanted = max(16, min(tile, max(height, width) + 32))
-    geometry = tile_geometry(config, wanted)
-    size_in, size_out, margin = geometry.input_size, geometry.output_size, geometry.margin
     if config.padding == "valid":
-        context, stride, ramp = 0, size_out, 0
+        # Never use tiles much larger than the image needs.
+        geometry = tile_geometry(config, max(16, min(tile, max(height, width))))
+        context, stride, ramp = 0, geometry.output_size, 0
     else:
         if overlap is None:
-            overlap = max(16, size_out // 8)
-        overlap = min(overlap, size_out // 2)
-        context, stride, ramp = overlap // 2, size_out - overlap, overlap
+            overlap = max(16, tile // 8)
+        context = overlap // 2
+        whole = max(height, width) + 2 * context
+        # One tile for the whole image when it is at most 25 % larger than asked for.
+        geometry = tile_geometry(config, whole if whole <= tile * 1.25 else max(16, tile))
+        overlap = min(overlap, geometry.output_size // 2)
+        context, stride, ramp = overlap // 2, geometry.output_size - overlap, overlap
+    size_in, size_out, margin = geometry.input_size, geometry.output_size, geometry.margin
     canvas_h = max(height + 2 * context, size_out)
     canvas_w = max(width + 2 * context, size_out)
     if config.padding == "valid":  # whole output tiles, no overlap

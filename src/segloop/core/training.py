@@ -233,7 +233,7 @@ def train_iter(
         if not any(s.n_objects for s in samples):
             raise ValueError("the training labels contain no objects")
     geometry = tile_geometry(bundle.config, config.crop)
-    settings = compute_settings(config.device)
+    settings = compute_settings(config.device, training=True)
     network = prepare_network(bundle.network, settings).train()
     optimizer = torch.optim.AdamW(
         network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -298,7 +298,7 @@ def train_iter(
             last_val = time.monotonic()
             data_out["validation"] = metrics
         yield Progress("train", int(progress_fraction() * 1000), 1000,
-                       f"step {step} loss {float(loss):.4f}", data_out)
+                       f"step {step} loss {history[-1]['loss']:.4f}", data_out)
     if not stopped and val_data:
         score, metrics = yield from _validate(bundle, val_data, config, should_stop)
         checkpoint(score, metrics)

@@ -1,0 +1,285 @@
+"""``segloop`` command line: train, predict, count, weightmap, evaluate, models, info.
+
+The sub-commands and options documented in README.md are a contract that outside
+tooling relies on: add options, never rename or remove them. Errors print one line,
+``segloop: error: ...``, and exit with status 1 (2 for bad usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_ERROR = 1
+
+
+class ProgressPrinter:
+    """Progress bar on stderr (redrawn in place on a terminal, else every 10 %)."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.last: tuple[str, int] = ("", -1)
+        self.last_time = 0.0
+
+    def __call__(self, event) -> None:
+        percent = int(100 * event.fraction)
+        step = percent if self.tty else percent // 10 * 10
+        now = time.monotonic()
+        # New stage or bucket: always; same bucket: at most every 0.2 s (tty) / 30 s (log).
+        if (event.stage, step) == self.last and now - self.last_time < (0.2 if self.tty else 30):
+            return
+        self.last, self.last_time = (event.stage, step), now
+        bar = "#" * (percent // 5)
+        line = f"{event.stage:>12} [{bar:<20}] {percent:3d}% {event.message}"
+        if self.tty:
+            self.stream.write("\r" + line[:100].ljust(100))
+            if percent >= 100:
+                self.stream.write("\n")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _segment_options(args):
+    from .core.segment import SegmentOptions
+
+    diameter = args.diameter
+    if diameter not in (None, "auto"):
+        diameter = float(diameter)
+    return SegmentOptions(
+        tile=args.tile, batch=args.batch, device=args.device, diameter=diameter,
+        min_size=args.min_size,
+    )
+
+
+def cmd_train(args) -> int:
+    from .core.augment import AugmentConfig
+    from .core.datasets import load_pairs
+    from .core.modelio import load_model, new_bundle, save_model
+    from .core.models import preset
+    from .core.progress import run_to_end
+    from .core.training import TrainConfig, train_iter
+
+    if args.minutes is None and args.epochs is None:
+        args.minutes = 10.0
+    data = load_pairs(args.images, args.masks)
+    val_data = load_pairs(args.val_images, args.val_masks) if args.val_images else None
+    target = args.target
+    if args.init:
+        bundle = load_model(args.init)
+        parent = str(bundle.path)
+        bundle.metadata.update(
+            name=Path(args.out).name.split(".")[0], parent=parent,
+            version=int(bundle.metadata.get("version", 0)) + 1,
+        )
+        if args.invert:
+            bundle.metadata.setdefault("preprocess", {})["invert"] = args.invert
+    else:
+        n_classes = 3
+        if target == "classes":
+            n_classes = int(max(int(item.labels.max()) for item in data))
+            if n_classes < 2:
+                raise ValueError("--target classes needs masks with at least two class ids")
+        bundle = new_bundle(preset(args.arch, n_classes=n_classes),
+                            Path(args.out).name.split(".")[0], target=target, seed=args.seed)
+        bundle.metadata["preprocess"]["invert"] = args.invert or "never"
+    config = TrainConfig(
+        minutes=args.minutes, epochs=args.epochs, crop=args.crop, batch_size=args.batch,
+        learning_rate=args.lr or (3e-4 if args.init else 1e-3), seed=args.seed,
+        val_fraction=args.val_fraction, target_diameter=args.diameter, device=args.device,
+        augment=AugmentConfig() if not args.no_augment else AugmentConfig(
+            flips=False, rot90=False, elastic=False, intensity=False, noise=False),
+        use_weight_map=not args.no_weight_map,
+    )
+    if config.target_diameter is None and args.init:
+        config.target_diameter = bundle.diameter
+    printer = ProgressPrinter()
+    result = run_to_end(train_iter(bundle, data, config, val_data, args.out), printer)
+    save_model(result.bundle, args.out)
+    summary = {
+        "model": str(args.out), "steps": result.steps, "epochs": round(result.epochs, 2),
+        "seconds": round(result.seconds, 1), "best_validation": result.best_metric,
+        "diameter": result.bundle.diameter, "postprocess": result.bundle.postprocess,
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _inputs(paths: Sequence[str]) -> list[Path]:
+    from .core.imageio import list_images
+
+    return list_images(list(paths))
+
+
+def cmd_predict(args) -> int:
+    from .batch import predict_files
+
+    written = predict_files(
+        args.model, _inputs(args.inputs), Path(args.out), _segment_options(args),
+        probabilities=args.probabilities, dask=args.dask, progress=ProgressPrinter(),
+    )
+    for path in written:
+        print(path)
+    return 0
+
+
+def cmd_count(args) -> int:
+    from .batch import count_files
+
+    count_files(
+        args.model, _inputs(args.inputs), Path(args.csv), _segment_options(args),
+        objects_csv=Path(args.objects) if args.objects else None, progress=ProgressPrinter(),
+    )
+    print(args.csv)
+    return 0
+
+
+def cmd_weightmap(args) -> int:
+    from .core.datasets import load_labels
+    from .core.imageio import write_tiff
+    from .core.weightmap import weight_map
+
+    labels = load_labels(args.mask)
+    write_tiff(args.out, weight_map(labels, w0=args.w0, sigma=args.sigma))
+    print(args.out)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .core.datasets import load_pairs
+    from .core.evaluation import evaluate_iter
+    from .core.modelio import load_model
+    from .core.progress import run_to_end
+
+    bundle = load_model(args.model)
+    data = load_pairs(args.images, args.masks)
+    report = run_to_end(evaluate_iter(bundle, data, _segment_options(args)), ProgressPrinter())
+    summary = report.summary()
+    if args.json:
+        print(json.dumps({"summary": summary, "per_image": report.per_image}, indent=2))
+    else:
+        for key, value in summary.items():
+            print(f"{key:>20}: {value:.4f}" if isinstance(value, float) else f"{key:>20}: {value}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .core.modelio import read_header, shipped_models
+
+    for name in shipped_models():
+        _config, metadata, _path = read_header(name)
+        print(f"{name:<12} {metadata.get('description', '')}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .core.modelio import read_header
+
+    config, metadata, path = read_header(args.model)
+    metadata.pop("history", None)
+    print(json.dumps({"path": str(path), "config": config.to_dict(), "metadata": metadata}, indent=2))
+    return 0
+
+
+def _add_segment_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="shipped model name or model file path")
+    parser.add_argument("--tile", type=int, default=None, help="output tile side in pixels")
+    parser.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--diameter", default=None,
+                        help="object diameter in pixels, or 'auto' (default: native scale)")
+    parser.add_argument("--min-size", type=int, default=None, help="smallest object area kept")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (documented in README.md)."""
+    parser = argparse.ArgumentParser(prog="segloop", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train or fine-tune a model on image/mask folders")
+    train.add_argument("--images", required=True)
+    train.add_argument("--masks", required=True,
+                       help="instance labels (0 = background), same file names as --images")
+    train.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    train.add_argument("--arch", default="unet", choices=["unet", "unet-classic", "segnet",
+                                                          "segnet-classic"])
+    budget = train.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, default=None, help="CPU time budget (default 10)")
+    budget.add_argument("--epochs", type=int, default=None)
+    train.add_argument("--init", default=None, help="start from this model (fine-tune)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--target", default="instances", choices=["instances", "classes"])
+    train.add_argument("--val-images", default=None)
+    train.add_argument("--val-masks", default=None)
+    train.add_argument("--val-fraction", type=float, default=0.1)
+    train.add_argument("--crop", type=int, default=256)
+    train.add_argument("--batch", type=int, default=4)
+    train.add_argument("--lr", type=float, default=None)
+    train.add_argument("--diameter", type=float, default=None,
+                       help="rescale training pairs so objects are this many pixels across")
+    train.add_argument("--invert", default=None, choices=["never", "auto", "always"])
+    train.add_argument("--device", default="auto")
+    train.add_argument("--no-augment", action="store_true")
+    train.add_argument("--no-weight-map", action="store_true")
+    train.set_defaults(func=cmd_train)
+
+    predict = sub.add_parser("predict", help="segment images; write instance and class TIFFs")
+    _add_segment_options(predict)
+    predict.add_argument("--out", required=True, help="output folder")
+    predict.add_argument("--probabilities", action="store_true",
+                         help="also write <stem>_probabilities.tif (float32, C x H x W)")
+    predict.add_argument("--dask", default=None,
+                         help="dask.distributed scheduler address, or local:N for N local workers")
+    predict.add_argument("inputs", nargs="+", help="image files or folders")
+    predict.set_defaults(func=cmd_predict)
+
+    count = sub.add_parser("count", help="count objects per image/frame into a CSV")
+    _add_segment_options(count)
+    count.add_argument("--csv", required=True, help="per image/frame counts")
+    count.add_argument("--objects", default=None, help="optional per-object table CSV")
+    count.add_argument("inputs", nargs="+")
+    count.set_defaults(func=cmd_count)
+
+    wmap = sub.add_parser("weightmap", help="U-Net boundary weight map of a label image")
+    wmap.add_argument("mask")
+    wmap.add_argument("--out", required=True)
+    wmap.add_argument("--w0", type=float, default=10.0)
+    wmap.add_argument("--sigma", type=float, default=5.0)
+    wmap.set_defaults(func=cmd_weightmap)
+
+    evaluate = sub.add_parser("evaluate", help="metrics of a model on image/mask folders")
+    _add_segment_options(evaluate)
+    evaluate.add_argument("--images", required=True)
+    evaluate.add_argument("--masks", required=True)
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    models = sub.add_parser("models", help="list shipped models")
+    models.set_defaults(func=cmd_models)
+    info = sub.add_parser("info", help="show a model's config and metadata")
+    info.add_argument("model")
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``segloop`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("segloop: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"segloop: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

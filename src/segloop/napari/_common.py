@@ -1,0 +1,200 @@
+"""Pieces shared by the segloop dock widgets: a layer picker and a run/cancel/progress base."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .workers import Job, Outcome
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Layer
+
+NONE_TEXT = "(none)"
+
+
+class LayerCombo(QComboBox):
+    """Combo box listing the viewer's layers of one type, kept in sync with the viewer.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        Viewer whose layers are listed.
+    layer_type : type
+        ``napari.layers.Image``, ``napari.layers.Labels``...
+    allow_none : bool, optional
+        Add a first "(none)" entry (for optional inputs).
+    """
+
+    def __init__(self, viewer: napari.Viewer, layer_type: type, allow_none: bool = False):
+        super().__init__()
+        self._viewer = viewer
+        self._type = layer_type
+        self._allow_none = allow_none
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(12)
+        events = viewer.layers.events
+        events.inserted.connect(self._on_inserted)
+        events.removed.connect(self.refresh)
+        events.moved.connect(self.refresh)
+        for layer in viewer.layers:
+            layer.events.name.connect(self.refresh)
+        self.refresh()
+
+    def _on_inserted(self, event) -> None:
+        event.value.events.name.connect(self.refresh)
+        self.refresh()
+
+    def layers(self) -> list[Layer]:
+        """Layers of the picker's type, top of the layer list first."""
+        return [layer for layer in reversed(self._viewer.layers) if isinstance(layer, self._type)]
+
+    def refresh(self, *_args) -> None:
+        """Rebuild the entries, keeping the current layer selected when it still exists."""
+        current = self.layer()
+        self._entries: list[Layer | None] = [None] if self._allow_none else []
+        self._entries += self.layers()
+        self.blockSignals(True)
+        self.clear()
+        for entry in self._entries:
+            self.addItem(NONE_TEXT if entry is None else entry.name)
+        index = _index_of(self._entries, current)
+        self.setCurrentIndex(max(index, 0) if self._entries else -1)
+        self.blockSignals(False)
+        self.currentIndexChanged.emit(self.currentIndex())
+
+    def layer(self) -> Layer | None:
+        """The picked layer (None when there is none or "(none)" is picked)."""
+        index = self.currentIndex()
+        entries = getattr(self, "_entries", [])
+        if not 0 <= index < len(entries):
+            return None
+        layer = entries[index]
+        return layer if layer is not None and layer in self._viewer.layers else None
+
+    def set_layer(self, layer: Layer | None) -> None:
+        """Pick ``layer`` (or "(none)")."""
+        index = _index_of(self._entries, layer)
+        if index >= 0:
+            self.setCurrentIndex(index)
+
+
+def same_layer(first: object, second: object) -> bool:
+    """Layer identity that also holds through napari's ``PublicOnlyProxy`` wrappers.
+
+    Widgets opened from the plugin menu get a proxied viewer whose layers are proxies;
+    ``==`` compares the wrapped objects (layers define no ``__eq__`` of their own).
+    """
+    return first is not None and second is not None and first == second
+
+
+def _index_of(entries: list, item: object) -> int:
+    for index, entry in enumerate(entries):
+        if same_layer(entry, item):
+            return index
+    return -1
+
+
+class JobWidget(QWidget):
+    """Base of the dock widgets: a form, Run + Cancel buttons, a progress bar, one job.
+
+    Subclasses fill ``self.form``, implement :meth:`make_job` (validate inputs in the GUI
+    thread and return a not-yet-started :class:`Job`, or raise ``UserError``) and
+    :meth:`job_done`.
+    """
+
+    run_text = "Run"
+    job_name = "run"
+
+    def __init__(self, napari_viewer: napari.Viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.job: Job | None = None
+        self.form = QFormLayout()
+        self.run_button = QPushButton(self.run_text)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.progress.setFormat("idle")
+        self.progress.setTextVisible(True)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        self.main_layout = QVBoxLayout(self)
+        self.main_layout.addLayout(self.form)
+        self.main_layout.addLayout(buttons)
+        self.main_layout.addWidget(self.progress)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None
+
+    def make_job(self, **callbacks) -> Job:  # pragma: no cover - abstract
+        """Check the inputs and build the (not started) job; raise ``UserError`` if bad."""
+        raise NotImplementedError
+
+    def job_done(self, outcome: Outcome) -> None:  # pragma: no cover - abstract
+        """Use the result of a successful job (update layers)."""
+        raise NotImplementedError
+
+    def run(self) -> Job | None:
+        """Validate the inputs and start a job; returns it (None if refused or invalid)."""
+        from .adapters import UserError
+
+        if self.running:
+            show_warning(f"A {self.job_name} is already running; wait for it or press Cancel.")
+            return None
+        try:
+            job = self.make_job(on_progress=self._on_progress, on_done=self._on_done)
+        except UserError as exc:
+            show_error(str(exc))
+            return None
+        self.job = job
+        self._set_running(True)
+        self.progress.setValue(0)
+        self.progress.setFormat("starting…")
+        return job.start()
+
+    def cancel(self) -> None:
+        """Stop the running job (the result is discarded; no layer changes)."""
+        if self.job is not None:
+            self.progress.setFormat("cancelling…")
+            self.job.cancel()
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def _on_progress(self, percent: int, text: str) -> None:
+        self.progress.setValue(percent)
+        self.progress.setFormat(f"%p%  {text}")
+
+    def _on_done(self, outcome: Outcome) -> None:
+        self.job = None
+        self._set_running(False)
+        if outcome.cancelled:
+            self.progress.setFormat("cancelled")
+            show_info(f"{self.job_name.capitalize()} cancelled; no layer was changed.")
+        elif outcome.error is not None:
+            self.progress.setFormat("failed")
+            if not outcome.crashed:  # napari already reported a crash with its traceback
+                show_error(outcome.error)
+        else:
+            self.progress.setValue(100)
+            self.progress.setFormat("done")
+            self.job_done(outcome)

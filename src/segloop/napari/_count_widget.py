@@ -1,0 +1,272 @@
+"""Instances & counting dock widget: make instance labels, list and count the objects."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_info, show_warning
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+)
+
+from . import adapters
+from ._common import JobWidget, LayerCombo, same_layer
+from .workers import Job, Outcome, instances_job
+
+if TYPE_CHECKING:
+    import napari
+
+#: Table columns: header -> (count-table column, decimals; None = integer).
+COLUMNS = {
+    "label": ("label", None),
+    "frame": ("frame", None),
+    "area": ("area", None),
+    "centroid y": ("centroid_y", 1),
+    "centroid x": ("centroid_x", 1),
+    "mean intensity": ("mean_intensity", 2),
+}
+RECOUNT_DELAY_MS = 300
+
+
+class CountWidget(JobWidget):
+    """Turn a class map or labels into instances, then count and measure every object.
+
+    Run writes ``"<source> instances"`` (except for "labels as they are", which counts the
+    source layer itself) and fills the table. Editing the counted layer (painting,
+    filling, erasing) updates the counts after a short pause. Clicking a row selects that
+    label and centres the view on the object.
+    """
+
+    run_text = "Run"
+    job_name = "instance labelling"
+
+    def __init__(self, napari_viewer: napari.Viewer):
+        super().__init__(napari_viewer)
+        self.source_combo = LayerCombo(napari_viewer, Labels)
+        self.intensity_combo = LayerCombo(napari_viewer, Image, allow_none=True)
+        self.method_combo = QComboBox()
+        for key, text in adapters.INSTANCE_METHODS.items():
+            self.method_combo.addItem(text, key)
+        self.method_combo.setCurrentIndex(1)
+        self.min_size_spin = QSpinBox()
+        self.min_size_spin.setRange(0, 1_000_000)
+        self.min_size_spin.setToolTip("Objects with fewer pixels are removed")
+        self.min_distance_spin = QSpinBox()
+        self.min_distance_spin.setRange(1, 500)
+        self.min_distance_spin.setValue(5)
+        self.min_distance_spin.setToolTip("Watershed: least distance between two seeds (px)")
+        self.form.addRow("labels", self.source_combo)
+        self.form.addRow("intensity", self.intensity_combo)
+        self.form.addRow("method", self.method_combo)
+        self.form.addRow("min size (px)", self.min_size_spin)
+        self.form.addRow("seed distance", self.min_distance_spin)
+        self.summary = QLabel("no counts yet")
+        self.summary.setWordWrap(True)
+        self.frames_table = _table(["frame", "count"])
+        self.frames_table.setMaximumHeight(120)
+        self.frames_table.hide()
+        self.table = _table(list(COLUMNS))
+        self.export_button = QPushButton("Export CSV…")
+        self.export_button.setEnabled(False)
+        for widget in (self.summary, self.frames_table, self.table, self.export_button):
+            self.main_layout.addWidget(widget)
+        self.method_combo.currentIndexChanged.connect(self._update_method)
+        self.table.cellClicked.connect(self.select_row)
+        self.export_button.clicked.connect(lambda: self.export_csv())
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(RECOUNT_DELAY_MS)
+        self._timer.timeout.connect(self.recount)
+        napari_viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.counted: Labels | None = None
+        self.counts: adapters.Counts | None = None
+        self._intensity: Image | None = None
+        self._request: tuple[Labels, str] | None = None
+        self._update_method()
+
+    # ------------------------------------------------------------------ run
+
+    def method(self) -> str:
+        """Key of the picked method (see ``adapters.INSTANCE_METHODS``)."""
+        return str(self.method_combo.currentData())
+
+    def _update_method(self, *_args) -> None:
+        method = self.method()
+        self.min_distance_spin.setEnabled(method == "watershed")
+        self.min_size_spin.setEnabled(method != "as_is")
+
+    def make_job(self, **callbacks) -> Job:
+        source = self.source_combo.layer()
+        labels = adapters.labels_data(source)
+        adapters.intensity_for(labels.shape, self.intensity_combo.layer())  # check shapes now
+        self._request = (source, self.method())
+        return instances_job(
+            labels, self.method(), self.min_size_spin.value(), self.min_distance_spin.value(),
+            **callbacks,
+        )
+
+    def job_done(self, outcome: Outcome) -> None:
+        source, method = self._request
+        if method == "as_is":
+            layer = source
+        else:
+            layer = adapters.upsert_layer(
+                self.viewer, f"{source.name} instances", outcome.value, "labels", like=source
+            )
+        self._intensity = self.intensity_combo.layer()
+        self.track(layer)
+        self.recount()
+
+    # ------------------------------------------------------------------ counting
+
+    def track(self, layer: Labels | None) -> None:
+        """Count ``layer`` from now on and recount whenever it is edited."""
+        if self.counted is not None:
+            for emitter in (self.counted.events.data, self.counted.events.paint):
+                emitter.disconnect(self._schedule_recount)
+        self.counted = layer
+        if layer is not None:
+            layer.events.data.connect(self._schedule_recount)
+            layer.events.paint.connect(self._schedule_recount)
+
+    def _schedule_recount(self, *_args) -> None:
+        self._timer.start()  # restarts: many paint strokes give one recount
+
+    def _on_layer_removed(self, event) -> None:
+        if same_layer(event.value, self.counted):
+            self.track(None)
+            self._timer.stop()
+        if same_layer(event.value, self._intensity):
+            self._intensity = None
+
+    def recount(self) -> None:
+        """Measure the counted layer again and refresh the tables."""
+        if self.counted is None:
+            return
+        labels = adapters.labels_data(self.counted)
+        try:
+            intensity = adapters.intensity_for(labels.shape, self._intensity)
+        except adapters.UserError as exc:
+            show_warning(f"Counting without intensities: {exc}")
+            self._intensity, intensity = None, None
+        self.counts = adapters.count(labels, intensity)
+        self._fill_tables(self.counts, stack=labels.ndim == 3)
+
+    def _fill_tables(self, counts: adapters.Counts, stack: bool) -> None:
+        table = self.table
+        table.setSortingEnabled(False)
+        table.setUpdatesEnabled(False)
+        table.setRowCount(counts.total)
+        for row in range(counts.total):
+            for col, (key, decimals) in enumerate(COLUMNS.values()):
+                table.setItem(row, col, _item(counts.table[key][row], decimals))
+            key = (int(counts.table["frame"][row]), int(counts.table["label"][row]))
+            table.item(row, 0).setData(Qt.ItemDataRole.UserRole, key)
+        table.setUpdatesEnabled(True)
+        table.setSortingEnabled(True)
+        frames = counts.frames
+        self.frames_table.setVisible(stack)
+        self.frames_table.setRowCount(len(frames["frame"]))
+        for row, (frame, number) in enumerate(zip(frames["frame"], frames["count"], strict=True)):
+            self.frames_table.setItem(row, 0, _item(frame, None))
+            self.frames_table.setItem(row, 1, _item(number, None))
+        name = self.counted.name
+        if stack:
+            mean = float(np.mean(frames["count"])) if len(frames["count"]) else 0.0
+            text = f"{counts.total} objects in {len(frames['frame'])} frames of '{name}'"
+            text += f" (mean {mean:.1f} per frame)"
+        else:
+            text = f"{counts.total} objects in '{name}'"
+        self.summary.setText(text)
+        self.export_button.setEnabled(True)
+
+    def count_in_frame(self, frame: int = 0) -> int:
+        """Number of objects counted in ``frame`` (0 for a 2-D layer)."""
+        if self.counts is None:
+            return 0
+        frames = self.counts.frames
+        return int(frames["count"][list(frames["frame"]).index(frame)])
+
+    # ------------------------------------------------------------------ navigation & export
+
+    def select_row(self, row: int, _column: int = 0) -> None:
+        """Select the object of table row ``row`` and centre the view on it."""
+        item = self.table.item(row, 0)
+        layer = self.counted
+        if item is None or layer is None or self.counts is None:
+            return
+        frame, label = item.data(Qt.ItemDataRole.UserRole)
+        rows = np.flatnonzero(
+            (self.counts.table["frame"] == frame) & (self.counts.table["label"] == label)
+        )
+        if not len(rows):
+            return
+        centroid = [self.counts.table[k][rows[0]] for k in ("centroid_y", "centroid_x")]
+        position = [frame, *centroid] if layer.ndim == 3 else centroid
+        world = np.asarray(layer.data_to_world(position), dtype=float)
+        if layer.ndim == 3:
+            axis = self.viewer.dims.ndim - layer.ndim
+            self.viewer.dims.set_point(axis, world[0])
+        _camera(self.viewer).center = tuple(world[-2:])
+        layer.selected_label = label
+        self.viewer.layers.selection.active = layer
+
+    def export_csv(self, path: str | Path | None = None) -> Path | None:
+        """Write the object table as CSV (asks for a file when ``path`` is None)."""
+        if self.counts is None or self.counted is None:
+            show_warning("Nothing to export yet: press Run first.")
+            return None
+        if path is None:
+            default = f"{self.counted.name.replace(' ', '_')}_counts.csv"
+            path, _ = QFileDialog.getSaveFileName(self, "Export counts", default, "CSV (*.csv)")
+            if not path:
+                return None
+        try:
+            written = adapters.write_counts(self.counts, path, source=self.counted.name)
+        except adapters.UserError as exc:
+            from napari.utils.notifications import show_error
+
+            show_error(str(exc))
+            return None
+        show_info(f"Wrote {self.counts.total} objects to {written}")
+        return written
+
+
+def _camera(viewer: napari.Viewer):
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
+def _table(headers: list[str]) -> QTableWidget:
+    table = QTableWidget(0, len(headers))
+    table.setHorizontalHeaderLabels(headers)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    table.verticalHeader().setVisible(False)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    return table
+
+
+def _item(value: object, decimals: int | None) -> QTableWidgetItem:
+    """A read-only cell that sorts numerically (NaN shows as an empty cell)."""
+    item = QTableWidgetItem()
+    number = float(value)
+    if math.isnan(number):
+        return item
+    item.setData(Qt.ItemDataRole.DisplayRole, int(number) if decimals is None else round(number, decimals))
+    return item

@@ -1,0 +1,62 @@
+"""napari reader: TIFF (LZW, multi-page), PNG and JPEG files, and folders of frames.
+
+A folder of same-sized images becomes one 2-D + t stack (frames in natural name order).
+Integer images whose file name ends in ``labels``, ``masks``, ``instances`` or ``classes``
+(e.g. those written by the segloop labels writer) open as Labels layers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segloop.core.imageio import IMAGE_SUFFIXES, image_axes, list_images
+
+from . import adapters
+
+LayerData = tuple[np.ndarray, dict[str, Any], str]
+LABEL_STEMS = ("label", "labels", "mask", "masks", "instances", "classes")
+
+
+def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
+    """Return :func:`read_layers` if segloop can read ``path`` (a file or folder), else None."""
+    paths = [path] if isinstance(path, str | os.PathLike) else list(path)
+    if not paths or not all(_readable(Path(p)) for p in paths):
+        return None
+    return read_layers
+
+
+def _readable(path: Path) -> bool:
+    if path.is_dir():
+        try:
+            return bool(list_images([path]))
+        except (OSError, ValueError):
+            return False
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_layers(path: str | list[str]) -> list[LayerData]:
+    """Read one file/folder (or several) into napari layer data tuples."""
+    paths = [path] if isinstance(path, str | os.PathLike) else list(path)
+    return [_layer(Path(p)) for p in paths]
+
+
+def _layer(path: Path) -> LayerData:
+    data = adapters.read_path(path)
+    name = path.name if path.is_dir() else path.stem
+    if _looks_like_labels(name, data):
+        return data, {"name": name}, "labels"
+    try:
+        rgb = image_axes(data).endswith("C")
+    except ValueError:
+        rgb = False
+    return data, {"name": name, "rgb": rgb}, "image"
+
+
+def _looks_like_labels(name: str, data: np.ndarray) -> bool:
+    last = name.lower().replace("-", "_").replace(" ", "_").split("_")[-1]
+    return last in LABEL_STEMS and np.issubdtype(data.dtype, np.integer) and data.ndim in (2, 3)

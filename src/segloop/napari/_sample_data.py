@@ -1,0 +1,47 @@
+"""Sample data: two CC0 images of the 2018 Data Science Bowl with their nucleus masks.
+
+See ``segloop/data/README.md`` for the image ids and the attribution (Caicedo et al. 2019).
+"""
+
+from __future__ import annotations
+
+from importlib.resources import as_file, files
+from typing import Any
+
+import numpy as np
+
+from segloop.core.imageio import read_image
+
+LayerData = tuple[np.ndarray, dict[str, Any], str]
+SAMPLES = {
+    "fluorescence": "dsb2018_fluorescence",
+    "histology": "dsb2018_histology",
+}
+
+
+def _read(file_name: str) -> np.ndarray:
+    with as_file(files("segloop") / "data" / file_name) as path:
+        return read_image(path)
+
+
+def sample_layers(key: str) -> list[LayerData]:
+    """Image layer plus hidden ground-truth Labels layer of sample ``key``."""
+    stem = SAMPLES[key]
+    image = _read(f"{stem}.png")
+    masks = _read(f"{stem}_masks.png").astype(np.int32)
+    image_kwargs: dict[str, Any] = {"name": f"nuclei {key}", "rgb": image.ndim == 3}
+    if image.ndim == 2:  # dim 8-bit fluorescence: stretch the display, not the data
+        low, high = np.percentile(image, [0.5, 99.8])
+        image_kwargs["contrast_limits"] = (float(low), float(max(high, low + 1)))
+    masks_kwargs = {"name": f"nuclei {key} masks", "visible": False, "opacity": 0.5}
+    return [(image, image_kwargs, "image"), (masks, masks_kwargs, "labels")]
+
+
+def fluorescence() -> list[LayerData]:
+    """Fluorescent nuclei, 256 x 256, 37 nuclei (DSB2018 ``bfe8ef19…``)."""
+    return sample_layers("fluorescence")
+
+
+def histology() -> list[LayerData]:
+    """H&E-stained tissue, 256 x 320 RGB, 62 nuclei (DSB2018 ``0e4c2e27…``)."""
+    return sample_layers("histology")

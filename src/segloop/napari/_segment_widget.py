@@ -1,0 +1,159 @@
+"""Segment dock widget: run a segloop model on an Image layer in a background thread."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from napari.layers import Image
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFileDialog, QLabel, QSpinBox
+
+from . import adapters
+from ._common import JobWidget, LayerCombo
+from .workers import Job, Outcome, segment_job
+
+if TYPE_CHECKING:
+    import napari
+
+LOAD_TEXT = "Load model file…"
+SCOPES = ("current frame", "whole stack")
+FOREGROUND_STYLE = {"colormap": "magma", "contrast_limits": (0.0, 1.0), "blending": "additive"}
+
+
+class SegmentWidget(JobWidget):
+    """Pick an image, a model and a device; Run adds/updates the result layers.
+
+    Results go to ``"<image> classes"`` (Labels, argmax class), ``"<image> foreground"``
+    (Image, foreground probability 0..1) and ``"<image> instances"`` (Labels). Re-running
+    updates these layers instead of adding new ones.
+    """
+
+    run_text = "Run"
+    job_name = "segmentation"
+
+    def __init__(self, napari_viewer: napari.Viewer):
+        super().__init__(napari_viewer)
+        self.image_combo = LayerCombo(napari_viewer, Image)
+        self.model_combo = QComboBox()
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(adapters.DEVICE_CHOICES)
+        self.device_label = QLabel("not run yet")
+        self.device_label.setToolTip("Device and precision used by the last run")
+        self.tile_spin = _spin(0, 2048, 0, step=64, special="model default")
+        self.tile_spin.setToolTip("Side of the square tiles the network sees (pixels)")
+        self.diameter_spin = QDoubleSpinBox()
+        self.diameter_spin.setRange(0.0, 1000.0)
+        self.diameter_spin.setDecimals(1)
+        self.diameter_spin.setSpecialValueText("native scale")
+        self.diameter_spin.setToolTip(
+            "Typical object diameter in this image (pixels); the image is rescaled so that "
+            "objects match the model's training size. 'native scale' = no rescaling."
+        )
+        self.min_size_spin = _spin(-1, 100_000, -1, special="model default")
+        self.min_size_spin.setToolTip("Objects with fewer pixels are removed")
+        self.scope_combo = QComboBox()
+        self.scope_combo.addItems(SCOPES)
+        self.scope_combo.setToolTip("For 2-D + t stacks: segment the frame shown or all frames")
+        self.form.addRow("image", self.image_combo)
+        self.form.addRow("model", self.model_combo)
+        self.form.addRow("device", self.device_combo)
+        self.form.addRow("used", self.device_label)
+        self.form.addRow("tile size", self.tile_spin)
+        self.form.addRow("object diameter", self.diameter_spin)
+        self.form.addRow("min object size", self.min_size_spin)
+        self.form.addRow("stack scope", self.scope_combo)
+        self._previous_model = 0
+        self._fill_models()
+        self.model_combo.activated.connect(self._on_model_activated)
+        self.image_combo.currentIndexChanged.connect(self._update_scope)
+        self._update_scope()
+        self._target: tuple[Image, int | None] | None = None
+
+    # ------------------------------------------------------------------ models
+
+    def _fill_models(self) -> None:
+        for name in adapters.shipped_model_names():
+            self.model_combo.addItem(name, name)
+        self.model_combo.addItem(LOAD_TEXT, "")
+        self.model_combo.setCurrentIndex(0)
+
+    def add_model_file(self, path: str | Path) -> None:
+        """Add a model file to the picker (once) and select it."""
+        path = str(Path(path).expanduser().resolve())
+        index = self.model_combo.findData(path)
+        if index < 0:
+            index = self.model_combo.count() - 1  # keep "Load model file…" last
+            self.model_combo.insertItem(index, Path(path).name, path)
+            self.model_combo.setItemData(index, path, Qt.ItemDataRole.ToolTipRole)
+        self.model_combo.setCurrentIndex(index)
+        self._previous_model = index
+
+    def model_ref(self) -> str:
+        """Name of the shipped model or path of the model file picked ("" if none)."""
+        return str(self.model_combo.currentData() or "")
+
+    def _on_model_activated(self, index: int) -> None:
+        if self.model_combo.itemText(index) != LOAD_TEXT:
+            self._previous_model = index
+            return
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Load segloop model", "", "segloop models (*.safetensors);;All files (*)"
+        )
+        if path:
+            self.add_model_file(path)
+        else:
+            self.model_combo.setCurrentIndex(self._previous_model)
+
+    # ------------------------------------------------------------------ run
+
+    def _update_scope(self, *_args) -> None:
+        self.scope_combo.setEnabled(adapters.is_stack(self.image_combo.layer()))
+
+    def make_job(self, **callbacks) -> Job:
+        layer = self.image_combo.layer()
+        data = adapters.image_data(layer)
+        if not self.model_ref():
+            raise adapters.UserError(
+                "No model picked: choose a shipped model or 'Load model file…'."
+            )
+        frame = None
+        if adapters.is_stack(layer) and self.scope_combo.currentText() == SCOPES[0]:
+            frame = adapters.current_frame(self.viewer, layer)
+            data = data[frame]
+        self._target = (layer, frame)
+        request = adapters.SegmentRequest(
+            model=self.model_ref(),
+            image=data,
+            device=self.device_combo.currentText(),
+            tile=self.tile_spin.value() or None,
+            min_size=None if self.min_size_spin.value() < 0 else self.min_size_spin.value(),
+            diameter=self.diameter_spin.value() or None,
+        )
+        return segment_job(request, **callbacks)
+
+    def job_done(self, outcome: Outcome) -> None:
+        seg = outcome.value
+        layer, frame = self._target
+        self.device_label.setText(seg.device)
+        outputs = {
+            "classes": ("labels", seg.classes, {"opacity": 0.5, "visible": False}),
+            "foreground": ("image", seg.foreground.astype("float32"), dict(FOREGROUND_STYLE)),
+            "instances": ("labels", seg.instances, {"opacity": 0.6}),
+        }
+        for suffix, (kind, data, style) in outputs.items():
+            name = f"{layer.name} {suffix}"
+            if frame is not None:
+                shape = (layer.data.shape[0], *data.shape)
+                data = adapters.frame_into(self.viewer, name, kind, data, frame, shape)
+            adapters.upsert_layer(self.viewer, name, data, kind, like=layer, **style)
+
+
+def _spin(low: int, high: int, value: int, step: int = 1, special: str = "") -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(low, high)
+    spin.setSingleStep(step)
+    spin.setValue(value)
+    if special:
+        spin.setSpecialValueText(special)
+    return spin

@@ -1,0 +1,415 @@
+"""Layer <-> core conversions, input checks and layer updates for the segloop widgets.
+
+This is the only module through which the widgets reach :mod:`segloop.core`. Checks raise
+:class:`UserError` with a message meant for the user (the widgets show it as a napari
+notification). Modules of the core that import torch (``modelio``, ``segment``,
+``device``) are imported inside functions, so that opening napari stays torch-free until
+a model is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from segloop.core import imageio, instances
+from segloop.core.progress import Progress, StopCheck, check_stop
+from segloop.core.weightmap import weight_map
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image, Labels, Layer
+
+log = logging.getLogger(__name__)
+
+MODEL_SUFFIX = ".safetensors"
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+#: Instance methods of the counting widget: key -> label shown in the combo box.
+INSTANCE_METHODS = {
+    "as_is": "labels as they are (count only)",
+    "components": "connected components",
+    "watershed": "watershed (split touching)",
+    "class_map": "class map (interior + border)",
+}
+
+
+class UserError(ValueError):
+    """A problem the user can fix (wrong layer, bad model file...); shown as-is."""
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def find_layer(viewer: napari.Viewer, name: str) -> Layer | None:
+    """The layer called ``name`` in ``viewer``, or None."""
+    for layer in viewer.layers:
+        if layer.name == name:
+            return layer
+    return None
+
+
+def image_data(layer: Image | None) -> np.ndarray:
+    """Pixel data of an Image layer as a numpy array checked by the core image rules.
+
+    Accepts (H, W), (H, W, 3|4) RGB(A), (T, H, W) and (T, H, W, 3|4).
+
+    Raises
+    ------
+    UserError
+        No layer, a multiscale layer, or an unsupported shape / dtype.
+    """
+    if layer is None:
+        raise UserError("No image layer: open an image (or File > Open Sample) and pick it.")
+    if getattr(layer, "multiscale", False):
+        raise UserError(f"Image layer '{layer.name}' is multiscale; open a single-scale image.")
+    data = np.asarray(layer.data)
+    if layer.rgb and data.shape[-1] not in (3, 4):
+        raise UserError(f"Image layer '{layer.name}' is RGB with {data.shape[-1]} channels.")
+    if not layer.rgb and data.ndim >= 3 and data.shape[-1] in (3, 4):
+        raise UserError(
+            f"Image layer '{layer.name}' has shape {data.shape}: its last axis looks like colour "
+            "channels but the layer is not RGB; re-open it as RGB or split the channels."
+        )
+    try:
+        imageio.validate_image(data, name=f"Image layer '{layer.name}'")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return data
+
+
+def labels_data(layer: Labels | None) -> np.ndarray:
+    """Data of a Labels layer as a non-negative integer (H, W) or (T, H, W) array."""
+    if layer is None:
+        raise UserError("No labels layer: add or create a Labels layer and pick it.")
+    if getattr(layer, "multiscale", False):
+        raise UserError(f"Labels layer '{layer.name}' is multiscale; use a single-scale layer.")
+    data = np.asarray(layer.data)
+    if data.ndim not in (2, 3):
+        raise UserError(
+            f"Labels layer '{layer.name}' has shape {data.shape}; expected (H, W) or (T, H, W)."
+        )
+    if not np.issubdtype(data.dtype, np.integer) and data.dtype != bool:
+        raise UserError(f"Labels layer '{layer.name}' has dtype {data.dtype}, not integer.")
+    if data.size and data.min() < 0:
+        raise UserError(f"Labels layer '{layer.name}' has negative labels.")
+    return data
+
+
+def spatial_shape(data: np.ndarray, rgb: bool) -> tuple[int, ...]:
+    """Shape without the colour axis: (H, W) or (T, H, W)."""
+    return tuple(data.shape[:-1]) if rgb else tuple(data.shape)
+
+
+def is_stack(layer: Layer | None) -> bool:
+    """True for a 2-D + t layer (T, H, W[, C])."""
+    return layer is not None and layer.ndim == 3
+
+
+def current_frame(viewer: napari.Viewer, layer: Layer) -> int:
+    """Index along the first axis of ``layer`` that the viewer shows now."""
+    position = layer.world_to_data(viewer.dims.point)
+    n_frames = np.shape(layer.data)[0]
+    return int(np.clip(round(float(position[0])), 0, n_frames - 1))
+
+
+def intensity_for(labels_shape: tuple[int, ...], layer: Image | None) -> np.ndarray | None:
+    """Grey-level intensities of ``layer`` on the grid of a labels array (None if no layer).
+
+    Raises
+    ------
+    UserError
+        If the image and the labels differ in shape.
+    """
+    if layer is None:
+        return None
+    data = image_data(layer)
+    shape = spatial_shape(data, layer.rgb)
+    if shape != tuple(labels_shape):
+        raise UserError(
+            f"Image '{layer.name}' has shape {shape} but the labels have shape "
+            f"{tuple(labels_shape)}; pick an image of the same size."
+        )
+    return imageio.to_grayscale(data, channel_axis=-1 if layer.rgb else None)
+
+
+def upsert_layer(
+    viewer: napari.Viewer,
+    name: str,
+    data: np.ndarray,
+    kind: str,
+    like: Layer | None = None,
+    **kwargs: Any,
+) -> Layer:
+    """Replace the data of layer ``name`` (same kind) or add a new layer.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        Target viewer.
+    name : str
+        Layer name; an existing layer of this name and kind is updated in place.
+    data : np.ndarray
+        New data.
+    kind : {"labels", "image"}
+        Layer type.
+    like : Layer, optional
+        Layer whose scale and translation a new layer copies (so that it overlays).
+    **kwargs
+        Passed to ``add_labels`` / ``add_image`` for a new layer; for an existing Image
+        layer ``colormap`` and ``contrast_limits`` are re-applied.
+
+    Returns
+    -------
+    Layer
+        The updated or new layer.
+    """
+    existing = find_layer(viewer, name)
+    if _is_kind(existing, kind):
+        existing.data = data
+        if kind == "image":
+            for key in ("contrast_limits", "colormap"):
+                if key in kwargs:
+                    setattr(existing, key, kwargs[key])
+        return existing
+    if existing is not None:
+        name = _free_name(viewer, name)
+    if like is not None:
+        kwargs.setdefault("scale", like.scale)
+        kwargs.setdefault("translate", like.translate)
+    add = viewer.add_labels if kind == "labels" else viewer.add_image
+    return add(data, name=name, **kwargs)
+
+
+def _is_kind(layer: Layer | None, kind: str) -> bool:
+    from napari.layers import Image, Labels
+
+    return isinstance(layer, {"labels": Labels, "image": Image}[kind])
+
+
+def _free_name(viewer: napari.Viewer, name: str) -> str:
+    index = 1
+    while find_layer(viewer, f"{name} [{index}]") is not None:
+        index += 1
+    return f"{name} [{index}]"
+
+
+def frame_into(
+    viewer: napari.Viewer, name: str, kind: str, frame: np.ndarray, index: int, shape: tuple
+) -> np.ndarray:
+    """Full stack for layer ``name`` with frame ``index`` replaced by ``frame``.
+
+    Starts from the existing layer's data when it has ``shape`` and a compatible dtype,
+    otherwise from zeros.
+    """
+    existing = find_layer(viewer, name)
+    if _is_kind(existing, kind):
+        current = np.asarray(existing.data)
+        if current.shape == tuple(shape) and np.can_cast(frame.dtype, current.dtype):
+            stack = current.copy()
+            stack[index] = frame
+            return stack
+    stack = np.zeros(shape, dtype=frame.dtype)
+    stack[index] = frame
+    return stack
+
+
+# --------------------------------------------------------------------------- models
+
+
+def shipped_model_names() -> list[str]:
+    """Names of the models shipped in ``segloop/models`` (listed without importing torch)."""
+    folder = files("segloop") / "models"
+    if not folder.is_dir():
+        return []
+    return sorted(
+        item.name[: -len(MODEL_SUFFIX)]
+        for item in folder.iterdir()
+        if item.name.endswith(MODEL_SUFFIX)
+    )
+
+
+_BUNDLES: dict[tuple[str, float], Any] = {}
+_BUNDLES_LOCK = threading.Lock()
+
+
+def load_bundle(ref: str) -> Any:
+    """Load (once, then cached by path and modification time) a model by name or path."""
+    from segloop.core.modelio import ModelFileError, load_model, resolve_model_path
+
+    try:
+        path = resolve_model_path(ref)
+        key = (str(path.resolve()), os.path.getmtime(path))
+        with _BUNDLES_LOCK:
+            if key not in _BUNDLES:
+                _BUNDLES.clear()  # keep one model in memory
+                _BUNDLES[key] = load_model(path)
+            return _BUNDLES[key]
+    except (ModelFileError, OSError) as exc:
+        raise UserError(f"Cannot use model {ref!r}: {exc}") from None
+
+
+def check_device(name: str) -> None:
+    """Raise :class:`UserError` if ``name`` is unknown or not available here."""
+    from segloop.core.device import DeviceError, resolve_device
+
+    try:
+        resolve_device(name)
+    except DeviceError as exc:
+        raise UserError(str(exc)) from None
+
+
+@dataclass
+class SegmentRequest:
+    """Everything a segmentation run needs, picked from the widget in the GUI thread."""
+
+    model: str
+    image: np.ndarray
+    device: str = "auto"
+    tile: int | None = None
+    min_size: int | None = None
+    diameter: float | None = None
+
+
+def segment_run(request: SegmentRequest, should_stop: StopCheck = None) -> Generator:
+    """Check the device, load the model and segment; yields Progress, returns Segmentation."""
+    yield Progress("load model", 0, 1, f"loading {Path(request.model).name}")
+    check_device(request.device)
+    bundle = load_bundle(request.model)
+    check_stop(should_stop)
+    yield Progress("load model", 1, 1, bundle.name)
+    from segloop.core.segment import SegmentOptions, segment_iter
+
+    options = SegmentOptions(
+        tile=request.tile,
+        device=request.device,
+        diameter=request.diameter,
+        min_size=request.min_size,
+    )
+    return (yield from segment_iter(bundle, request.image, options, should_stop))
+
+
+# --------------------------------------------------------------------------- labels work
+
+
+def _frames(array: np.ndarray) -> tuple[Sequence[np.ndarray], bool]:
+    return (array, True) if array.ndim == 3 else ([array], False)
+
+
+def weight_map_run(
+    labels: np.ndarray, w0: float, sigma: float, should_stop: StopCheck = None
+) -> Generator[Progress, None, np.ndarray]:
+    """U-Net weight map per frame; yields Progress, returns float32 of ``labels.shape``."""
+    frames, stacked = _frames(labels)
+    out = []
+    for index, frame in enumerate(frames):
+        check_stop(should_stop)
+        out.append(weight_map(frame, w0=w0, sigma=sigma))
+        yield Progress("weight map", index + 1, len(frames))
+    return np.stack(out) if stacked else out[0]
+
+
+def _instances_2d(frame: np.ndarray, method: str, min_size: int, min_distance: int) -> np.ndarray:
+    if method == "as_is":
+        return frame
+    if method == "components":
+        return instances.connected_components(frame, min_size=min_size)
+    if method == "watershed":
+        return instances.split_touching(frame, min_distance=min_distance, min_size=min_size)
+    if method == "class_map":
+        if frame.max(initial=0) > 2:
+            raise UserError(
+                "A class map must hold 0 = background, 1 = interior, 2 = border; this layer "
+                f"has values up to {int(frame.max())} (use it with another method)."
+            )
+        return instances.instances_from_class_map(frame, min_size=min_size)
+    raise UserError(f"Unknown method {method!r}; choose one of {', '.join(INSTANCE_METHODS)}")
+
+
+def instances_run(
+    labels: np.ndarray,
+    method: str,
+    min_size: int = 0,
+    min_distance: int = 5,
+    should_stop: StopCheck = None,
+) -> Generator[Progress, None, np.ndarray]:
+    """Instance labels per frame; yields Progress, returns int32 of ``labels.shape``."""
+    frames, stacked = _frames(labels)
+    out = []
+    for index, frame in enumerate(frames):
+        check_stop(should_stop)
+        out.append(_instances_2d(frame, method, min_size, min_distance))
+        yield Progress(method, index + 1, len(frames))
+    return np.stack(out) if stacked else out[0]
+
+
+@dataclass
+class Counts:
+    """Per-object measurements and per-frame counts of an instance labels array."""
+
+    table: dict[str, np.ndarray]
+    frames: dict[str, np.ndarray]
+
+    @property
+    def total(self) -> int:
+        return int(len(self.table["label"]))
+
+
+def count(labels: np.ndarray, intensity: np.ndarray | None = None) -> Counts:
+    """Measure every object (see :func:`segloop.core.instances.count_table`)."""
+    try:
+        table = instances.count_table(labels, intensity)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return Counts(table, instances.frame_counts(labels))
+
+
+def write_counts(counts: Counts, path: str | os.PathLike, source: str = "") -> Path:
+    """Write the per-object table to ``path`` as CSV (a ``source`` column first if given)."""
+    path = Path(path)
+    if path.suffix.lower() != ".csv":
+        path = path.with_name(path.name + ".csv")
+    extra = {"source": source} if source else None
+    try:
+        instances.write_csv(counts.table, path, extra_columns=extra)
+    except OSError as exc:
+        raise UserError(f"Cannot write {path}: {exc}") from None
+    return path
+
+
+# --------------------------------------------------------------------------- files
+
+
+def read_path(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file, or a folder of frames as a (T, H, W[, C]) stack."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return imageio.read_folder_as_stack(path)
+        return imageio.read_image(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def write_labels_tiff(path: str | os.PathLike, data: np.ndarray) -> Path:
+    """Write label data as a zlib-compressed TIFF in the smallest unsigned dtype that fits."""
+    data = np.asarray(data)
+    if data.dtype == bool:
+        data = data.astype(np.uint8)
+    if data.size and data.min() >= 0:
+        top = int(data.max())
+        dtype = np.uint8 if top < 2**8 else np.uint16 if top < 2**16 else np.uint32
+        data = data.astype(dtype, copy=False)
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        path = path.with_name(path.name + ".tif")
+    imageio.write_tiff(path, data)
+    return path

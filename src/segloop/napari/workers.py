@@ -1,0 +1,178 @@
+"""Thread workers around the long-running generators of :mod:`segloop.napari.adapters`.
+
+Each run becomes a napari ``thread_worker`` (a generator worker): ``Progress`` values are
+relayed to the GUI thread as they are yielded and the generator's *return value* is the
+result. Expected failures (a bad model file, an unavailable device, a cancel) are turned
+into an :class:`Outcome` inside the thread, so the widgets show a plain notification
+instead of a traceback. A :class:`Job` bundles the worker, its stop flag and its progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+from napari.qt.threading import GeneratorWorker, thread_worker
+
+from segloop.core.progress import Cancelled, Progress
+
+from . import adapters
+
+log = logging.getLogger(__name__)
+
+#: Progress stages that count whole frames; other stages are steps inside one frame.
+OUTER_STAGES = ("segment",)
+#: Stages before the real work starts (shown at 0 %).
+PREPARE_STAGES = ("load model",)
+
+
+@dataclass
+class Outcome:
+    """How a job ended: a value, a user-facing error, a cancel, or a crash."""
+
+    value: Any = None
+    error: str | None = None
+    cancelled: bool = False
+    crashed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.cancelled and not self.crashed
+
+
+@thread_worker(start_thread=False, ignore_errors=True)
+def _guarded(
+    run: Callable[..., Generator[Progress, None, Any]],
+    args: tuple,
+    kwargs: dict[str, Any],
+    should_stop: Callable[[], bool],
+) -> Generator[Progress, None, Outcome]:
+    """Drive ``run(*args, should_stop=..., **kwargs)``; return an :class:`Outcome`."""
+    try:
+        value = yield from run(*args, should_stop=should_stop, **kwargs)
+    except Cancelled:
+        return Outcome(cancelled=True)
+    except adapters.UserError as exc:
+        return Outcome(error=str(exc))
+    except ValueError as exc:  # core input checks; keep the traceback in the log
+        log.warning("segloop job failed", exc_info=True)
+        return Outcome(error=str(exc))
+    return Outcome(value)
+
+
+class ProgressTracker:
+    """Turns nested ``Progress`` events into one percentage and a short text."""
+
+    def __init__(self) -> None:
+        self.frames_done = 0
+        self.n_frames = 0
+
+    def update(self, event: Progress) -> tuple[int, str]:
+        """Percentage 0..100 of the whole job and a description of ``event``."""
+        if event.stage in PREPARE_STAGES:
+            fraction = 0.0
+        elif event.stage in OUTER_STAGES:
+            self.frames_done, self.n_frames = event.done, event.total
+            fraction = event.fraction if event.total else 0.0
+        elif self.n_frames:
+            fraction = (min(self.frames_done, self.n_frames - 1) + event.fraction) / self.n_frames
+        else:
+            fraction = event.fraction
+        text = event.message or f"{event.stage} {event.done}/{event.total}"
+        return int(round(100 * min(max(fraction, 0.0), 1.0))), text
+
+
+class Job:
+    """One background run: start, cancel, progress and a single ``on_done`` call.
+
+    Parameters
+    ----------
+    run : callable
+        Generator function yielding ``Progress`` and returning the result; it must accept
+        a ``should_stop`` keyword.
+    *args, **kwargs
+        Passed to ``run``.
+    on_progress : callable, optional
+        Called in the GUI thread with ``(percent, text)``.
+    on_done : callable, optional
+        Called once in the GUI thread with the :class:`Outcome` after the thread ended.
+    """
+
+    def __init__(
+        self,
+        run: Callable[..., Generator[Progress, None, Any]],
+        *args: Any,
+        on_progress: Callable[[int, str], None] | None = None,
+        on_done: Callable[[Outcome], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._stop = threading.Event()
+        self._outcome: Outcome | None = None
+        self._on_progress = on_progress
+        self._on_done = on_done
+        self.tracker = ProgressTracker()
+        self.finished = False
+        self.worker: GeneratorWorker = _guarded(run, args, kwargs, self._stop.is_set)
+        self.worker.yielded.connect(self._yielded)
+        self.worker.returned.connect(self._returned)
+        self.worker.aborted.connect(self._aborted)
+        self.worker.errored.connect(self._errored)
+        self.worker.finished.connect(self._finished)
+
+    def start(self) -> Job:
+        """Start the thread; returns self."""
+        self.worker.start()
+        return self
+
+    def cancel(self) -> None:
+        """Ask the run to stop at its next progress step."""
+        self._stop.set()
+        self.worker.quit()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def _yielded(self, event: Progress) -> None:
+        if self._on_progress is not None and isinstance(event, Progress):
+            self._on_progress(*self.tracker.update(event))
+
+    def _returned(self, outcome: Outcome) -> None:
+        self._outcome = outcome
+
+    def _aborted(self) -> None:
+        self._outcome = Outcome(cancelled=True)
+
+    def _errored(self, exc: Exception) -> None:
+        # napari's worker already reports the exception (with its traceback).
+        self._outcome = Outcome(error=f"{type(exc).__name__}: {exc}", crashed=True)
+
+    def _finished(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        outcome = self._outcome or Outcome(cancelled=True)
+        if self._stop.is_set() and not outcome.crashed:
+            outcome = Outcome(cancelled=True)
+        if self._on_done is not None:
+            self._on_done(outcome)
+
+
+def segment_job(request: adapters.SegmentRequest, **callbacks: Any) -> Job:
+    """Job that loads the model and segments ``request.image`` (not started)."""
+    return Job(adapters.segment_run, request, **callbacks)
+
+
+def weight_map_job(labels: Any, w0: float, sigma: float, **callbacks: Any) -> Job:
+    """Job computing the U-Net weight map of each frame of ``labels`` (not started)."""
+    return Job(adapters.weight_map_run, labels, w0, sigma, **callbacks)
+
+
+def instances_job(
+    labels: Any, method: str, min_size: int, min_distance: int, **callbacks: Any
+) -> Job:
+    """Job turning ``labels`` into instance labels with ``method`` (not started)."""
+    return Job(adapters.instances_run, labels, method, min_size, min_distance, **callbacks)

@@ -1,0 +1,92 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from segloop.core.modelio import (
+    ModelFileError,
+    load_model,
+    new_bundle,
+    read_header,
+    resolve_model_path,
+    save_model,
+)
+from segloop.core.models import ModelConfig, preset
+
+
+def small_bundle():
+    torch.manual_seed(0)
+    return new_bundle(ModelConfig(depth=2, base_channels=4), "small", diameter=12.5)
+
+
+def test_round_trip_keeps_weights_config_and_metadata(tmp_path):
+    bundle = small_bundle()
+    path = save_model(bundle, tmp_path / "m.safetensors")
+    loaded = load_model(path)
+    assert loaded.config == bundle.config
+    assert loaded.metadata["diameter"] == 12.5 and loaded.name == "small"
+    for key, value in bundle.network.state_dict().items():
+        assert torch.equal(value, loaded.network.state_dict()[key])
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp files left
+
+
+def test_half_storage_is_smaller_and_close(tmp_path):
+    bundle = new_bundle(preset("unet"), "fast")
+    full = save_model(bundle, tmp_path / "full.safetensors")
+    half = save_model(bundle, tmp_path / "half.safetensors", half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    weight = load_model(half).network.head.weight
+    assert weight.dtype == torch.float32
+    assert torch.allclose(weight, bundle.network.head.weight, atol=1e-3)
+
+
+def test_truncated_file_gives_clear_error(tmp_path):
+    path = save_model(small_bundle(), tmp_path / "m.safetensors")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="m.safetensors"):
+        load_model(path)
+
+
+def test_garbage_and_pickle_files_are_refused(tmp_path):
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x80\x04not a model at all" * 10)
+    with pytest.raises(ModelFileError, match="not a readable model file"):
+        load_model(garbage)
+    pickled = tmp_path / "weights.pt"
+    torch.save({"a": torch.zeros(2)}, pickled)
+    with pytest.raises(ModelFileError):
+        load_model(pickled)
+
+
+def test_mismatched_config_is_reported(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = save_model(small_bundle(), tmp_path / "m.safetensors")
+    config, metadata, _ = read_header(path)
+    wrong = json.dumps({**config.to_dict(), "base_channels": 8})
+    save_file(load_file(str(path)), str(path),
+              metadata={"format": "segloop-model/1", "config": wrong,
+                        "metadata": json.dumps(metadata)})
+    with pytest.raises(ModelFileError, match="has shape"):
+        load_model(path)
+
+
+def test_unknown_reference_names_the_problem(tmp_path):
+    with pytest.raises(ModelFileError, match="no model file 'does-not-exist'"):
+        resolve_model_path("does-not-exist")
+    with pytest.raises(ModelFileError, match="not a model file"):
+        resolve_model_path(tmp_path)
+
+
+def test_failed_save_leaves_previous_model_intact(tmp_path, monkeypatch):
+    path = save_model(small_bundle(), tmp_path / "m.safetensors")
+    before = path.read_bytes()
+    bundle = small_bundle()
+    bundle.metadata["bad"] = object()  # not JSON-serialisable -> save fails
+    with pytest.raises(TypeError):
+        save_model(bundle, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+    assert np.isfinite(load_model(path).metadata["diameter"])

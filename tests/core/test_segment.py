@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from segloop.core.modelio import load_model
+from segloop.core.segment import SegmentOptions, segment, segment_iter
+
+from ..conftest import disks_image, random_disks
+
+
+def test_stack_is_segmented_frame_by_frame(disk_model):
+    bundle = load_model(disk_model)
+    frames = [random_disks(seed, n=5)[0] for seed in range(3)]
+    frames[1] = np.full_like(frames[1], 0.1)  # an empty frame
+    result = segment(bundle, np.stack(frames))
+    assert result.instances.shape == (3, 128, 128)
+    assert result.probabilities.shape == (3, 3, 128, 128)
+    assert result.instances[1].max() == 0
+    assert result.instances[0].max() >= 3
+
+
+def test_rgb_input_is_converted(disk_model):
+    image, labels = disks_image([(30, 30), (80, 80)], [9, 9])
+    rgb = np.repeat((image * 200).clip(0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+    result = segment(load_model(disk_model), rgb)
+    assert result.instances.shape == labels.shape and result.instances.max() == 2
+
+
+@pytest.mark.parametrize("diameter", [9.0, 30.0, "auto"])
+def test_rescaled_prediction_returns_the_exact_input_grid(disk_model, diameter):
+    image, _ = disks_image([(30, 30), (70, 50)], [8, 8], shape=(101, 77))
+    result = segment(load_model(disk_model), image, diameter=diameter)
+    assert result.instances.shape == (101, 77)
+    assert result.classes.shape == (101, 77)
+    assert result.probabilities.shape == (3, 101, 77)
+
+
+def test_bad_images_raise_clear_errors(disk_model):
+    bundle = load_model(disk_model)
+    with pytest.raises(ValueError, match="NaN|nan|finite"):
+        segment(bundle, np.full((64, 64), np.nan, np.float32))
+    with pytest.raises(ValueError):
+        segment(bundle, np.zeros((0, 64), np.float32))
+    with pytest.raises(ValueError):
+        segment(bundle, np.zeros((2, 3, 4, 5, 6), np.float32))
+
+
+def test_device_used_is_reported(disk_model):
+    gen = segment_iter(load_model(disk_model), random_disks(0)[0], SegmentOptions(device="cpu"))
+    with pytest.raises(StopIteration) as stop:
+        while True:
+            next(gen)
+    assert stop.value.value.device.startswith("cpu")

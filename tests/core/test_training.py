@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+import torch
+
+from segloop.core.evaluation import LabelledImage
+from segloop.core.metrics import match_instances
+from segloop.core.modelio import load_model, new_bundle
+from segloop.core.models import ModelConfig
+from segloop.core.segment import segment
+from segloop.core.training import TrainConfig, split_validation, train, train_iter
+
+from ..conftest import disks_image, random_disks
+
+
+def tiny_data(n=4):
+    return [LabelledImage(*random_disks(seed, n=6, shape=(64, 64)), name=str(seed))
+            for seed in range(n)]
+
+
+def tiny_bundle():
+    return new_bundle(ModelConfig(depth=2, base_channels=4), "tiny")
+
+
+def test_fixed_seed_gives_identical_weights():
+    weights = []
+    for _ in range(2):
+        bundle = tiny_bundle()
+        train(bundle, tiny_data(), TrainConfig(epochs=2, crop=48, batch_size=2, seed=3,
+                                               tune_postprocess=False))
+        weights.append(bundle.network.state_dict())
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+
+
+def test_progress_reports_step_epoch_loss_and_validation(tmp_path):
+    events = []
+    gen = train_iter(tiny_bundle(), tiny_data(), TrainConfig(epochs=3, crop=48, batch_size=2,
+                                                             tune_postprocess=False))
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    steps = [e.data for e in events if e.stage == "train"]
+    assert [s["step"] for s in steps] == list(range(1, len(steps) + 1))
+    assert all(np.isfinite(s["loss"]) for s in steps)
+    assert steps[-1]["epoch"] == pytest.approx(3.0)
+    assert any("validation" in e.data for e in events)
+    assert result.steps == len(steps) and not result.stopped
+
+
+def test_stop_request_keeps_a_saved_model(tmp_path):
+    out = tmp_path / "m.safetensors"
+    calls = []
+    result = train(tiny_bundle(), tiny_data(), TrainConfig(epochs=50, crop=48, batch_size=2,
+                                                           val_interval_s=0),
+                   out_path=out, should_stop=lambda: len(calls) > 5 or calls.append(1))
+    assert result.stopped and result.steps < 50
+    loaded = load_model(out)
+    assert loaded.metadata["training"]["stopped"] is True
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_training_on_disks_beats_untrained_and_splits_touching(disk_model):
+    bundle = load_model(disk_model)
+    untrained = new_bundle(bundle.config, "untrained")
+    trained_f1, untrained_f1 = [], []
+    for seed in range(100, 104):
+        image, labels = random_disks(seed)
+        trained_f1.append(match_instances(labels, segment(bundle, image).instances).f1)
+        untrained_f1.append(match_instances(labels, segment(untrained, image).instances).f1)
+    assert np.mean(trained_f1) > 0.85
+    assert np.mean(trained_f1) > np.mean(untrained_f1) + 0.5
+    # two touching disks and a separate one: three objects, not two
+    image, labels = disks_image([(40, 40), (40, 58), (90, 90)], [10, 10, 8])
+    found = segment(bundle, image).instances
+    assert found.max() == 3
+    assert match_instances(labels, found).tp == 3
+
+
+def test_fine_tune_on_ignored_pixels_changes_nothing_but_labelled_ones():
+    # Labels everywhere ignored except one small region: loss still finite, training runs.
+    image, labels = random_disks(0, shape=(64, 64))
+    ignore = np.ones_like(labels, bool)
+    ignore[:16, :16] = False
+    data = [LabelledImage(image, labels, "a", ignore=ignore)]
+    result = train(tiny_bundle(), data, TrainConfig(epochs=2, crop=48, batch_size=2,
+                                                    val_fraction=0, tune_postprocess=False))
+    assert all(np.isfinite(h["loss"]) for h in result.history)
+
+
+def test_split_validation_is_seeded_and_disjoint():
+    data = tiny_data(10)
+    train_a, val_a = split_validation(data, 0.2, seed=1)
+    train_b, val_b = split_validation(data, 0.2, seed=1)
+    assert [d.name for d in val_a] == [d.name for d in val_b] and len(val_a) == 2
+    assert not {d.name for d in train_a} & {d.name for d in val_a}
+
+
+def test_bad_training_input_is_reported():
+    with pytest.raises(ValueError, match="minutes"):
+        TrainConfig()
+    empty = [LabelledImage(np.zeros((64, 64), np.float32), np.zeros((64, 64), np.int32), "e")]
+    with pytest.raises(ValueError, match="no objects"):
+        train(tiny_bundle(), empty, TrainConfig(epochs=1))
+    mismatch = [LabelledImage(np.zeros((64, 64), np.float32), np.ones((32, 32), np.int32), "m")]
+    with pytest.raises(ValueError, match="m: image shape"):
+        train(tiny_bundle(), mismatch, TrainConfig(epochs=1))

@@ -1,0 +1,147 @@
+"""Instances & counting widget: instance methods, table, navigation, export, live recount."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from skimage.segmentation import find_boundaries
+
+from segloop.napari._count_widget import CountWidget
+
+from .conftest import THREE_DISKS, TWO_TOUCHING, disks, errors, wait_idle
+
+
+@pytest.fixture
+def count(dock):
+    return dock(CountWidget)
+
+
+def run(qtbot, widget, method: str | None = None) -> None:
+    if method is not None:
+        widget.method_combo.setCurrentIndex(widget.method_combo.findData(method))
+    assert widget.run() is not None
+    wait_idle(qtbot, widget)
+
+
+def table_column(widget: CountWidget, header: str) -> list:
+    col = list(widget.table.horizontalHeaderItem(c).text() for c in range(6)).index(header)
+    return [widget.table.item(row, col).data(0) for row in range(widget.table.rowCount())]
+
+
+def test_three_separate_disks_give_three_objects(count, qtbot, notes):
+    viewer, widget = count
+    viewer.add_labels((disks(THREE_DISKS) > 0).astype(np.int32), name="mask")
+    run(qtbot, widget, "components")
+    layer = viewer.layers["mask instances"]
+    assert layer.data.dtype == np.int32 and layer.data.shape == (96, 96)
+    assert layer.data.max() == 3
+    assert widget.counted == layer and widget.count_in_frame(0) == 3
+    assert widget.table.rowCount() == 3 and widget.summary.text().startswith("3 objects")
+    assert sorted(table_column(widget, "label")) == [1, 2, 3]
+    assert set(table_column(widget, "area")) == {int((disks([(48, 48)]) > 0).sum())}
+    assert widget.frames_table.isHidden()
+    assert not errors(notes)
+
+
+def test_watershed_splits_two_touching_disks(count, qtbot):
+    viewer, widget = count
+    viewer.add_labels((disks(TWO_TOUCHING, radius=15) > 0).astype(np.int32), name="blob")
+    run(qtbot, widget, "components")
+    assert widget.count_in_frame(0) == 1
+    layer = viewer.layers["blob instances"]
+    run(qtbot, widget, "watershed")
+    assert viewer.layers["blob instances"] is layer and len(viewer.layers) == 2
+    assert layer.data.max() == 2 and widget.count_in_frame(0) == 2
+
+
+def test_class_map_interior_and_border(count, qtbot, notes):
+    viewer, widget = count
+    labels = disks(TWO_TOUCHING, radius=15)
+    class_map = (labels > 0).astype(np.uint8)
+    class_map[find_boundaries(labels, mode="inner")] = 2
+    viewer.add_labels(class_map, name="classes")
+    run(qtbot, widget, "class_map")
+    assert widget.count_in_frame(0) == 2
+    viewer.add_labels(labels * 3, name="not a class map")
+    widget.source_combo.set_layer(viewer.layers["not a class map"])
+    run(qtbot, widget, "class_map")
+    assert any("class map must hold" in message for message in errors(notes))
+    assert "not a class map instances" not in [layer.name for layer in viewer.layers]
+
+
+def test_mean_intensity_column(count, qtbot):
+    viewer, widget = count
+    labels = disks(THREE_DISKS)
+    viewer.add_image(labels * 10.0, name="signal")
+    viewer.add_labels(labels, name="cells")
+    widget.intensity_combo.set_layer(viewer.layers["signal"])
+    run(qtbot, widget, "as_is")
+    assert len(viewer.layers) == 2  # counted in place, no new layer
+    assert widget.counted == viewer.layers["cells"]
+    rows = dict(zip(table_column(widget, "label"), table_column(widget, "mean intensity"), strict=True))
+    assert rows == {1: 10.0, 2: 20.0, 3: 30.0}
+
+
+def test_stack_counts_per_frame_and_row_click_navigates(count, qtbot):
+    viewer, widget = count
+    stack = np.stack([disks(THREE_DISKS), disks(THREE_DISKS[:2])])
+    viewer.add_labels(stack, name="movie", scale=(1, 2, 2))
+    run(qtbot, widget, "components")
+    assert widget.count_in_frame(0) == 3 and widget.count_in_frame(1) == 2
+    assert not widget.frames_table.isHidden() and widget.frames_table.rowCount() == 2
+    assert "5 objects in 2 frames" in widget.summary.text()
+    layer = viewer.layers["movie instances"]
+    frames, labels = table_column(widget, "frame"), table_column(widget, "label")
+    row = next(i for i in range(len(frames)) if frames[i] == 1 and labels[i] == 2)
+    widget.select_row(row)
+    assert layer.selected_label == 2
+    assert viewer.dims.current_step[0] == 1
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:], (20 * 2, 70 * 2), atol=1.0)
+
+
+def test_export_csv(count, qtbot, tmp_path, notes):
+    viewer, widget = count
+    assert widget.export_csv(tmp_path / "nothing.csv") is None  # nothing counted yet
+    viewer.add_labels(disks(THREE_DISKS), name="cells")
+    run(qtbot, widget, "components")
+    written = widget.export_csv(tmp_path / "counts")
+    assert written == tmp_path / "counts.csv"
+    with open(written, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 and rows[0]["source"] == "cells instances"
+    assert {"label", "frame", "area", "centroid_y", "centroid_x", "mean_intensity"} <= set(rows[0])
+    assert any("Wrote 3 objects" in message for _, message in notes)
+
+
+def test_edits_update_the_counts(count, qtbot):
+    viewer, widget = count
+    viewer.add_labels(disks(THREE_DISKS), name="cells")
+    run(qtbot, widget, "components")
+    layer = viewer.layers["cells instances"]
+    layer.selected_label = 4
+    layer.paint((80, 10), 4)  # a brush stroke adds a fourth object
+    layer.paint((80, 12), 4)
+    qtbot.waitUntil(lambda: widget.count_in_frame(0) == 4, timeout=5_000)
+    assert widget.table.rowCount() == 4
+    data = layer.data.copy()
+    data[data == 1] = 0
+    layer.data = data  # erase one object
+    qtbot.waitUntil(lambda: widget.count_in_frame(0) == 3, timeout=5_000)
+
+
+def test_intensity_shape_mismatch_is_an_error(count, notes):
+    viewer, widget = count
+    viewer.add_labels(disks(THREE_DISKS), name="cells")
+    viewer.add_image(np.zeros((50, 50)), name="small")
+    widget.intensity_combo.set_layer(viewer.layers["small"])
+    assert widget.run() is None
+    assert any("same size" in message for message in errors(notes))
+    assert [layer.name for layer in viewer.layers] == ["cells", "small"]
+
+
+def test_no_labels_layer_is_an_error(count, notes):
+    viewer, widget = count
+    assert widget.run() is None
+    assert any("No labels layer" in message for message in errors(notes))

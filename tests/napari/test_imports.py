@@ -1,0 +1,74 @@
+"""Importing the plugin and its widgets must not import torch; the manifest is valid."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import segloop.napari
+
+MODULES = (
+    "segloop.napari",
+    "segloop.napari._segment_widget",
+    "segloop.napari._weightmap_widget",
+    "segloop.napari._count_widget",
+    "segloop.napari._reader",
+    "segloop.napari._writer",
+    "segloop.napari._sample_data",
+    "segloop.napari.adapters",
+    "segloop.napari.workers",
+)
+
+
+def test_widgets_do_not_import_torch():
+    code = "; ".join(
+        [
+            "import sys",
+            *(f"import {name}" for name in MODULES),
+            "import napari",
+            "assert 'torch' not in sys.modules, 'torch was imported'",
+            "print('ok')",
+        ]
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_manifest_is_valid_and_complete():
+    from npe2 import PluginManifest
+
+    path = Path(segloop.napari.__file__).with_name("napari.yaml")
+    manifest = PluginManifest.from_file(path)
+    contributions = manifest.contributions
+    assert {w.display_name for w in contributions.widgets} == {
+        "Segment",
+        "Weight map",
+        "Instances & counting",
+    }
+    assert contributions.readers[0].accepts_directories
+    assert contributions.writers[0].layer_types == ["labels"]
+    assert {s.key for s in contributions.sample_data} == {"fluorescence", "histology"}
+    for command in contributions.commands:
+        module, _, attribute = command.python_name.partition(":")
+        assert hasattr(__import__(module, fromlist=[attribute]), attribute), command.python_name
+
+
+def test_lazy_widget_attributes():
+    from segloop.napari._count_widget import CountWidget
+
+    assert segloop.napari.CountWidget is CountWidget
+
+
+def test_widgets_open_through_napari(make_napari_viewer):
+    from segloop.napari import CountWidget, SegmentWidget, WeightMapWidget
+
+    viewer = make_napari_viewer()
+    expected = {"Segment": SegmentWidget, "Weight map": WeightMapWidget}
+    expected["Instances & counting"] = CountWidget
+    for name, widget_class in expected.items():
+        _, widget = viewer.window.add_plugin_dock_widget("napari-segloop", name)
+        assert isinstance(widget, widget_class) and widget.viewer == viewer

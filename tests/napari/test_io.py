@@ -1,0 +1,93 @@
+"""Reader, writer and sample data of the plugin."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from segloop.napari._reader import napari_get_reader
+from segloop.napari._sample_data import fluorescence, histology
+from segloop.napari._writer import write_labels
+
+from .conftest import THREE_DISKS, disks
+
+
+def test_reads_lzw_multipage_tiff_as_stack(tmp_path):
+    stack = np.arange(3 * 16 * 20, dtype=np.uint16).reshape(3, 16, 20)
+    path = tmp_path / "movie.tif"
+    tifffile.imwrite(path, stack, compression="lzw", photometric="minisblack")
+    reader = napari_get_reader(str(path))
+    [(data, meta, kind)] = reader(str(path))
+    assert kind == "image" and meta["name"] == "movie" and not meta["rgb"]
+    np.testing.assert_array_equal(data, stack)
+
+
+def test_reads_png_rgb_and_jpeg(tmp_path):
+    rgb = np.zeros((20, 24, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).save(tmp_path / "colour.png")
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "grey.jpg")
+    [(data, meta, kind)] = napari_get_reader(str(tmp_path / "colour.png"))(
+        str(tmp_path / "colour.png")
+    )
+    assert data.shape == (20, 24, 3) and meta["rgb"] and kind == "image"
+    [(data, meta, _)] = napari_get_reader(str(tmp_path / "grey.jpg"))(str(tmp_path / "grey.jpg"))
+    assert data.shape == (20, 24) and not meta["rgb"]
+
+
+def test_reads_folder_of_frames_as_one_stack(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t in (1, 2, 10):  # natural order: 1, 2, 10
+        Image.fromarray(np.full((16, 16), t, np.uint8)).save(folder / f"t{t}.png")
+    (folder / "notes.txt").write_text("not an image")
+    [(data, meta, kind)] = napari_get_reader(str(folder))(str(folder))
+    assert data.shape == (3, 16, 16) and meta["name"] == "frames" and kind == "image"
+    assert list(data[:, 0, 0]) == [1, 2, 10]
+
+
+def test_reader_declines_other_files(tmp_path):
+    (tmp_path / "table.csv").write_text("a,b\n")
+    assert napari_get_reader(str(tmp_path / "table.csv")) is None
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert napari_get_reader(str(empty)) is None
+
+
+def test_labels_writer_round_trip(tmp_path):
+    labels = np.stack([disks(THREE_DISKS), disks(THREE_DISKS[:2])])
+    [written] = write_labels(str(tmp_path / "cells_labels"), labels, {})
+    assert written.endswith("cells_labels.tif")
+    [(data, meta, kind)] = napari_get_reader(written)(written)
+    assert kind == "labels" and meta["name"] == "cells_labels"
+    assert data.dtype == np.uint8
+    np.testing.assert_array_equal(data, labels)
+
+
+def test_writer_through_napari(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(disks(THREE_DISKS) * 300, name="big")  # needs uint16
+    path = tmp_path / "big_masks.tif"
+    layer.save(str(path), plugin="napari-segloop")
+    np.testing.assert_array_equal(tifffile.imread(path), layer.data)
+    assert tifffile.imread(path).dtype == np.uint16
+
+
+@pytest.mark.parametrize("factory, shape", [(fluorescence, (256, 256)), (histology, (256, 320))])
+def test_sample_data_functions(factory, shape):
+    (image, image_meta, image_kind), (masks, masks_meta, masks_kind) = factory()
+    assert image_kind == "image" and masks_kind == "labels"
+    assert image.shape[:2] == shape == masks.shape
+    assert masks.max() > 20 and not masks_meta["visible"]
+
+
+def test_open_sample_in_viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-segloop", "fluorescence")
+    assert [layer.name for layer in viewer.layers] == [
+        "nuclei fluorescence",
+        "nuclei fluorescence masks",
+    ]
+    assert int(viewer.layers["nuclei fluorescence masks"].data.max()) == 37

@@ -1,0 +1,200 @@
+"""Segment widget: result layers, re-runs, stacks, errors, responsiveness and cancel."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QTimer
+
+from segloop.napari._segment_widget import LOAD_TEXT, SegmentWidget
+
+from .conftest import THREE_DISKS, disks, errors, noisy_image, wait_idle
+
+OUTPUTS = ("classes", "foreground", "instances")
+
+
+@pytest.fixture
+def segment(dock, model_path):
+    viewer, widget = dock(SegmentWidget)
+    widget.add_model_file(model_path)
+    return viewer, widget
+
+
+def test_run_adds_then_updates_three_layers(segment, qtbot, notes):
+    viewer, widget = segment
+    image = viewer.add_image(noisy_image(disks(THREE_DISKS)), name="cells", scale=(2, 2))
+    assert widget.image_combo.layer() == image
+    assert widget.model_combo.currentText() == "tiny.safetensors"
+    widget.run()
+    assert not widget.run_button.isEnabled() and widget.cancel_button.isEnabled()
+    wait_idle(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == ["cells", *(f"cells {s}" for s in OUTPUTS)]
+    classes, foreground, instances = (viewer.layers[f"cells {s}"] for s in OUTPUTS)
+    assert classes._type_string == "labels" and classes.data.dtype == np.uint8
+    assert instances._type_string == "labels" and instances.data.dtype == np.int32
+    assert foreground._type_string == "image" and foreground.data.dtype == np.float32
+    for layer in (classes, foreground, instances):
+        assert layer.data.shape == (96, 96)
+        np.testing.assert_array_equal(layer.scale, image.scale)
+    assert 0.0 <= foreground.data.min() and foreground.data.max() <= 1.0
+    assert tuple(foreground.contrast_limits) == (0.0, 1.0)
+    assert foreground.colormap.name == "magma"
+    assert widget.device_label.text().startswith("cpu")
+    assert widget.progress.value() == 100 and widget.run_button.isEnabled()
+    assert not errors(notes)
+
+    before = [id(layer) for layer in viewer.layers]
+    widget.run()
+    wait_idle(qtbot, widget)
+    assert [id(layer) for layer in viewer.layers] == before  # updated, not stacked
+
+
+def test_rgb_image(segment, qtbot):
+    viewer, widget = segment
+    grey = (noisy_image(disks(THREE_DISKS)) * 200).clip(0, 255).astype(np.uint8)
+    viewer.add_image(np.stack([grey, grey // 2, grey], axis=-1), name="he", rgb=True)
+    widget.run()
+    wait_idle(qtbot, widget)
+    assert viewer.layers["he instances"].data.shape == (96, 96)
+
+
+def test_stack_current_frame_then_whole_stack(segment, qtbot):
+    viewer, widget = segment
+    stack = np.stack([noisy_image(disks(THREE_DISKS), seed=t) for t in range(3)])
+    viewer.add_image(stack, name="movie")
+    assert widget.scope_combo.isEnabled()
+    viewer.dims.set_current_step(0, 1)
+    widget.scope_combo.setCurrentText("current frame")
+    widget.run()
+    wait_idle(qtbot, widget)
+    foreground = viewer.layers["movie foreground"].data
+    assert foreground.shape == (3, 96, 96)
+    assert foreground[1].any() and not foreground[0].any() and not foreground[2].any()
+    widget.scope_combo.setCurrentText("whole stack")
+    widget.run()
+    wait_idle(qtbot, widget)
+    foreground = viewer.layers["movie foreground"].data
+    assert all(frame.any() for frame in foreground)
+    assert len(viewer.layers) == 4
+
+
+def test_no_image_layer_is_an_error(segment, notes):
+    viewer, widget = segment
+    assert widget.run() is None
+    assert any("No image layer" in message for message in errors(notes))
+    assert len(viewer.layers) == 0
+
+
+def test_wrong_dims_is_an_error(segment, notes):
+    viewer, widget = segment
+    viewer.add_image(np.zeros((2, 3, 32, 32), np.float32), name="4d")
+    assert widget.run() is None
+    assert any("Unsupported image shape" in message for message in errors(notes))
+    assert len(viewer.layers) == 1
+
+
+def test_bad_model_file_is_an_error_and_changes_nothing(segment, qtbot, notes, tmp_path):
+    viewer, widget = segment
+    viewer.add_image(noisy_image(disks(THREE_DISKS)), name="cells")
+    widget.run()
+    wait_idle(qtbot, widget)
+    data_before = viewer.layers["cells instances"].data.copy()
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"this is not a model")
+    widget.add_model_file(bad)
+    widget.run()
+    wait_idle(qtbot, widget)
+    assert any("broken.safetensors" in message for message in errors(notes))
+    assert len(viewer.layers) == 4
+    np.testing.assert_array_equal(viewer.layers["cells instances"].data, data_before)
+    assert widget.progress.format() == "failed"
+
+
+def test_unavailable_device_is_an_error(segment, qtbot, notes):
+    from segloop.core.device import available_devices
+
+    missing = [name for name in ("cuda", "mps") if name not in available_devices()]
+    if not missing:
+        pytest.skip("every device is available here")
+    viewer, widget = segment
+    viewer.add_image(noisy_image(disks(THREE_DISKS)), name="cells")
+    widget.device_combo.setCurrentText(missing[0])
+    widget.run()
+    wait_idle(qtbot, widget)
+    assert any("not available" in message for message in errors(notes))
+    assert len(viewer.layers) == 1
+
+
+def test_load_model_entry_opens_a_file_dialog(segment, monkeypatch, model_path):
+    _, widget = segment
+    from qtpy.QtWidgets import QFileDialog
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: ("", ""))
+    load_index = widget.model_combo.findText(LOAD_TEXT)
+    widget.model_combo.setCurrentIndex(load_index)
+    widget._on_model_activated(load_index)  # cancelled dialog: back to the previous model
+    assert widget.model_ref() == str(model_path.resolve())
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(model_path), ""))
+    widget._on_model_activated(load_index)
+    assert widget.model_combo.findText(LOAD_TEXT) == widget.model_combo.count() - 1
+    assert widget.model_combo.count() == load_index + 1  # the same file is not added twice
+
+
+def test_no_model_is_an_error(dock, notes):
+    viewer, widget = dock(SegmentWidget)
+    viewer.add_image(np.zeros((32, 32), np.float32))
+    widget.model_combo.setCurrentIndex(widget.model_combo.findText(LOAD_TEXT))
+    assert widget.run() is None
+    assert any("No model" in message for message in errors(notes))
+
+
+def _long_stack(n_frames: int = 2) -> np.ndarray:
+    """Big enough that the model needs seconds (many 128 px tiles per frame)."""
+    labels = disks(THREE_DISKS, shape=(512, 512))
+    return np.stack([noisy_image(labels, seed=t) for t in range(n_frames)])
+
+
+def test_gui_stays_responsive_and_second_run_is_refused(segment, qtbot, notes):
+    viewer, widget = segment
+    viewer.add_image(_long_stack(), name="big")
+    widget.scope_combo.setCurrentText("whole stack")
+    widget.tile_spin.setValue(128)
+    ticks: list[float] = []
+    changes: list[tuple[float, int]] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    widget.progress.valueChanged.connect(lambda value: changes.append((time.perf_counter(), value)))
+    start = time.perf_counter()
+    timer.start(20)
+    job = widget.run()
+    assert job is not None
+    assert widget.run() is None  # refused while running
+    assert any("already running" in message for _, message in notes)
+    wait_idle(qtbot, widget, timeout=120_000)
+    timer.stop()
+    # While the worker computes (until the last progress update; adding the result layers
+    # afterwards is napari's work in the GUI thread) the 20 ms timer must keep firing.
+    end = changes[-1][0]
+    during = [tick for tick in ticks if tick <= end]
+    assert len(during) >= max(5, 0.25 * (end - start) / 0.020), (len(during), end - start)
+    assert max(np.diff([start, *during, end])) < 0.75, "the GUI thread stalled"
+    assert len({value for _, value in changes}) >= 4, f"progress did not move: {changes}"
+    assert viewer.layers["big instances"].data.shape == (2, 512, 512)
+
+
+def test_cancel_stops_a_long_run(segment, qtbot, notes):
+    viewer, widget = segment
+    viewer.add_image(_long_stack(6), name="big")
+    widget.scope_combo.setCurrentText("whole stack")
+    widget.tile_spin.setValue(128)
+    job = widget.run()
+    qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=60_000)
+    with qtbot.waitSignal(job.worker.finished, timeout=30_000):
+        widget.cancel_button.click()
+    assert not widget.running and widget.run_button.isEnabled()
+    assert widget.progress.format() == "cancelled"
+    assert [layer.name for layer in viewer.layers] == ["big"]
+    assert any("cancelled" in message for _, message in notes)
+    assert not errors(notes)
