@@ -80,9 +80,10 @@ def dock(make_napari_viewer):
     def factory(widget_class, **viewer_kwargs):
         viewer = make_napari_viewer(**viewer_kwargs)
         # Open it as a user does (plugin menu): the widget gets napari's proxied viewer.
-        _, widget = viewer.window.add_plugin_dock_widget("napari-segloop", WIDGETS[widget_class.__name__])
+        _, widget = viewer.window.add_plugin_dock_widget(
+            "napari-segloop", WIDGETS[widget_class.__name__]
+        )
         assert isinstance(widget, widget_class)
         return viewer, widget
 
     return factory
-

@@ -90,4 +90,4 @@ def test_open_sample_in_viewer(make_napari_viewer):
         "nuclei fluorescence",
         "nuclei fluorescence masks",
     ]
-    assert int(viewer.layers["nuclei fluorescence masks"].data.max()) == 37
+    assert int(viewer.layers["nuclei fluorescence masks"].data.max()) == 57

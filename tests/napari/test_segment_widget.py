@@ -198,3 +198,25 @@ def test_cancel_stops_a_long_run(segment, qtbot, notes):
     assert [layer.name for layer in viewer.layers] == ["big"]
     assert any("cancelled" in message for _, message in notes)
     assert not errors(notes)
+
+
+@pytest.mark.slow
+def test_trained_model_finds_and_counts_three_disks(dock, qtbot, disk_model, notes):
+    """End to end with a model trained on disks (root conftest): segment, then count."""
+    from segloop.napari._count_widget import CountWidget
+
+    viewer, widget = dock(SegmentWidget)
+    widget.add_model_file(disk_model)
+    viewer.add_image(noisy_image(disks(THREE_DISKS, radius=8)) + 0.1, name="cells")
+    widget.run()
+    wait_idle(qtbot, widget, timeout=60_000)
+    instances = viewer.layers["cells instances"].data
+    assert instances.max() == 3
+    _, counter = viewer.window.add_plugin_dock_widget("napari-segloop", "Instances & counting")
+    counter.source_combo.set_layer(viewer.layers["cells instances"])
+    counter.method_combo.setCurrentIndex(counter.method_combo.findData("as_is"))
+    counter.run()
+    wait_idle(qtbot, counter)
+    assert counter.count_in_frame(0) == 3
+    assert not errors(notes)
+    assert isinstance(counter, CountWidget)

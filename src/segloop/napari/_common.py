@@ -18,8 +18,9 @@ from qtpy.QtWidgets import (
 from .workers import Job, Outcome
 
 if TYPE_CHECKING:
-    import napari
     from napari.layers import Layer
+
+    import napari
 
 NONE_TEXT = "(none)"
 

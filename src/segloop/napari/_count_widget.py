@@ -29,14 +29,14 @@ from .workers import Job, Outcome, instances_job
 if TYPE_CHECKING:
     import napari
 
-#: Table columns: header -> (count-table column, decimals; None = integer).
+#: Table columns: header -> (count-table column, decimals; None = integer, tooltip).
 COLUMNS = {
-    "label": ("label", None),
-    "frame": ("frame", None),
-    "area": ("area", None),
-    "centroid y": ("centroid_y", 1),
-    "centroid x": ("centroid_x", 1),
-    "mean intensity": ("mean_intensity", 2),
+    "label": ("label", None, "Label value in the counted layer"),
+    "frame": ("frame", None, "Frame index (stacks)"),
+    "area": ("area", None, "Area in pixels"),
+    "y": ("centroid_y", 1, "Centroid row (pixels)"),
+    "x": ("centroid_x", 1, "Centroid column (pixels)"),
+    "intensity": ("mean_intensity", 2, "Mean intensity of the picked image inside the object"),
 }
 RECOUNT_DELAY_MS = 300
 
@@ -79,6 +79,8 @@ class CountWidget(JobWidget):
         self.frames_table.setMaximumHeight(120)
         self.frames_table.hide()
         self.table = _table(list(COLUMNS))
+        for col, (_, _, tip) in enumerate(COLUMNS.values()):
+            self.table.horizontalHeaderItem(col).setToolTip(tip)
         self.export_button = QPushButton("Export CSV…")
         self.export_button.setEnabled(False)
         for widget in (self.summary, self.frames_table, self.table, self.export_button):
@@ -114,7 +116,10 @@ class CountWidget(JobWidget):
         adapters.intensity_for(labels.shape, self.intensity_combo.layer())  # check shapes now
         self._request = (source, self.method())
         return instances_job(
-            labels, self.method(), self.min_size_spin.value(), self.min_distance_spin.value(),
+            labels,
+            self.method(),
+            self.min_size_spin.value(),
+            self.min_distance_spin.value(),
             **callbacks,
         )
 
@@ -171,12 +176,13 @@ class CountWidget(JobWidget):
         table.setUpdatesEnabled(False)
         table.setRowCount(counts.total)
         for row in range(counts.total):
-            for col, (key, decimals) in enumerate(COLUMNS.values()):
+            for col, (key, decimals, _) in enumerate(COLUMNS.values()):
                 table.setItem(row, col, _item(counts.table[key][row], decimals))
             key = (int(counts.table["frame"][row]), int(counts.table["label"][row]))
             table.item(row, 0).setData(Qt.ItemDataRole.UserRole, key)
         table.setUpdatesEnabled(True)
         table.setSortingEnabled(True)
+        table.setColumnHidden(list(COLUMNS).index("frame"), not stack)
         frames = counts.frames
         self.frames_table.setVisible(stack)
         self.frames_table.setRowCount(len(frames["frame"]))
@@ -259,6 +265,7 @@ def _table(headers: list[str]) -> QTableWidget:
     table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
     table.verticalHeader().setVisible(False)
     table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    table.horizontalHeader().setStretchLastSection(True)
     return table
 
 
@@ -268,5 +275,7 @@ def _item(value: object, decimals: int | None) -> QTableWidgetItem:
     number = float(value)
     if math.isnan(number):
         return item
-    item.setData(Qt.ItemDataRole.DisplayRole, int(number) if decimals is None else round(number, decimals))
+    item.setData(
+        Qt.ItemDataRole.DisplayRole, int(number) if decimals is None else round(number, decimals)
+    )
     return item

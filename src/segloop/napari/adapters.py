@@ -25,8 +25,9 @@ from segloop.core.progress import Progress, StopCheck, check_stop
 from segloop.core.weightmap import weight_map
 
 if TYPE_CHECKING:
-    import napari
     from napari.layers import Image, Labels, Layer
+
+    import napari
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,177 @@
+"""Make the screenshots of docs/napari.md (segment.png, weightmap.png, count.png).
+
+Run under a display, e.g. headless::
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots.py [--model MODEL]
+
+It opens napari, loads the shipped DSB2018 fluorescence sample, docks each segloop widget in
+turn, runs it and saves a screenshot of the whole window. ``--model`` takes a shipped model
+name or a model file; by default the shipped ``nuclei`` model (or the first shipped model).
+Without any shipped model a small U-Net is trained for ``--train-seconds`` on the two
+sample images and the script says so (the screenshot then shows a model that saw the image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import napari
+from qtpy.QtCore import QEventLoop, QTimer
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "images"
+PLUGIN = "napari-segloop"
+SAMPLE = "fluorescence"
+IMAGE = f"nuclei {SAMPLE}"
+MIN_SIZE = 30  # drop small fragments (pixels), as a user would in the Segment widget
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 300.0) -> None:
+    """Run the Qt event loop until ``predicate()`` is true (or raise after ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    loop = QEventLoop()
+    timer = QTimer()
+    timer.timeout.connect(lambda: (predicate() or time.monotonic() > deadline) and loop.quit())
+    timer.start(50)
+    loop.exec()
+    timer.stop()
+    if not predicate():
+        raise TimeoutError("timed out waiting for the widget")
+
+
+def settle(seconds: float = 0.5) -> None:
+    """Let napari draw (run the event loop for ``seconds``)."""
+    end = time.monotonic() + seconds
+    wait_until(lambda: time.monotonic() > end)
+
+
+def pick_model(requested: str | None, train_seconds: float) -> str:
+    """Model reference to use: requested, a shipped one, or a quickly trained file."""
+    from segloop.napari.adapters import shipped_model_names
+
+    if requested:
+        return requested
+    shipped = shipped_model_names()
+    for name in ("nuclei", *shipped):
+        if name in shipped:
+            print(f"using shipped model {name!r}")
+            return name
+    return train_quick_model(train_seconds)
+
+
+def train_quick_model(seconds: float) -> str:
+    """Train a fast U-Net on the two sample images for ``seconds``; returns its path."""
+    from segloop.core.evaluation import LabelledImage
+    from segloop.core.imageio import to_grayscale
+    from segloop.core.modelio import new_bundle, save_model
+    from segloop.core.models import preset
+    from segloop.core.training import TrainConfig, train
+    from segloop.napari._sample_data import SAMPLES, sample_layers
+
+    data = []
+    for key in SAMPLES:
+        (image, _, _), (masks, _, _) = sample_layers(key)
+        grey = to_grayscale(image)
+        if key == "histology":
+            grey = grey.max() - grey  # dark nuclei on a bright background: invert
+        data.append(LabelledImage(grey, masks, key))
+    bundle = new_bundle(preset("unet"), "quick-demo")
+    print(f"no shipped model: training a demo model for {seconds:.0f} s on the sample images")
+    train(bundle, data, TrainConfig(minutes=seconds / 60, crop=128, val_fraction=0.0))
+    path = Path(tempfile.mkdtemp()) / "quick-demo.safetensors"
+    return str(save_model(bundle, path))
+
+
+def dock(viewer: napari.Viewer, name: str):
+    """Dock segloop widget ``name`` alone on the right; returns the widget."""
+    for other in list(viewer.window.dock_widgets):
+        if other.startswith(PLUGIN) or "(napari-segloop)" in other:
+            viewer.window.remove_dock_widget(viewer.window.dock_widgets[other])
+    dock_widget, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    dock_widget.setMinimumWidth(460)
+    return widget
+
+
+def show_only(viewer: napari.Viewer, *names: str) -> None:
+    """Make exactly the layers ``names`` visible."""
+    for layer in viewer.layers:
+        layer.visible = layer.name in names
+
+
+def shoot(viewer: napari.Viewer, name: str) -> Path:
+    settle(1.0)
+    path = OUT / name
+    viewer.screenshot(str(path), canvas_only=False, flash=False)
+    print(f"wrote {path.relative_to(ROOT)}")
+    return path
+
+
+def segment_step(viewer: napari.Viewer, model: str) -> None:
+    widget = dock(viewer, "Segment")
+    from segloop.napari.adapters import shipped_model_names
+
+    if model in shipped_model_names():
+        widget.model_combo.setCurrentIndex(widget.model_combo.findData(model))
+    else:
+        widget.add_model_file(model)
+    widget.min_size_spin.setValue(MIN_SIZE)
+    widget.run()
+    wait_until(lambda: not widget.running)
+    show_only(viewer, IMAGE, f"{IMAGE} instances")
+    viewer.layers.selection.active = viewer.layers[f"{IMAGE} instances"]
+    settle()
+    viewer.reset_view()
+    shoot(viewer, "segment.png")
+
+
+def weightmap_step(viewer: napari.Viewer) -> None:
+    widget = dock(viewer, "Weight map")
+    widget.labels_combo.set_layer(viewer.layers[f"{IMAGE} instances"])
+    widget.run()
+    wait_until(lambda: not widget.running)
+    show_only(viewer, f"{IMAGE} instances weight map")
+    viewer.layers.selection.active = viewer.layers[f"{IMAGE} instances weight map"]
+    viewer.reset_view()
+    shoot(viewer, "weightmap.png")
+
+
+def count_step(viewer: napari.Viewer) -> None:
+    widget = dock(viewer, "Instances & counting")
+    widget.source_combo.set_layer(viewer.layers[f"{IMAGE} instances"])
+    widget.intensity_combo.set_layer(viewer.layers[IMAGE])
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("as_is"))
+    widget.run()
+    wait_until(lambda: not widget.running)
+    show_only(viewer, IMAGE, f"{IMAGE} instances")
+    widget.table.sortItems(2)  # by area
+    widget.table.selectRow(widget.table.rowCount() - 1)  # the largest object
+    widget.select_row(widget.table.rowCount() - 1)
+    viewer.scene.camera.zoom *= 1.6
+    shoot(viewer, "count.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="shipped model name or model file")
+    parser.add_argument("--train-seconds", type=float, default=120.0)
+    args = parser.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    model = pick_model(args.model, args.train_seconds)
+    viewer = napari.Viewer(title="napari-segloop", show=True)
+    viewer.window.resize(1600, 1000)
+    viewer.open_sample(PLUGIN, SAMPLE)
+    viewer.reset_view()
+    segment_step(viewer, model)
+    weightmap_step(viewer)
+    count_step(viewer)
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from segloop.cli import main
+from segloop.core.imageio import read_image, write_tiff
+
+from .conftest import disks_image, random_disks
+
+
+@pytest.fixture
+def folders(tmp_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    for seed in range(3):
+        image, labels = random_disks(seed, n=5, shape=(64, 64))
+        write_tiff(images / f"f{seed}.tif", (image * 1000).astype(np.uint16))
+        write_tiff(masks / f"f{seed}.tif", labels.astype(np.uint16))
+    return images, masks
+
+
+def test_train_then_evaluate_json(folders, tmp_path, capsys):
+    images, masks = folders
+    out = tmp_path / "m.safetensors"
+    assert main(["train", "--images", str(images), "--masks", str(masks), "--out", str(out),
+                 "--epochs", "2", "--crop", "48", "--seed", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 2 and out.exists()
+    assert main(["evaluate", "--model", str(out), "--images", str(images), "--masks", str(masks),
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"precision", "recall", "f1", "ap", "seg", "pixel_iou"} <= set(report["summary"])
+    assert len(report["per_image"]) == 3
+    # fine-tune from it: version goes up, parent recorded
+    tuned = tmp_path / "tuned.safetensors"
+    assert main(["train", "--images", str(images), "--masks", str(masks), "--out", str(tuned),
+                 "--epochs", "1", "--crop", "48", "--init", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tuned)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["metadata"]["version"] == 2 and info["metadata"]["parent"] == str(out)
+
+
+def test_predict_and_count_write_the_contract_files(disk_model, tmp_path, capsys):
+    image, labels = disks_image([(30, 30), (30, 48), (90, 90)], [9, 9, 8])
+    inputs = tmp_path / "in"
+    write_tiff(inputs / "cells.tif", (image * 255).clip(0, 255).astype(np.uint8))
+    stack = np.stack([image, np.roll(image, 10, axis=1)])
+    tifffile.imwrite(inputs / "movie.tif", (stack * 255).clip(0, 255).astype(np.uint8))
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(disk_model), "--out", str(out), str(inputs)]) == 0
+    lab = read_image(out / "cells_labels.tif")
+    classes = read_image(out / "cells_classes.tif")
+    assert lab.dtype == np.uint16 and lab.shape == image.shape and lab.max() == 3
+    assert classes.dtype == np.uint8 and set(np.unique(classes)) <= {0, 1, 2}
+    assert read_image(out / "movie_labels.tif").shape == (2, 128, 128)
+    table = tmp_path / "counts.csv"
+    objects = tmp_path / "objects.csv"
+    assert main(["count", "--model", str(disk_model), "--csv", str(table), "--objects",
+                 str(objects), str(inputs / "cells.tif"), str(inputs / "movie.tif")]) == 0
+    rows = list(csv.DictReader(table.open()))
+    assert [(r["image"], r["frame"], r["count"]) for r in rows] == [
+        ("cells.tif", "0", "3"), ("movie.tif", "0", "3"), ("movie.tif", "1", "3")]
+    object_rows = list(csv.DictReader(objects.open()))
+    assert len(object_rows) == 9 and float(object_rows[0]["mean_intensity"]) > 100
+
+
+def test_weightmap_command(tmp_path):
+    _, labels = disks_image([(30, 30), (30, 52)], [9, 9], shape=(64, 64))
+    write_tiff(tmp_path / "mask.tif", labels.astype(np.uint16))
+    assert main(["weightmap", str(tmp_path / "mask.tif"), "--out", str(tmp_path / "w.tif")]) == 0
+    weights = read_image(tmp_path / "w.tif")
+    assert weights.shape == labels.shape and weights.dtype == np.float32
+    assert weights[30, 41] > weights[5, 5] + 3  # gap between the disks is stressed
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["predict", "--model", "no-such-model", "--out", "{tmp}/o", "{tmp}"], "no shipped model"),
+        (["predict", "--model", "{bad_model}", "--out", "{tmp}/o", "{tmp}"], "not a readable"),
+        (["count", "--model", "{bad_model}", "--csv", "{tmp}/c.csv", "{tmp}/missing.tif"],
+         "missing.tif"),
+        (["train", "--images", "{tmp}", "--masks", "{tmp}/nowhere", "--out", "{tmp}/m"], "nowhere"),
+        (["weightmap", "{tmp}/corrupt.png", "--out", "{tmp}/w.tif"], "corrupt.png"),
+    ],
+)
+def test_bad_input_exits_1_with_one_line(tmp_path, capsys, argv, message):
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    (tmp_path / "corrupt.png").write_bytes(b"not a png")
+    (tmp_path / "img.png").write_bytes(b"")
+    argv = [a.format(tmp=tmp_path, bad_model=tmp_path / "bad.safetensors") for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("segloop: error:") and message in err[-1]
+
+
+def test_console_script_exit_code(tmp_path):
+    exe = Path(sys.executable).with_name("segloop")
+    if not exe.exists():
+        exe = shutil.which("segloop") or pytest.skip("console script not installed")
+    done = subprocess.run([exe, "info", str(tmp_path / "nope")], capture_output=True, text=True)
+    assert done.returncode == 1 and "segloop: error:" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "segloop.cli", "bogus"], capture_output=True)
+    assert done.returncode == 2
