@@ -39,7 +39,8 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def disk_model(tmp_path_factory):
-    """A small U-Net trained ~25 s on synthetic disks; saved to a file (path returned)."""
+    """A small U-Net trained ~25 s on synthetic disks (radius 5-10) rescaled so objects
+    are 24 px across; saved to a file (path returned)."""
     from segloop.core.evaluation import LabelledImage
     from segloop.core.modelio import new_bundle, save_model
     from segloop.core.models import ModelConfig
@@ -48,6 +49,6 @@ def disk_model(tmp_path_factory):
     data = [LabelledImage(*random_disks(seed), name=str(seed)) for seed in range(10)]
     bundle = new_bundle(ModelConfig(depth=3, base_channels=8), "disks")
     config = TrainConfig(epochs=150, crop=96, batch_size=4, val_interval_s=1e9,
-                         learning_rate=3e-3)
+                         learning_rate=3e-3, target_diameter=24.0)
     train(bundle, data, config)
     return save_model(bundle, tmp_path_factory.mktemp("models") / "disks.safetensors")

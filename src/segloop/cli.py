@@ -57,6 +57,12 @@ def _segment_options(args):
     )
 
 
+def _train_diameter(value: str) -> float | str | None:
+    if value in ("auto", "none"):
+        return None if value == "none" else "auto"
+    return float(value)
+
+
 def cmd_train(args) -> int:
     from .core.augment import AugmentConfig
     from .core.datasets import load_pairs
@@ -91,13 +97,12 @@ def cmd_train(args) -> int:
     config = TrainConfig(
         minutes=args.minutes, epochs=args.epochs, crop=args.crop, batch_size=args.batch,
         learning_rate=args.lr or (3e-4 if args.init else 1e-3), seed=args.seed,
-        val_fraction=args.val_fraction, target_diameter=args.diameter, device=args.device,
+        val_fraction=args.val_fraction, target_diameter=_train_diameter(args.diameter),
+        device=args.device,
         augment=AugmentConfig() if not args.no_augment else AugmentConfig(
             flips=False, rot90=False, elastic=False, intensity=False, noise=False),
         use_weight_map=not args.no_weight_map,
     )
-    if config.target_diameter is None and args.init:
-        config.target_diameter = bundle.diameter
     printer = ProgressPrinter()
     result = run_to_end(train_iter(bundle, data, config, val_data, args.out), printer)
     save_model(result.bundle, args.out)
@@ -220,8 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--crop", type=int, default=256)
     train.add_argument("--batch", type=int, default=4)
     train.add_argument("--lr", type=float, default=None)
-    train.add_argument("--diameter", type=float, default=None,
-                       help="rescale training pairs so objects are this many pixels across")
+    train.add_argument("--diameter", default="auto",
+                       help="rescale training pairs so objects are this many pixels across; "
+                            "'auto' (default): only when objects are < 12 or > 45 px, or as "
+                            "the --init model was trained; 'none': native scale")
     train.add_argument("--invert", default=None, choices=["never", "auto", "always"])
     train.add_argument("--device", default="auto")
     train.add_argument("--no-augment", action="store_true")

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from segloop.core.metrics import match_instances
 from segloop.core.modelio import load_model
 from segloop.core.segment import SegmentOptions, segment, segment_iter
 
@@ -50,3 +51,19 @@ def test_device_used_is_reported(disk_model):
         while True:
             next(gen)
     assert stop.value.value.device.startswith("cpu")
+
+
+@pytest.mark.parametrize("radius", [5, 40])
+def test_auto_diameter_finds_small_and_large_cells(disk_model, radius):
+    bundle = load_model(disk_model)
+    assert bundle.metadata["rescaled"] and bundle.diameter == 24.0
+    size = max(96, radius * 9)
+    step = size // 3
+    centres = [(step * i + step // 2, step * j + step // 2) for i in range(3) for j in range(3)]
+    centres = centres[: 4 if radius == 40 else 9]
+    image, labels = disks_image(centres, [radius] * len(centres), shape=(size, size))
+    result = segment(bundle, image, diameter="auto")
+    assert result.instances.shape == labels.shape
+    assert result.instances.max() == len(centres)
+    assert result.diameters[0] == pytest.approx(2 * radius, rel=0.25)
+    assert match_instances(labels, result.instances).f1 == 1.0

@@ -107,3 +107,16 @@ def test_bad_training_input_is_reported():
     mismatch = [LabelledImage(np.zeros((64, 64), np.float32), np.ones((32, 32), np.int32), "m")]
     with pytest.raises(ValueError, match="m: image shape"):
         train(tiny_bundle(), mismatch, TrainConfig(epochs=1))
+
+
+def test_auto_target_diameter_rescales_only_outside_the_native_range():
+    from segloop.core.training import resolve_target_diameter
+
+    small = [LabelledImage(*random_disks(0, radius=(3, 5)), name="s")]
+    medium = [LabelledImage(*random_disks(0, radius=(8, 12)), name="m")]
+    fresh = tiny_bundle()
+    assert resolve_target_diameter("auto", fresh, small) == 30.0
+    assert resolve_target_diameter("auto", fresh, medium) is None
+    assert resolve_target_diameter(17.0, fresh, medium) == 17.0
+    fresh.metadata.update(rescaled=True, diameter=24.0)
+    assert resolve_target_diameter("auto", fresh, medium) == 24.0

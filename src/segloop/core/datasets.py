@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +14,19 @@ from .imageio import list_images, read_image
 def pair_files(images_dir: str | Path, masks_dir: str | Path) -> list[tuple[Path, Path]]:
     """Pair ``images_dir/NAME`` with ``masks_dir/NAME``.
 
-    A mask with the same stem but another suffix (``a.png`` / ``a.tif``) also pairs.
+    A mask with the same stem but another suffix (``a.png`` / ``a.tif``) also pairs, and
+    so do Cell Tracking Challenge names (``t054.tif`` / ``man_seg054.tif``).
     Images without a mask raise ``ValueError`` listing a few of them.
     """
     images = list_images([images_dir])
     masks = {p.name: p for p in list_images([masks_dir])}
     by_stem = {p.stem: p for p in masks.values()}
+    by_number = _by_frame_number(masks.values())
     pairs, unmatched = [], []
     for image in images:
         mask = masks.get(image.name) or by_stem.get(image.stem)
+        if mask is None and by_number:
+            mask = by_number.get(_frame_number(image))
         if mask is None:
             unmatched.append(image.name)
         else:
@@ -32,6 +37,23 @@ def pair_files(images_dir: str | Path, masks_dir: str | Path) -> list[tuple[Path
             f"{masks_dir}, e.g. {', '.join(unmatched[:3])}"
         )
     return pairs
+
+
+def _frame_number(path: Path) -> int | None:
+    digits = re.findall(r"\d+", path.stem)
+    return int(digits[-1]) if digits else None
+
+
+def _by_frame_number(masks) -> dict[int, Path]:
+    """Cell Tracking Challenge naming (``t054.tif`` / ``man_seg054.tif``): pair by the
+    last number in the name, used only when every mask has a distinct number."""
+    numbered = {}
+    for mask in masks:
+        number = _frame_number(mask)
+        if number is None or number in numbered:
+            return {}
+        numbered[number] = mask
+    return numbered
 
 
 def load_labels(path: str | Path) -> np.ndarray:

@@ -58,7 +58,8 @@ def evaluate_iter(
     """Segment each image and compare with its labels.
 
     ``true_diameter`` rescales each image using the diameter measured from its own
-    labels (used during training, where the validation split's scale is known).
+    labels, for models trained rescaled (used during training, where the validation
+    split's scale is known).
     """
     options = options or SegmentOptions()
     total_matches = MatchCounts(0, 0, 0, 0.0)
@@ -66,7 +67,7 @@ def evaluate_iter(
     errors, rows = [], []
     for index, item in enumerate(data):
         frame_options = options
-        if true_diameter and bundle.diameter:
+        if true_diameter and bundle.metadata.get("rescaled") and bundle.diameter:
             measured = estimate_diameter(item.labels)
             if not np.isnan(measured):
                 frame_options = SegmentOptions(**{**options.__dict__, "diameter": measured})

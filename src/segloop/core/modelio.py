@@ -63,6 +63,15 @@ class ModelBundle:
         return float(value) if value else None
 
     @property
+    def native_scale_factor(self) -> float:
+        """Rescale factor that maps the training images' scale to the network's
+        (1.0 for models trained at native scale)."""
+        native = self.metadata.get("native_diameter")
+        if self.metadata.get("rescaled") and native and self.diameter:
+            return self.diameter / float(native)
+        return 1.0
+
+    @property
     def preprocess(self) -> dict[str, Any]:
         return {**DEFAULT_PREPROCESS, **self.metadata.get("preprocess", {})}
 

@@ -28,7 +28,8 @@ class SegmentOptions:
     """User choices for :func:`segment_iter` (``None`` = the model's stored default).
 
     ``diameter`` is the typical object diameter in pixels of the input image, ``"auto"``
-    to estimate it with a first pass, or ``None`` to use the image at its native scale.
+    to estimate it with a first pass, or ``None`` to assume the scale of the model's
+    training images (no rescaling for models trained at native scale).
     """
 
     tile: int | None = None
@@ -102,26 +103,27 @@ def _segment_frame(bundle, frame, options, settings, should_stop, stage):
     """Segment one normalised frame; returns (probs, classes, labels, diameter, factor)."""
     model_diameter = bundle.diameter
     diameter = options.diameter
-    factor = 1.0
+    factor = bundle.native_scale_factor
     if isinstance(diameter, (int, float)) and not isinstance(diameter, bool):
         if diameter <= 0:
             raise ValueError("diameter must be positive")
         factor = model_diameter / float(diameter) if model_diameter else 1.0
     probs = yield from _predict_at_scale(bundle, frame, factor, options, settings, should_stop, stage)
     classes, labels = _postprocess(bundle, probs, options, 1.0 / factor**2)
-    used = float(diameter) if factor != 1.0 else None
+    used = model_diameter / factor if model_diameter else None
     if diameter == "auto" and model_diameter and bundle.target == "instances":
+        # Measure what the first pass found (in input pixels) and re-run at the scale that
+        # gives those objects the model's diameter, unless it is already close.
         measured = estimate_diameter(labels)
-        used = None if math.isnan(measured) else measured
-        if used is not None:
-            factor = float(np.clip(model_diameter / used, *SCALE_LIMITS))
-            if abs(math.log(factor)) > math.log(SCALE_TOLERANCE):
+        if not math.isnan(measured):
+            used = measured
+            new_factor = float(np.clip(model_diameter / measured, *SCALE_LIMITS))
+            if abs(math.log(new_factor / factor)) > math.log(SCALE_TOLERANCE):
+                factor = new_factor
                 probs = yield from _predict_at_scale(
                     bundle, frame, factor, options, settings, should_stop, stage + " (rescaled)"
                 )
                 classes, labels = _postprocess(bundle, probs, options, 1.0 / factor**2)
-            else:
-                factor = 1.0
     return probs, classes, labels, used, factor
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,9 @@ class TrainConfig:
     ``epochs`` counts passes in which every training image gives one random crop;
     ``minutes`` is a wall-clock budget. When both are set the first one reached stops.
     ``target_diameter`` rescales every training pair so its median object diameter
-    becomes this many pixels (None keeps the native scale).
+    becomes this many pixels; None keeps the native scale; ``"auto"`` (see
+    :func:`resolve_target_diameter`) rescales only when objects are outside the size range
+    the network handles well at native scale, and follows the base model when fine-tuning.
     """
 
     minutes: float | None = None
@@ -57,7 +59,7 @@ class TrainConfig:
     sigma: float = 5.0
     dice_weight: float = 0.0
     border_width: int = 2
-    target_diameter: float | None = None
+    target_diameter: float | str | None = None
     device: str = "auto"
     tune_postprocess: bool = True
 
@@ -97,6 +99,39 @@ class TrainResult:
     best_metric: float | None
     history: list[dict[str, float]]
     validation: list[dict[str, float]]
+
+
+#: Median object diameters (pixels) the fast U-Net handles well without rescaling.
+NATIVE_RANGE = (12.0, 45.0)
+#: Diameter objects are rescaled to when they fall outside NATIVE_RANGE (as cellpose).
+DEFAULT_DIAMETER = 30.0
+
+
+def resolve_target_diameter(
+    value: float | str | None, bundle: ModelBundle, data: Sequence[LabelledImage]
+) -> float | None:
+    """Turn ``TrainConfig.target_diameter`` into a number of pixels or None (native).
+
+    ``"auto"``: a model that was trained rescaled keeps its diameter (fine-tuning);
+    a model trained at native scale stays native when it already has weights from
+    training (``metadata["training"]``); a new model is rescaled to
+    :data:`DEFAULT_DIAMETER` only when the median object diameter of ``data`` is
+    outside :data:`NATIVE_RANGE`.
+    """
+    if value is None or isinstance(value, (int, float)):
+        return None if value is None else float(value)
+    if value != "auto":
+        raise ValueError(f"target diameter must be a number, 'auto' or None, not {value!r}")
+    if bundle.metadata.get("rescaled"):
+        return bundle.diameter
+    if "training" in bundle.metadata or bundle.target != "instances":
+        return None
+    measured = [estimate_diameter(item.labels) for item in data]
+    measured = [d for d in measured if not math.isnan(d)]
+    if not measured:
+        return None
+    median = float(np.median(measured))
+    return None if NATIVE_RANGE[0] <= median <= NATIVE_RANGE[1] else DEFAULT_DIAMETER
 
 
 def pair_scale(labels: np.ndarray, target_diameter: float | None) -> float:
@@ -195,8 +230,9 @@ def _tune(bundle, val_data, config, should_stop):
     bundle.network.eval()
     probs, labels = [], []
     for item in val_data:
-        measured = estimate_diameter(item.labels)
-        options = SegmentOptions(device=config.device, diameter=None if np.isnan(measured) else measured)
+        measured = estimate_diameter(item.labels) if bundle.metadata.get("rescaled") else np.nan
+        options = SegmentOptions(device=config.device,
+                                 diameter=None if np.isnan(measured) else measured)
         result = yield from segment_iter(bundle, item.image, options, should_stop)
         probs.append(result.probabilities)
         labels.append(item.labels)
@@ -223,15 +259,19 @@ def train_iter(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     yield Progress("prepare", 0, len(data), "preparing training images")
+    target_diameter = resolve_target_diameter(config.target_diameter, bundle, data)
+    config = replace(config, target_diameter=target_diameter)
     samples = [make_sample(item, bundle, config) for item in data]
     if bundle.target == "instances":
-        diameters = [estimate_diameter(item.labels) * pair_scale(item.labels, config.target_diameter)
-                     for item in data]
-        diameters = [d for d in diameters if not math.isnan(d)]
-        if diameters:
-            bundle.metadata["diameter"] = float(np.median(diameters))
         if not any(s.n_objects for s in samples):
             raise ValueError("the training labels contain no objects")
+        native = [estimate_diameter(item.labels) for item in data]
+        native = [d for d in native if not math.isnan(d)]
+        if native:
+            native_median = float(np.median(native))
+            bundle.metadata["native_diameter"] = native_median
+            bundle.metadata["diameter"] = target_diameter or native_median
+            bundle.metadata["rescaled"] = target_diameter is not None
     geometry = tile_geometry(bundle.config, config.crop)
     settings = compute_settings(config.device, training=True)
     network = prepare_network(bundle.network, settings).train()
