@@ -44,8 +44,14 @@ RECIPES = {
         "fractions": (0.8, 0.1, 0.1),
         # 24 epochs x 133 steps of 4 random 256x256 crops: ~55 min on 2 idle Zen cores (fp32).
         "epochs": 24,
-        "train": {"crop": 256, "batch_size": 4, "learning_rate": 1e-3, "val_interval_s": 600.0,
-                  "val_max_images": 16, "seed": 0},
+        "train": {
+            "crop": 256,
+            "batch_size": 4,
+            "learning_rate": 1e-3,
+            "val_interval_s": 600.0,
+            "val_max_images": 16,
+            "seed": 0,
+        },
     },
 }
 
@@ -84,10 +90,16 @@ def evaluate(bundle, data, diameter=None):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=sorted(RECIPES))
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="step budget (default: the recipe's); independent of machine load")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="step budget (default: the recipe's); independent of machine load",
+    )
     parser.add_argument("--minutes", type=float, default=None, help="wall-clock budget instead")
-    parser.add_argument("--out", default=None, help="default: src/segloop/models/<model>.safetensors")
+    parser.add_argument(
+        "--out", default=None, help="default: src/segloop/models/<model>.safetensors"
+    )
     parser.add_argument("--evaluate-only", action="store_true")
     args = parser.parse_args(argv)
     recipe = RECIPES[args.model]

@@ -48,7 +48,13 @@ def disk_model(tmp_path_factory):
 
     data = [LabelledImage(*random_disks(seed), name=str(seed)) for seed in range(10)]
     bundle = new_bundle(ModelConfig(depth=3, base_channels=8), "disks")
-    config = TrainConfig(epochs=150, crop=96, batch_size=4, val_interval_s=1e9,
-                         learning_rate=3e-3, target_diameter=24.0)
+    config = TrainConfig(
+        epochs=150,
+        crop=96,
+        batch_size=4,
+        val_interval_s=1e9,
+        learning_rate=3e-3,
+        target_diameter=24.0,
+    )
     train(bundle, data, config)
     return save_model(bundle, tmp_path_factory.mktemp("models") / "disks.safetensors")

@@ -28,19 +28,68 @@ def folders(tmp_path):
 def test_train_then_evaluate_json(folders, tmp_path, capsys):
     images, masks = folders
     out = tmp_path / "m.safetensors"
-    assert main(["train", "--images", str(images), "--masks", str(masks), "--out", str(out),
-                 "--epochs", "2", "--crop", "48", "--seed", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--images",
+                str(images),
+                "--masks",
+                str(masks),
+                "--out",
+                str(out),
+                "--epochs",
+                "2",
+                "--crop",
+                "48",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 2 and out.exists()
-    assert main(["evaluate", "--model", str(out), "--images", str(images), "--masks", str(masks),
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(out),
+                "--images",
+                str(images),
+                "--masks",
+                str(masks),
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert {"precision", "recall", "f1", "ap", "seg", "pixel_iou"} <= set(report["summary"])
     assert len(report["per_image"]) == 3
     # fine-tune from it: version goes up, parent recorded
     tuned = tmp_path / "tuned.safetensors"
-    assert main(["train", "--images", str(images), "--masks", str(masks), "--out", str(tuned),
-                 "--epochs", "1", "--crop", "48", "--init", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--images",
+                str(images),
+                "--masks",
+                str(masks),
+                "--out",
+                str(tuned),
+                "--epochs",
+                "1",
+                "--crop",
+                "48",
+                "--init",
+                str(out),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["info", str(tuned)]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -62,11 +111,28 @@ def test_predict_and_count_write_the_contract_files(disk_model, tmp_path, capsys
     assert read_image(out / "movie_labels.tif").shape == (2, 128, 128)
     table = tmp_path / "counts.csv"
     objects = tmp_path / "objects.csv"
-    assert main(["count", "--model", str(disk_model), "--csv", str(table), "--objects",
-                 str(objects), str(inputs / "cells.tif"), str(inputs / "movie.tif")]) == 0
+    assert (
+        main(
+            [
+                "count",
+                "--model",
+                str(disk_model),
+                "--csv",
+                str(table),
+                "--objects",
+                str(objects),
+                str(inputs / "cells.tif"),
+                str(inputs / "movie.tif"),
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(table.open()))
     assert [(r["image"], r["frame"], r["count"]) for r in rows] == [
-        ("cells.tif", "0", "3"), ("movie.tif", "0", "3"), ("movie.tif", "1", "3")]
+        ("cells.tif", "0", "3"),
+        ("movie.tif", "0", "3"),
+        ("movie.tif", "1", "3"),
+    ]
     object_rows = list(csv.DictReader(objects.open()))
     assert len(object_rows) == 9 and float(object_rows[0]["mean_intensity"]) > 100
 
@@ -85,8 +151,10 @@ def test_weightmap_command(tmp_path):
     [
         (["predict", "--model", "no-such-model", "--out", "{tmp}/o", "{tmp}"], "no shipped model"),
         (["predict", "--model", "{bad_model}", "--out", "{tmp}/o", "{tmp}"], "not a readable"),
-        (["count", "--model", "{bad_model}", "--csv", "{tmp}/c.csv", "{tmp}/missing.tif"],
-         "missing.tif"),
+        (
+            ["count", "--model", "{bad_model}", "--csv", "{tmp}/c.csv", "{tmp}/missing.tif"],
+            "missing.tif",
+        ),
         (["train", "--images", "{tmp}", "--masks", "{tmp}/nowhere", "--out", "{tmp}/m"], "nowhere"),
         (["weightmap", "{tmp}/corrupt.png", "--out", "{tmp}/w.tif"], "corrupt.png"),
     ],

@@ -80,8 +80,15 @@ def predict_files(
 
         with _client(dask) as client:
             futures = [
-                client.submit(_predict_one, str(model), str(p), str(out_dir), options,
-                              probabilities, pure=False)
+                client.submit(
+                    _predict_one,
+                    str(model),
+                    str(p),
+                    str(out_dir),
+                    options,
+                    probabilities,
+                    pure=False,
+                )
                 for p in inputs
             ]
             written = []

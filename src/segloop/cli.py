@@ -52,7 +52,10 @@ def _segment_options(args):
     if diameter not in (None, "auto"):
         diameter = float(diameter)
     return SegmentOptions(
-        tile=args.tile, batch=args.batch, device=args.device, diameter=diameter,
+        tile=args.tile,
+        batch=args.batch,
+        device=args.device,
+        diameter=diameter,
         min_size=args.min_size,
     )
 
@@ -80,7 +83,8 @@ def cmd_train(args) -> int:
         bundle = load_model(args.init)
         parent = str(bundle.path)
         bundle.metadata.update(
-            name=Path(args.out).name.split(".")[0], parent=parent,
+            name=Path(args.out).name.split(".")[0],
+            parent=parent,
             version=int(bundle.metadata.get("version", 0)) + 1,
         )
         if args.invert:
@@ -91,25 +95,39 @@ def cmd_train(args) -> int:
             n_classes = int(max(int(item.labels.max()) for item in data))
             if n_classes < 2:
                 raise ValueError("--target classes needs masks with at least two class ids")
-        bundle = new_bundle(preset(args.arch, n_classes=n_classes),
-                            Path(args.out).name.split(".")[0], target=target, seed=args.seed)
+        bundle = new_bundle(
+            preset(args.arch, n_classes=n_classes),
+            Path(args.out).name.split(".")[0],
+            target=target,
+            seed=args.seed,
+        )
         bundle.metadata["preprocess"]["invert"] = args.invert or "never"
     config = TrainConfig(
-        minutes=args.minutes, epochs=args.epochs, crop=args.crop, batch_size=args.batch,
-        learning_rate=args.lr or (3e-4 if args.init else 1e-3), seed=args.seed,
-        val_fraction=args.val_fraction, target_diameter=_train_diameter(args.diameter),
+        minutes=args.minutes,
+        epochs=args.epochs,
+        crop=args.crop,
+        batch_size=args.batch,
+        learning_rate=args.lr or (3e-4 if args.init else 1e-3),
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        target_diameter=_train_diameter(args.diameter),
         device=args.device,
-        augment=AugmentConfig() if not args.no_augment else AugmentConfig(
-            flips=False, rot90=False, elastic=False, intensity=False, noise=False),
+        augment=AugmentConfig()
+        if not args.no_augment
+        else AugmentConfig(flips=False, rot90=False, elastic=False, intensity=False, noise=False),
         use_weight_map=not args.no_weight_map,
     )
     printer = ProgressPrinter()
     result = run_to_end(train_iter(bundle, data, config, val_data, args.out), printer)
     save_model(result.bundle, args.out)
     summary = {
-        "model": str(args.out), "steps": result.steps, "epochs": round(result.epochs, 2),
-        "seconds": round(result.seconds, 1), "best_validation": result.best_metric,
-        "diameter": result.bundle.diameter, "postprocess": result.bundle.postprocess,
+        "model": str(args.out),
+        "steps": result.steps,
+        "epochs": round(result.epochs, 2),
+        "seconds": round(result.seconds, 1),
+        "best_validation": result.best_metric,
+        "diameter": result.bundle.diameter,
+        "postprocess": result.bundle.postprocess,
     }
     print(json.dumps(summary, indent=2))
     return 0
@@ -125,8 +143,13 @@ def cmd_predict(args) -> int:
     from .batch import predict_files
 
     written = predict_files(
-        args.model, _inputs(args.inputs), Path(args.out), _segment_options(args),
-        probabilities=args.probabilities, dask=args.dask, progress=ProgressPrinter(),
+        args.model,
+        _inputs(args.inputs),
+        Path(args.out),
+        _segment_options(args),
+        probabilities=args.probabilities,
+        dask=args.dask,
+        progress=ProgressPrinter(),
     )
     for path in written:
         print(path)
@@ -137,8 +160,12 @@ def cmd_count(args) -> int:
     from .batch import count_files
 
     count_files(
-        args.model, _inputs(args.inputs), Path(args.csv), _segment_options(args),
-        objects_csv=Path(args.objects) if args.objects else None, progress=ProgressPrinter(),
+        args.model,
+        _inputs(args.inputs),
+        Path(args.csv),
+        _segment_options(args),
+        objects_csv=Path(args.objects) if args.objects else None,
+        progress=ProgressPrinter(),
     )
     print(args.csv)
     return 0
@@ -187,7 +214,9 @@ def cmd_info(args) -> int:
 
     config, metadata, path = read_header(args.model)
     metadata.pop("history", None)
-    print(json.dumps({"path": str(path), "config": config.to_dict(), "metadata": metadata}, indent=2))
+    print(
+        json.dumps({"path": str(path), "config": config.to_dict(), "metadata": metadata}, indent=2)
+    )
     return 0
 
 
@@ -196,8 +225,11 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, default=None, help="output tile side in pixels")
     parser.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    parser.add_argument("--diameter", default=None,
-                        help="object diameter in pixels, or 'auto' (default: native scale)")
+    parser.add_argument(
+        "--diameter",
+        default=None,
+        help="object diameter in pixels, or 'auto' (default: native scale)",
+    )
     parser.add_argument("--min-size", type=int, default=None, help="smallest object area kept")
 
 
@@ -208,11 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train or fine-tune a model on image/mask folders")
     train.add_argument("--images", required=True)
-    train.add_argument("--masks", required=True,
-                       help="instance labels (0 = background), same file names as --images")
+    train.add_argument(
+        "--masks",
+        required=True,
+        help="instance labels (0 = background), same file names as --images",
+    )
     train.add_argument("--out", required=True, help="model file to write (.safetensors)")
-    train.add_argument("--arch", default="unet", choices=["unet", "unet-classic", "segnet",
-                                                          "segnet-classic"])
+    train.add_argument(
+        "--arch", default="unet", choices=["unet", "unet-classic", "segnet", "segnet-classic"]
+    )
     budget = train.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, default=None, help="CPU time budget (default 10)")
     budget.add_argument("--epochs", type=int, default=None)
@@ -225,10 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--crop", type=int, default=256)
     train.add_argument("--batch", type=int, default=4)
     train.add_argument("--lr", type=float, default=None)
-    train.add_argument("--diameter", default="auto",
-                       help="rescale training pairs so objects are this many pixels across; "
-                            "'auto' (default): only when objects are < 12 or > 45 px, or as "
-                            "the --init model was trained; 'none': native scale")
+    train.add_argument(
+        "--diameter",
+        default="auto",
+        help="rescale training pairs so objects are this many pixels across; "
+        "'auto' (default): only when objects are < 12 or > 45 px, or as "
+        "the --init model was trained; 'none': native scale",
+    )
     train.add_argument("--invert", default=None, choices=["never", "auto", "always"])
     train.add_argument("--device", default="auto")
     train.add_argument("--no-augment", action="store_true")
@@ -238,10 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="segment images; write instance and class TIFFs")
     _add_segment_options(predict)
     predict.add_argument("--out", required=True, help="output folder")
-    predict.add_argument("--probabilities", action="store_true",
-                         help="also write <stem>_probabilities.tif (float32, C x H x W)")
-    predict.add_argument("--dask", default=None,
-                         help="dask.distributed scheduler address, or local:N for N local workers")
+    predict.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="also write <stem>_probabilities.tif (float32, C x H x W)",
+    )
+    predict.add_argument(
+        "--dask",
+        default=None,
+        help="dask.distributed scheduler address, or local:N for N local workers",
+    )
     predict.add_argument("inputs", nargs="+", help="image files or folders")
     predict.set_defaults(func=cmd_predict)
 

@@ -6,15 +6,22 @@ from segloop.core.imageio import write_tiff
 
 
 def test_pairs_by_name_stem_and_ctc_frame_number(tmp_path):
-    for folder, names in {"a": ["x.png", "y.tif"], "b": ["x.tif", "y.tif"],
-                          "ctc": ["t000.tif", "t007.tif"], "ctc_gt": ["man_seg000.tif",
-                                                                        "man_seg007.tif"]}.items():
+    for folder, names in {
+        "a": ["x.png", "y.tif"],
+        "b": ["x.tif", "y.tif"],
+        "ctc": ["t000.tif", "t007.tif"],
+        "ctc_gt": ["man_seg000.tif", "man_seg007.tif"],
+    }.items():
         for name in names:
             write_tiff(tmp_path / folder / name, np.ones((16, 16), np.uint8))
     assert [(i.name, m.name) for i, m in pair_files(tmp_path / "a", tmp_path / "b")] == [
-        ("x.png", "x.tif"), ("y.tif", "y.tif")]
+        ("x.png", "x.tif"),
+        ("y.tif", "y.tif"),
+    ]
     assert [m.name for _, m in pair_files(tmp_path / "ctc", tmp_path / "ctc_gt")] == [
-        "man_seg000.tif", "man_seg007.tif"]
+        "man_seg000.tif",
+        "man_seg007.tif",
+    ]
 
 
 def test_unpaired_and_mismatched_files_are_reported(tmp_path):

@@ -66,9 +66,11 @@ def test_mismatched_config_is_reported(tmp_path):
     path = save_model(small_bundle(), tmp_path / "m.safetensors")
     config, metadata, _ = read_header(path)
     wrong = json.dumps({**config.to_dict(), "base_channels": 8})
-    save_file(load_file(str(path)), str(path),
-              metadata={"format": "segloop-model/1", "config": wrong,
-                        "metadata": json.dumps(metadata)})
+    save_file(
+        load_file(str(path)),
+        str(path),
+        metadata={"format": "segloop-model/1", "config": wrong, "metadata": json.dumps(metadata)},
+    )
     with pytest.raises(ModelFileError, match="has shape"):
         load_model(path)
 

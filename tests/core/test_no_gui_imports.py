@@ -24,7 +24,8 @@ def test_core_sources_never_import_gui_packages():
 def test_importing_core_loads_no_gui_module():
     code = (
         "import sys, pkgutil, importlib, segloop.core as c\n"
-        "for m in pkgutil.walk_packages(c.__path__, 'segloop.core.'): importlib.import_module(m.name)\n"
+        "for m in pkgutil.walk_packages(c.__path__, 'segloop.core.'):\n"
+        "    importlib.import_module(m.name)\n"
         f"bad = [m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}]\n"
         "assert not bad, bad\n"
     )

@@ -77,12 +77,17 @@ def test_memory_is_bounded_by_the_tile_batch():
 def test_progress_and_cancel():
     bundle = new_bundle(ModelConfig(depth=2, base_channels=4), "x")
     events = []
-    run_to_end(predict_probabilities_iter(bundle, np.zeros((128, 128), np.float32), tile=32,
-                                          batch=1), events.append)
+    run_to_end(
+        predict_probabilities_iter(bundle, np.zeros((128, 128), np.float32), tile=32, batch=1),
+        events.append,
+    )
     assert events[0].done == 0 and events[-1].done == events[-1].total == len(events) - 1
     calls = []
     gen = predict_probabilities_iter(
-        bundle, np.zeros((128, 128), np.float32), tile=32, batch=1,
+        bundle,
+        np.zeros((128, 128), np.float32),
+        tile=32,
+        batch=1,
         should_stop=lambda: len(calls) > 2 or calls.append(1),
     )
     with pytest.raises(Cancelled):

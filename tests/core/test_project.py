@@ -57,7 +57,10 @@ def test_fine_tune_improves_held_back_frame_and_saves_versions(tmp_path):
     assert after.f1 > before.f1 + 0.3
     meta = info.metadata["finetune"]
     assert len(meta["trained_on"]) + len(meta["validated_on"]) == 4
-    assert meta["metrics"]["after"]["corrections"]["f1"] > meta["metrics"]["before"]["corrections"]["f1"]
+    assert (
+        meta["metrics"]["after"]["corrections"]["f1"]
+        > meta["metrics"]["before"]["corrections"]["f1"]
+    )
     # the next run becomes v2, starting from v1; both are listed
     config = TrainConfig(epochs=1, crop=96, batch_size=4, tune_postprocess=False)
     info2, _ = run_to_end(fine_tune_iter(project, info.path, config))

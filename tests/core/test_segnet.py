@@ -2,8 +2,8 @@ import numpy as np
 import torch
 
 from segloop.core.evaluation import LabelledImage
-from segloop.core.models import ModelConfig, build_network, preset
 from segloop.core.modelio import new_bundle
+from segloop.core.models import ModelConfig, build_network, preset
 from segloop.core.segment import segment
 from segloop.core.training import TrainConfig, train
 
@@ -40,9 +40,11 @@ def test_decoder_unpools_with_the_encoder_indices(monkeypatch):
         assert used is stored
     # permuting the stored indices changes the output: the decoder really depends on them
     monkeypatch.setattr(
-        net.unpool, "forward",
+        net.unpool,
+        "forward",
         lambda x, indices, output_size=None: original(
-            x, torch.flip(indices, dims=[-1]), output_size=output_size),
+            x, torch.flip(indices, dims=[-1]), output_size=output_size
+        ),
     )
     with torch.no_grad():
         assert not torch.allclose(net(x), reference)
@@ -70,8 +72,11 @@ def test_sparse_strokes_give_a_dense_class_map():
     data = [LabelledImage(*striped_classes(seed)[:2], name=str(seed)) for seed in range(4)]
     config = ModelConfig(depth=2, base_channels=8, n_classes=3)
     bundle = new_bundle(config, "classes", target="classes")
-    train(bundle, data, TrainConfig(epochs=60, crop=48, batch_size=4, val_fraction=0,
-                                    learning_rate=3e-3))
+    train(
+        bundle,
+        data,
+        TrainConfig(epochs=60, crop=48, batch_size=4, val_fraction=0, learning_rate=3e-3),
+    )
     image, _strokes, truth = striped_classes(99)
     result = segment(bundle, image)
     assert set(np.unique(result.classes)) <= {1, 2, 3}

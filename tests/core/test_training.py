@@ -13,8 +13,9 @@ from ..conftest import disks_image, random_disks
 
 
 def tiny_data(n=4):
-    return [LabelledImage(*random_disks(seed, n=6, shape=(64, 64)), name=str(seed))
-            for seed in range(n)]
+    return [
+        LabelledImage(*random_disks(seed, n=6, shape=(64, 64)), name=str(seed)) for seed in range(n)
+    ]
 
 
 def tiny_bundle():
@@ -25,8 +26,11 @@ def test_fixed_seed_gives_identical_weights():
     weights = []
     for _ in range(2):
         bundle = tiny_bundle()
-        train(bundle, tiny_data(), TrainConfig(epochs=2, crop=48, batch_size=2, seed=3,
-                                               tune_postprocess=False))
+        train(
+            bundle,
+            tiny_data(),
+            TrainConfig(epochs=2, crop=48, batch_size=2, seed=3, tune_postprocess=False),
+        )
         weights.append(bundle.network.state_dict())
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), key
@@ -34,8 +38,11 @@ def test_fixed_seed_gives_identical_weights():
 
 def test_progress_reports_step_epoch_loss_and_validation(tmp_path):
     events = []
-    gen = train_iter(tiny_bundle(), tiny_data(), TrainConfig(epochs=3, crop=48, batch_size=2,
-                                                             tune_postprocess=False))
+    gen = train_iter(
+        tiny_bundle(),
+        tiny_data(),
+        TrainConfig(epochs=3, crop=48, batch_size=2, tune_postprocess=False),
+    )
     while True:
         try:
             events.append(next(gen))
@@ -53,9 +60,13 @@ def test_progress_reports_step_epoch_loss_and_validation(tmp_path):
 def test_stop_request_keeps_a_saved_model(tmp_path):
     out = tmp_path / "m.safetensors"
     calls = []
-    result = train(tiny_bundle(), tiny_data(), TrainConfig(epochs=50, crop=48, batch_size=2,
-                                                           val_interval_s=0),
-                   out_path=out, should_stop=lambda: len(calls) > 5 or calls.append(1))
+    result = train(
+        tiny_bundle(),
+        tiny_data(),
+        TrainConfig(epochs=50, crop=48, batch_size=2, val_interval_s=0),
+        out_path=out,
+        should_stop=lambda: len(calls) > 5 or calls.append(1),
+    )
     assert result.stopped and result.steps < 50
     loaded = load_model(out)
     assert loaded.metadata["training"]["stopped"] is True
@@ -85,8 +96,11 @@ def test_fine_tune_on_ignored_pixels_changes_nothing_but_labelled_ones():
     ignore = np.ones_like(labels, bool)
     ignore[:16, :16] = False
     data = [LabelledImage(image, labels, "a", ignore=ignore)]
-    result = train(tiny_bundle(), data, TrainConfig(epochs=2, crop=48, batch_size=2,
-                                                    val_fraction=0, tune_postprocess=False))
+    result = train(
+        tiny_bundle(),
+        data,
+        TrainConfig(epochs=2, crop=48, batch_size=2, val_fraction=0, tune_postprocess=False),
+    )
     assert all(np.isfinite(h["loss"]) for h in result.history)
 
 

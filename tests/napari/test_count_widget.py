@@ -80,9 +80,7 @@ def test_mean_intensity_column(count, qtbot):
     run(qtbot, widget, "as_is")
     assert len(viewer.layers) == 2  # counted in place, no new layer
     assert widget.counted == viewer.layers["cells"]
-    rows = dict(
-        zip(table_column(widget, "label"), table_column(widget, "intensity"), strict=True)
-    )
+    rows = dict(zip(table_column(widget, "label"), table_column(widget, "intensity"), strict=True))
     assert rows == {1: 10.0, 2: 20.0, 3: 30.0}
 
 

@@ -220,3 +220,16 @@ def test_trained_model_finds_and_counts_three_disks(dock, qtbot, disk_model, not
     assert counter.count_in_frame(0) == 3
     assert not errors(notes)
     assert isinstance(counter, CountWidget)
+
+
+def test_closing_the_dock_cancels_the_run(segment, qtbot):
+    viewer, widget = segment
+    viewer.add_image(_long_stack(6), name="big")
+    widget.scope_combo.setCurrentText("whole stack")
+    widget.tile_spin.setValue(128)
+    job = widget.run()
+    qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=60_000)
+    with qtbot.waitSignal(job.worker.finished, timeout=30_000):
+        viewer.window.remove_dock_widget(widget.parent())
+    assert job.cancel_requested
+    assert [layer.name for layer in viewer.layers] == ["big"]

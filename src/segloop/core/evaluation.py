@@ -43,7 +43,9 @@ class EvaluationReport:
             **self.matches.as_dict(),
             "seg": self.seg,
             "pixel_iou": self.pixel_iou,
-            "median_count_error": float(np.median(self.count_errors)) if self.count_errors else None,
+            "median_count_error": float(np.median(self.count_errors))
+            if self.count_errors
+            else None,
             "n_images": len(self.per_image),
         }
 

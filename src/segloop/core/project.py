@@ -102,10 +102,17 @@ class Project:
         folder = self.root / "corrections"
         write_tiff(folder / f"{ident}.tif", np.asarray(image))
         write_tiff(folder / f"{ident}_labels.tif", np.asarray(labels).astype(np.int32))
-        _write_json(folder / f"{ident}.json", {
-            "source": source, "frame": frame, "model_version": model_version,
-            "sparse": sparse, "n_objects": int(len(np.unique(labels)) - 1), "saved": _now(),
-        })
+        _write_json(
+            folder / f"{ident}.json",
+            {
+                "source": source,
+                "frame": frame,
+                "model_version": model_version,
+                "sparse": sparse,
+                "n_objects": int(len(np.unique(labels)) - 1),
+                "saved": _now(),
+            },
+        )
         return ident
 
     def correction_ids(self) -> list[str]:
@@ -135,7 +142,9 @@ class Project:
 
     def next_version_path(self) -> Path:
         versions = self.versions()
-        return self.root / "models" / f"v{(versions[-1].version if versions else 0) + 1}.safetensors"
+        return (
+            self.root / "models" / f"v{(versions[-1].version if versions else 0) + 1}.safetensors"
+        )
 
 
 def replay_data(bundle: ModelBundle, part: str) -> list[LabelledImage]:
@@ -153,8 +162,9 @@ def replay_data(bundle: ModelBundle, part: str) -> list[LabelledImage]:
 def _score(bundle, data, should_stop):
     if not data:
         return None
-    report = yield from evaluate_iter(bundle, data, SegmentOptions(), should_stop,
-                                      true_diameter=True)
+    report = yield from evaluate_iter(
+        bundle, data, SegmentOptions(), should_stop, true_diameter=True
+    )
     return {"f1": report.matches.f1, "seg": report.seg, "n_images": len(data)}
 
 
@@ -180,8 +190,11 @@ def fine_tune_iter(
     if not corrections:
         raise ValueError("no corrections saved yet: correct a frame and save it first")
     if val_ids is None:
-        train_set, val_set = (split_validation(corrections, 0.2, config.seed)
-                              if len(corrections) > 1 else (corrections, []))
+        train_set, val_set = (
+            split_validation(corrections, 0.2, config.seed)
+            if len(corrections) > 1
+            else (corrections, [])
+        )
     else:
         val_set = [c for c in corrections if c.name in set(val_ids)]
         train_set = [c for c in corrections if c.name not in set(val_ids)]
@@ -197,22 +210,33 @@ def fine_tune_iter(
     else:
         replay = []
     yield Progress("evaluate", 0, 1, "scoring the starting model")
-    before = {"corrections": (yield from _score(bundle, val_set, should_stop)),
-              "base_validation": (yield from _score(bundle, base_val, should_stop))}
+    before = {
+        "corrections": (yield from _score(bundle, val_set, should_stop)),
+        "base_validation": (yield from _score(bundle, base_val, should_stop)),
+    }
     out_path = project.next_version_path()
     parent_version = bundle.metadata.get("version", 0)
-    bundle.metadata.update(parent=str(bundle.path), version=int(out_path.stem[1:]),
-                           name=f"{project.root.name}-{out_path.stem}")
+    bundle.metadata.update(
+        parent=str(bundle.path),
+        version=int(out_path.stem[1:]),
+        name=f"{project.root.name}-{out_path.stem}",
+    )
     config.tune_postprocess = bool(val_set) and config.tune_postprocess
     result = yield from train_iter(bundle, train_set + replay, config, val_set, None, should_stop)
-    after = {"corrections": (yield from _score(bundle, val_set, should_stop)),
-             "base_validation": (yield from _score(bundle, base_val, should_stop))}
+    after = {
+        "corrections": (yield from _score(bundle, val_set, should_stop)),
+        "base_validation": (yield from _score(bundle, base_val, should_stop)),
+    }
     bundle.metadata["finetune"] = {
-        "base": str(base), "base_version": parent_version,
-        "trained_on": [c.name for c in train_set], "validated_on": [c.name for c in val_set],
+        "base": str(base),
+        "base_version": parent_version,
+        "trained_on": [c.name for c in train_set],
+        "validated_on": [c.name for c in val_set],
         "replay_images": len(replay),
         "n_corrected_objects": int(sum(len(np.unique(c.labels)) - 1 for c in train_set)),
-        "seconds": round(result.seconds, 1), "steps": result.steps, "stopped": result.stopped,
+        "seconds": round(result.seconds, 1),
+        "steps": result.steps,
+        "stopped": result.stopped,
         "metrics": {"before": before, "after": after},
     }
     save_model(bundle, out_path)

@@ -59,7 +59,9 @@ class Segmentation:
         return 1.0 - self.probabilities[..., 0, :, :]
 
 
-def _postprocess(bundle: ModelBundle, probs: np.ndarray, options: SegmentOptions, area_scale: float):
+def _postprocess(
+    bundle: ModelBundle, probs: np.ndarray, options: SegmentOptions, area_scale: float
+):
     """Class map and instances from (C, H, W) probabilities on the input grid."""
     post = bundle.postprocess
     classes = np.argmax(probs, axis=0).astype(np.uint8)
@@ -67,7 +69,9 @@ def _postprocess(bundle: ModelBundle, probs: np.ndarray, options: SegmentOptions
         min_size = post["min_size"] if options.min_size is None else options.min_size
         labels = instances_from_probabilities(
             probs,
-            fg_threshold=post["fg_threshold"] if options.fg_threshold is None else options.fg_threshold,
+            fg_threshold=post["fg_threshold"]
+            if options.fg_threshold is None
+            else options.fg_threshold,
             seed_threshold=post["seed_threshold"]
             if options.seed_threshold is None
             else options.seed_threshold,
@@ -108,7 +112,9 @@ def _segment_frame(bundle, frame, options, settings, should_stop, stage):
         if diameter <= 0:
             raise ValueError("diameter must be positive")
         factor = model_diameter / float(diameter) if model_diameter else 1.0
-    probs = yield from _predict_at_scale(bundle, frame, factor, options, settings, should_stop, stage)
+    probs = yield from _predict_at_scale(
+        bundle, frame, factor, options, settings, should_stop, stage
+    )
     classes, labels = _postprocess(bundle, probs, options, 1.0 / factor**2)
     used = model_diameter / factor if model_diameter else None
     if diameter == "auto" and model_diameter and bundle.target == "instances":
@@ -149,15 +155,24 @@ def segment_iter(
     results = []
     n_frames = len(frames)
     tile = options.tile or default_tile(bundle)
-    yield Progress("segment", 0, n_frames, f"{count_tiles(bundle, frames.shape[1:], tile)} tiles/frame")
+    yield Progress(
+        "segment", 0, n_frames, f"{count_tiles(bundle, frames.shape[1:], tile)} tiles/frame"
+    )
     for index, frame in enumerate(frames):
         stage = f"frame {index + 1}/{n_frames}" if is_stack else "predict"
-        results.append((yield from _segment_frame(bundle, frame, options, settings, should_stop, stage)))
+        results.append(
+            (yield from _segment_frame(bundle, frame, options, settings, should_stop, stage))
+        )
         yield Progress("segment", index + 1, n_frames)
     probs, classes, labels, diameters, factors = zip(*results, strict=True)
     pick = (lambda arrays: np.stack(arrays)) if is_stack else (lambda arrays: arrays[0])
     return Segmentation(
-        pick(probs), pick(classes), pick(labels), list(diameters), list(factors), settings.describe()
+        pick(probs),
+        pick(classes),
+        pick(labels),
+        list(diameters),
+        list(factors),
+        settings.describe(),
     )
 
 

@@ -107,7 +107,14 @@ def plan_tiles(
         for x in axis_starts(canvas_w, size_out, stride)
     )
     return TilePlan(
-        (height, width), size_in, size_out, margin, context, pad, starts, blend_window(size_out, ramp)
+        (height, width),
+        size_in,
+        size_out,
+        margin,
+        context,
+        pad,
+        starts,
+        blend_window(size_out, ramp),
     )
 
 

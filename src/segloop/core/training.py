@@ -22,8 +22,8 @@ from .device import compute_settings, prepare_network
 from .evaluation import LabelledImage, evaluate_iter, tune_postprocess
 from .imageio import prepare_image
 from .losses import segmentation_loss
-from .models import tile_geometry
 from .modelio import ModelBundle, save_model
+from .models import tile_geometry
 from .progress import Progress, StopCheck, run_to_end
 from .scale import estimate_diameter, rescale_image, rescale_labels
 from .segment import SegmentOptions, segment_iter
@@ -145,8 +145,9 @@ def pair_scale(labels: np.ndarray, target_diameter: float | None) -> float:
 def make_sample(item: LabelledImage, bundle: ModelBundle, config: TrainConfig) -> Sample:
     """Normalise, rescale and turn one labelled image into network targets."""
     pre = bundle.preprocess
-    image = prepare_image(item.image, invert=pre["invert"], low=pre["percentiles"][0],
-                          high=pre["percentiles"][1])
+    image = prepare_image(
+        item.image, invert=pre["invert"], low=pre["percentiles"][0], high=pre["percentiles"][1]
+    )
     if image.ndim != 2:
         raise ValueError(f"{item.name}: training images must be single 2-D frames")
     if image.shape != item.labels.shape:
@@ -196,7 +197,9 @@ def _batch(samples, order, geometry, config, rng, margin):
         inner = slice(margin, margin + geometry.output_size)
         images.append(image)
         targets.append(target[inner, inner])
-        weights.append(np.ones_like(targets[-1], np.float32) if weight is None else weight[inner, inner])
+        weights.append(
+            np.ones_like(targets[-1], np.float32) if weight is None else weight[inner, inner]
+        )
     return (
         torch.from_numpy(np.stack(images)),
         torch.from_numpy(np.stack(targets)),
@@ -209,7 +212,9 @@ def _validate(bundle, val_data, config, should_stop):
     bundle.network.eval()
     options = SegmentOptions(device=config.device)
     if bundle.target == "instances":
-        report = yield from evaluate_iter(bundle, val_data, options, should_stop, true_diameter=True)
+        report = yield from evaluate_iter(
+            bundle, val_data, options, should_stop, true_diameter=True
+        )
         metrics = {"f1": report.matches.f1, "seg": report.seg, "ap": report.matches.ap}
         score = report.matches.f1
     else:
@@ -231,8 +236,9 @@ def _tune(bundle, val_data, config, should_stop):
     probs, labels = [], []
     for item in val_data:
         measured = estimate_diameter(item.labels) if bundle.metadata.get("rescaled") else np.nan
-        options = SegmentOptions(device=config.device,
-                                 diameter=None if np.isnan(measured) else measured)
+        options = SegmentOptions(
+            device=config.device, diameter=None if np.isnan(measured) else measured
+        )
         result = yield from segment_iter(bundle, item.image, options, should_stop)
         probs.append(result.probabilities)
         labels.append(item.labels)
@@ -321,7 +327,9 @@ def train_iter(
         with settings.autocast():
             logits = network(settings.to_device(images))
         loss = segmentation_loss(
-            logits.float(), targets.to(settings.device), weights.to(settings.device),
+            logits.float(),
+            targets.to(settings.device),
+            weights.to(settings.device),
             config.dice_weight,
         )
         optimizer.zero_grad(set_to_none=True)
@@ -329,16 +337,27 @@ def train_iter(
         optimizer.step()
         step += 1
         elapsed = time.monotonic() - start
-        history.append({"step": step, "epoch": step / steps_per_epoch, "loss": float(loss.detach()),
-                        "seconds": elapsed})
+        history.append(
+            {
+                "step": step,
+                "epoch": step / steps_per_epoch,
+                "loss": float(loss.detach()),
+                "seconds": elapsed,
+            }
+        )
         data_out = dict(history[-1])
         if val_data and time.monotonic() - last_val >= config.val_interval_s:
             score, metrics = yield from _validate(bundle, val_data, config, should_stop)
             checkpoint(score, metrics)
             last_val = time.monotonic()
             data_out["validation"] = metrics
-        yield Progress("train", int(progress_fraction() * 1000), 1000,
-                       f"step {step} loss {history[-1]['loss']:.4f}", data_out)
+        yield Progress(
+            "train",
+            int(progress_fraction() * 1000),
+            1000,
+            f"step {step} loss {history[-1]['loss']:.4f}",
+            data_out,
+        )
     if not stopped and val_data:
         score, metrics = yield from _validate(bundle, val_data, config, should_stop)
         checkpoint(score, metrics)
@@ -355,8 +374,14 @@ def train_iter(
     if out_path is not None:
         save_model(bundle, out_path)
     return TrainResult(
-        bundle, step, step / steps_per_epoch, time.monotonic() - start, stopped,
-        None if best_state is None else best_score, history, validation,
+        bundle,
+        step,
+        step / steps_per_epoch,
+        time.monotonic() - start,
+        stopped,
+        None if best_state is None else best_score,
+        history,
+        validation,
     )
 
 

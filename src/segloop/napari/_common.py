@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -176,6 +177,17 @@ class JobWidget(QWidget):
         if self.job is not None:
             self.progress.setFormat("cancelling…")
             self.job.cancel()
+
+    def closeEvent(self, event) -> None:
+        """Closing the widget cancels a running job."""
+        self.cancel()
+        super().closeEvent(event)
+
+    def event(self, event: QEvent) -> bool:
+        """Closing the dock (napari un-parents the widget) cancels a running job."""
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.cancel()
+        return super().event(event)
 
     def _set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)

@@ -159,9 +159,14 @@ class CountWidget(JobWidget):
 
     def recount(self) -> None:
         """Measure the counted layer again and refresh the tables."""
+        self._timer.stop()
         if self.counted is None:
             return
-        labels = adapters.labels_data(self.counted)
+        try:
+            labels = adapters.labels_data(self.counted)
+        except adapters.UserError as exc:
+            show_warning(f"Cannot count: {exc}")
+            return
         try:
             intensity = adapters.intensity_for(labels.shape, self._intensity)
         except adapters.UserError as exc:

@@ -112,15 +112,14 @@ class SegmentWidget(JobWidget):
 
     def make_job(self, **callbacks) -> Job:
         layer = self.image_combo.layer()
-        data = adapters.image_data(layer)
+        frame = None
+        if adapters.is_stack(layer) and self.scope_combo.currentText() == SCOPES[0]:
+            frame = adapters.current_frame(self.viewer, layer)
+        data = adapters.image_data(layer, frame)
         if not self.model_ref():
             raise adapters.UserError(
                 "No model picked: choose a shipped model or 'Load model file…'."
             )
-        frame = None
-        if adapters.is_stack(layer) and self.scope_combo.currentText() == SCOPES[0]:
-            frame = adapters.current_frame(self.viewer, layer)
-            data = data[frame]
         self._target = (layer, frame)
         request = adapters.SegmentRequest(
             model=self.model_ref(),

@@ -58,10 +58,11 @@ def find_layer(viewer: napari.Viewer, name: str) -> Layer | None:
     return None
 
 
-def image_data(layer: Image | None) -> np.ndarray:
-    """Pixel data of an Image layer as a numpy array checked by the core image rules.
+def image_data(layer: Image | None, frame: int | None = None) -> np.ndarray:
+    """Pixel data of an Image layer (or of one frame of it), checked by the core image rules.
 
-    Accepts (H, W), (H, W, 3|4) RGB(A), (T, H, W) and (T, H, W, 3|4).
+    Accepts (H, W), (H, W, 3|4) RGB(A), (T, H, W) and (T, H, W, 3|4). With ``frame`` only
+    that frame of a stack is read (lazy arrays stay lazy for the other frames).
 
     Raises
     ------
@@ -72,7 +73,7 @@ def image_data(layer: Image | None) -> np.ndarray:
         raise UserError("No image layer: open an image (or File > Open Sample) and pick it.")
     if getattr(layer, "multiscale", False):
         raise UserError(f"Image layer '{layer.name}' is multiscale; open a single-scale image.")
-    data = np.asarray(layer.data)
+    data = np.asarray(layer.data if frame is None else layer.data[frame])
     if layer.rgb and data.shape[-1] not in (3, 4):
         raise UserError(f"Image layer '{layer.name}' is RGB with {data.shape[-1]} channels.")
     if not layer.rgb and data.ndim >= 3 and data.shape[-1] in (3, 4):

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 from napari.qt.threading import GeneratorWorker, thread_worker
 
 from segloop.core.progress import Cancelled, Progress
@@ -157,22 +158,32 @@ class Job:
         outcome = self._outcome or Outcome(cancelled=True)
         if self._stop.is_set() and not outcome.crashed:
             outcome = Outcome(cancelled=True)
-        if self._on_done is not None:
+        if self._on_done is None:
+            return
+        try:
             self._on_done(outcome)
+        except RuntimeError as exc:  # the widget was closed (its Qt object deleted)
+            if "deleted" not in str(exc):
+                raise
+
+
+# The jobs get copies of the layer data: the user may keep painting while a thread reads.
 
 
 def segment_job(request: adapters.SegmentRequest, **callbacks: Any) -> Job:
     """Job that loads the model and segments ``request.image`` (not started)."""
+    request = replace(request, image=np.array(request.image, copy=True))
     return Job(adapters.segment_run, request, **callbacks)
 
 
-def weight_map_job(labels: Any, w0: float, sigma: float, **callbacks: Any) -> Job:
+def weight_map_job(labels: np.ndarray, w0: float, sigma: float, **callbacks: Any) -> Job:
     """Job computing the U-Net weight map of each frame of ``labels`` (not started)."""
-    return Job(adapters.weight_map_run, labels, w0, sigma, **callbacks)
+    return Job(adapters.weight_map_run, np.array(labels, copy=True), w0, sigma, **callbacks)
 
 
 def instances_job(
-    labels: Any, method: str, min_size: int, min_distance: int, **callbacks: Any
+    labels: np.ndarray, method: str, min_size: int, min_distance: int, **callbacks: Any
 ) -> Job:
     """Job turning ``labels`` into instance labels with ``method`` (not started)."""
+    labels = np.array(labels, copy=True)
     return Job(adapters.instances_run, labels, method, min_size, min_distance, **callbacks)
