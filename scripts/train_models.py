@@ -22,11 +22,11 @@ import numpy as np
 
 from segloop.cli import ProgressPrinter
 from segloop.core.datasets import load_pairs
-from segloop.core.evaluation import evaluate_iter
+from segloop.core.evaluation import evaluate_iter, tune_postprocess
 from segloop.core.modelio import load_model, new_bundle, save_model
 from segloop.core.models import preset
 from segloop.core.progress import run_to_end
-from segloop.core.segment import SegmentOptions
+from segloop.core.segment import SegmentOptions, segment_iter
 from segloop.core.training import TrainConfig, train_iter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +87,18 @@ def evaluate(bundle, data, diameter=None):
     return report
 
 
+def retune(bundle, val_data):
+    """Pick post-processing settings on the validation split (stored in the metadata)."""
+    probs = [
+        run_to_end(segment_iter(bundle, item.image, SegmentOptions())).probabilities
+        for item in val_data
+    ]
+    settings, f1 = tune_postprocess(probs, [item.labels for item in val_data], bundle.diameter)
+    bundle.metadata["postprocess"] = {**bundle.postprocess, **settings}
+    bundle.metadata.setdefault("validation", []).append({"tuned_f1": f1, "retuned": True})
+    return settings, f1
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=sorted(RECIPES))
@@ -101,6 +113,11 @@ def main(argv=None) -> int:
         "--out", default=None, help="default: src/segloop/models/<model>.safetensors"
     )
     parser.add_argument("--evaluate-only", action="store_true")
+    parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="with --evaluate-only: re-tune post-processing on the val split first",
+    )
     args = parser.parse_args(argv)
     recipe = RECIPES[args.model]
     out = Path(args.out) if args.out else MODELS_DIR / f"{args.model}.safetensors"
@@ -121,6 +138,9 @@ def main(argv=None) -> int:
         save_model(result.bundle, out, half=True)
         work.unlink(missing_ok=True)
     bundle = load_model(out)
+    if args.tune:
+        settings, f1 = retune(bundle, split["val"])
+        print(f"post-processing tuned on val: {settings} (F1 {f1:.4f})", file=sys.stderr)
     report = evaluate(bundle, split["test"])
     metrics = {"test": report.summary()}
     bundle.metadata["metrics"] = metrics

@@ -105,6 +105,7 @@ def evaluate_iter(
 POSTPROCESS_GRID = {
     "fg_threshold": (0.4, 0.5, 0.6),
     "seed_threshold": (0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+    "smooth": (0.0, 1.0, 2.0),
 }
 
 
@@ -114,7 +115,8 @@ def tune_postprocess(
     """Grid-search the instance post-processing for the best pooled F1@0.5.
 
     Returns the best settings and their F1. ``min_size`` is tried at 0 and at a few
-    fractions of the typical object area (from ``diameter``).
+    fractions of the typical object area (from ``diameter``); probabilities must be at the
+    network's scale (not rescaled) for the sizes to mean what they say.
     """
     min_sizes = [0]
     if diameter:
@@ -122,15 +124,19 @@ def tune_postprocess(
         min_sizes += [int(area * f) for f in (0.05, 0.15)]
     best: tuple[float, dict[str, float]] = (-1.0, {})
     grid = itertools.product(
-        POSTPROCESS_GRID["fg_threshold"], POSTPROCESS_GRID["seed_threshold"], min_sizes
+        POSTPROCESS_GRID["fg_threshold"],
+        POSTPROCESS_GRID["seed_threshold"],
+        min_sizes,
+        POSTPROCESS_GRID["smooth"],
     )
-    for fg, seed, min_size in grid:
+    for fg, seed, min_size, smooth in grid:
         total = MatchCounts(0, 0, 0, 0.0)
         for probs, true in zip(probabilities, labels, strict=True):
             pred = instances_from_probabilities(
-                probs, fg_threshold=fg, seed_threshold=seed, min_size=min_size
+                probs, fg_threshold=fg, seed_threshold=seed, min_size=min_size, smooth=smooth
             )
             total = total + match_instances(true, pred)
         if total.f1 > best[0]:
-            best = (total.f1, {"fg_threshold": fg, "seed_threshold": seed, "min_size": min_size})
+            settings = {"fg_threshold": fg, "seed_threshold": seed, "min_size": min_size}
+            best = (total.f1, {**settings, "smooth": smooth})
     return best[1], best[0]

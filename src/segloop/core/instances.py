@@ -100,6 +100,7 @@ def instances_from_probabilities(
     seed_threshold: float = 0.5,
     min_size: int = 0,
     min_seed_size: int = 3,
+    smooth: float = 0.0,
 ) -> np.ndarray:
     """Instance labels from 3-class (background, interior, border) probabilities.
 
@@ -124,6 +125,10 @@ def instances_from_probabilities(
     min_seed_size : int, optional
         Seeds with fewer pixels are ignored (their pixels join a neighbour or an
         unseeded component).
+    smooth : float, optional
+        Sigma (pixels) of a Gaussian applied to both probability maps first, so pixel
+        speckle does not become one-pixel objects or holes; 0 disables it. Holes inside
+        the foreground mask are filled.
 
     Returns
     -------
@@ -138,7 +143,10 @@ def instances_from_probabilities(
         )
     p_bg = probs[0].astype(np.float32, copy=False)
     p_int = probs[1].astype(np.float32, copy=False)
-    mask = (1.0 - p_bg) > fg_threshold
+    if smooth > 0:
+        p_bg = ndi.gaussian_filter(p_bg, smooth)
+        p_int = ndi.gaussian_filter(p_int, smooth)
+    mask = ndi.binary_fill_holes((1.0 - p_bg) > fg_threshold)
     seeds, _ = ndi.label((p_int > seed_threshold) & mask)
     seeds = remove_small(seeds, min_seed_size)
     return _seeded_watershed(-p_int, seeds, mask, min_size)

@@ -30,6 +30,7 @@ DEFAULT_POSTPROCESS = {
     "seed_threshold": 0.5,
     "min_size": 0,
     "min_seed_size": 3,
+    "smooth": 1.0,
 }
 DEFAULT_PREPROCESS = {"invert": "never", "percentiles": [1.0, 99.8]}
 

@@ -77,6 +77,7 @@ def _postprocess(
             else options.seed_threshold,
             min_size=int(round(min_size * area_scale)),
             min_seed_size=max(1, int(round(post["min_seed_size"] * area_scale))),
+            smooth=float(post.get("smooth", 0.0)) * math.sqrt(area_scale),
         )
         return classes, labels
     # "classes" target: class k is stored as k + 1, 0 = unknown below the threshold.
