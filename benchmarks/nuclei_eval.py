@@ -26,7 +26,7 @@ from segloop.core.instances import split_touching
 from segloop.core.metrics import MatchCounts, count_error, match_instances
 from segloop.core.modelio import load_model
 from segloop.core.progress import run_to_end
-from segloop.core.scale import rescale_image, rescale_labels
+from segloop.core.scale import rescale_labels, rescale_raw_image
 from segloop.core.segment import SegmentOptions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,11 +108,7 @@ def main() -> None:
     for scale in args.scales:
         scaled = [
             LabelledImage(
-                rescale_image(np.moveaxis(d.image, -1, 0), scale).transpose(1, 2, 0)
-                if d.image.ndim == 3
-                else rescale_image(d.image.astype(np.float32), scale),
-                rescale_labels(d.labels, scale),
-                d.name,
+                rescale_raw_image(d.image, scale), rescale_labels(d.labels, scale), d.name
             )
             for d in data
         ]

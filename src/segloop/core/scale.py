@@ -163,3 +163,15 @@ def rescale_labels(labels: np.ndarray, factor: float) -> np.ndarray:
     if factor == 1:
         return labels
     return resize_to_shape(labels, _scaled_shape(labels.shape, factor), order=0)
+
+
+def rescale_raw_image(image: np.ndarray, factor: float) -> np.ndarray:
+    """Rescale a raw 2-D grey (H, W) or colour (H, W, 3|4) image (float32 result)."""
+    if factor == 1.0:
+        return image
+    data = np.asarray(image, dtype=np.float32)
+    if data.ndim == 3 and data.shape[-1] in (3, 4):
+        return np.ascontiguousarray(
+            np.moveaxis(rescale_image(np.moveaxis(data, -1, 0), factor), 0, -1)
+        )
+    return rescale_image(data, factor)

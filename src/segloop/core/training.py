@@ -25,7 +25,7 @@ from .losses import segmentation_loss
 from .modelio import ModelBundle, save_model
 from .models import tile_geometry
 from .progress import Progress, StopCheck, run_to_end
-from .scale import estimate_diameter, rescale_image, rescale_labels
+from .scale import estimate_diameter, rescale_image, rescale_labels, rescale_raw_image
 from .segment import SegmentOptions, segment_iter
 from .targets import class_ids_to_target, classes_to_target, instances_to_classes
 from .weightmap import weight_map
@@ -235,13 +235,15 @@ def _tune(bundle, val_data, config, should_stop):
     bundle.network.eval()
     probs, labels = [], []
     for item in val_data:
-        measured = estimate_diameter(item.labels) if bundle.metadata.get("rescaled") else np.nan
-        options = SegmentOptions(
-            device=config.device, diameter=None if np.isnan(measured) else measured
-        )
-        result = yield from segment_iter(bundle, item.image, options, should_stop)
+        image, truth, options = item.image, item.labels, SegmentOptions(device=config.device)
+        if bundle.metadata.get("rescaled"):
+            # tune at the network's scale, where min_size and smoothing are defined
+            factor = pair_scale(truth, bundle.diameter)
+            image, truth = rescale_raw_image(image, factor), rescale_labels(truth, factor)
+            options.diameter = bundle.diameter
+        result = yield from segment_iter(bundle, image, options, should_stop)
         probs.append(result.probabilities)
-        labels.append(item.labels)
+        labels.append(truth)
     settings, f1 = tune_postprocess(probs, labels, bundle.diameter)
     if settings:
         bundle.metadata["postprocess"] = {**bundle.postprocess, **settings}
