@@ -1,11 +1,12 @@
-"""Open napari with a segloop sample image and the three segloop widgets docked.
+"""Open napari with a segloop sample image and the four segloop widgets docked.
 
 Usage::
 
     python scripts/demo_napari.py [fluorescence|histology]
 
-The widgets are the ones of *Plugins > segloop*: Segment, Weight map and
-Instances & counting (tabbed on the right). Press Run in Segment to start.
+The widgets are the ones of *Plugins > segloop*: Segment, Weight map,
+Instances & counting and Fine-tune (tabbed on the right). Press Run in Segment to start;
+correct the labels and retrain in Fine-tune (see docs/napari.md, "Correct and retrain").
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 
 import napari
 
-WIDGETS = ("Segment", "Weight map", "Instances & counting")
+WIDGETS = ("Segment", "Weight map", "Instances & counting", "Fine-tune")
 
 
 def open_demo(sample: str = "fluorescence", show: bool = True) -> napari.Viewer:

@@ -1,14 +1,18 @@
-"""Make the screenshots of docs/napari.md (segment.png, weightmap.png, count.png).
+"""Make the screenshots of docs/napari.md (segment, weightmap, count and finetune .png).
 
 Run under a display, e.g. headless::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots.py [--model MODEL]
+        [--only segment weightmap count finetune]
 
 It opens napari, loads the shipped DSB2018 fluorescence sample, docks each segloop widget in
-turn, runs it and saves a screenshot of the whole window. ``--model`` takes a shipped model
-name or a model file; by default the shipped ``nuclei`` model (or the first shipped model).
-Without any shipped model a small U-Net is trained for ``--train-seconds`` on the two
-sample images and the script says so (the screenshot then shows a model that saw the image).
+turn, runs it and saves a screenshot of the whole window. For ``finetune.png`` the sample is
+cut into four 128 x 128 tiles (a 2-D + t stack), its hand-made masks stand in for the
+corrected labels, and the model is fine-tuned briefly in a temporary project folder.
+``--model`` takes a shipped model name or a model file; by default the shipped ``nuclei``
+model (or the first shipped model). Without any shipped model a small U-Net is trained for
+``--train-seconds`` on the two sample images and the script says so (the screenshot then
+shows a model that saw the image).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from qtpy.QtCore import QEventLoop, QTimer
 
 import napari
@@ -88,13 +93,13 @@ def train_quick_model(seconds: float) -> str:
     return str(save_model(bundle, path))
 
 
-def dock(viewer: napari.Viewer, name: str):
+def dock(viewer: napari.Viewer, name: str, width: int = 460):
     """Dock segloop widget ``name`` alone on the right; returns the widget."""
     for other in list(viewer.window.dock_widgets):
         if other.startswith(PLUGIN) or "(napari-segloop)" in other:
             viewer.window.remove_dock_widget(viewer.window.dock_widgets[other])
     dock_widget, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
-    dock_widget.setMinimumWidth(460)
+    dock_widget.setMinimumWidth(width)
     return widget
 
 
@@ -112,7 +117,7 @@ def shoot(viewer: napari.Viewer, name: str) -> Path:
     return path
 
 
-def segment_step(viewer: napari.Viewer, model: str) -> None:
+def segment_step(viewer: napari.Viewer, model: str, save: bool = True) -> None:
     widget = dock(viewer, "Segment")
     from segloop.napari.adapters import shipped_model_names
 
@@ -127,7 +132,8 @@ def segment_step(viewer: napari.Viewer, model: str) -> None:
     viewer.layers.selection.active = viewer.layers[f"{IMAGE} instances"]
     settle()
     viewer.reset_view()
-    shoot(viewer, "segment.png")
+    if save:
+        shoot(viewer, "segment.png")
 
 
 def weightmap_step(viewer: napari.Viewer) -> None:
@@ -156,10 +162,54 @@ def count_step(viewer: napari.Viewer) -> None:
     shoot(viewer, "count.png")
 
 
+def tiles(data: np.ndarray, side: int = 128) -> np.ndarray:
+    """Cut the top-left ``2 side x 2 side`` of an image into a stack of four tiles."""
+    return np.stack([data[y : y + side, x : x + side] for y in (0, side) for x in (0, side)]).copy()
+
+
+def finetune_step(viewer: napari.Viewer, model: str, epochs: int = 15) -> None:
+    """Fine-tune ``model`` on four corrected tiles of the sample; shoot the Fine-tune dock."""
+    image = viewer.layers[IMAGE]
+    masks = np.asarray(viewer.layers[f"{IMAGE} masks"].data)
+    limits = image.contrast_limits
+    image_tiles, mask_tiles = tiles(np.asarray(image.data)), tiles(masks)
+    viewer.layers.clear()  # keep the tiles only, so that the view fits them
+    stack = viewer.add_image(image_tiles, name="nuclei tiles", contrast_limits=limits)
+    labels = viewer.add_labels(mask_tiles, name="nuclei tiles corrected", opacity=0.45)
+    widget = dock(viewer, "Fine-tune", width=600)
+    widget.pairs.add_pair(stack, labels)
+    widget.pairs.frames_edit.setText("all")
+    folder = Path(tempfile.mkdtemp()) / "segloop-projects" / "nuclei_tiles"
+    widget.pairs.set_folder(folder)
+    from segloop.napari.adapters import shipped_model_names
+
+    options = widget.options
+    if model in shipped_model_names():
+        options.model_combo.setCurrentIndex(options.model_combo.findData(model))
+    else:
+        options.add_model_file(model)
+    options.budget_spin.setValue(epochs)
+    options.crop_spin.setValue(128)
+    widget.config_overrides = {"val_interval_s": 5.0}
+    widget.run()
+    wait_until(lambda: not widget.running, timeout=900)
+    widget.tabs.setCurrentIndex(1)  # show the training options
+    viewer.layers.selection.active = labels
+    busiest = int(np.argmax([len(np.unique(tile)) for tile in mask_tiles]))
+    viewer.dims.set_current_step(0, busiest)
+    viewer.reset_view()
+    print(f"fine-tuned: {widget.time_label.text()}; project in {folder}")
+    shoot(viewer, "finetune.png")
+
+
+STEPS = ("segment", "weightmap", "count", "finetune")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="shipped model name or model file")
     parser.add_argument("--train-seconds", type=float, default=120.0)
+    parser.add_argument("--only", nargs="+", choices=STEPS, default=STEPS, help="shots to take")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     model = pick_model(args.model, args.train_seconds)
@@ -167,9 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     viewer.window.resize(1600, 1000)
     viewer.open_sample(PLUGIN, SAMPLE)
     viewer.reset_view()
-    segment_step(viewer, model)
-    weightmap_step(viewer)
-    count_step(viewer)
+    if {"segment", "weightmap", "count"} & set(args.only):
+        segment_step(viewer, model, "segment" in args.only)  # the others use its result
+    if "weightmap" in args.only:
+        weightmap_step(viewer)
+    if "count" in args.only:
+        count_step(viewer)
+    if "finetune" in args.only:
+        finetune_step(viewer, model)
     viewer.close()
     return 0
 

@@ -114,6 +114,11 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--evaluate-only", action="store_true")
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue training the existing model file (more CPU budget)",
+    )
+    parser.add_argument(
         "--tune",
         action="store_true",
         help="with --evaluate-only: re-tune post-processing on the val split first",
@@ -124,8 +129,18 @@ def main(argv=None) -> int:
     split = load_split(args.model, recipe)
     print({k: len(v) for k, v in split.items()}, file=sys.stderr)
     if not args.evaluate_only:
-        bundle = new_bundle(preset(recipe["arch"]), args.model, description=recipe["description"])
-        bundle.metadata["preprocess"]["invert"] = recipe["invert"]
+        if args.resume:
+            bundle = load_model(out)
+            previous = bundle.metadata.get("training", {})
+            bundle.metadata["resumed_from"] = {
+                "steps": previous.get("steps"),
+                "seconds": previous.get("seconds"),
+            }
+        else:
+            bundle = new_bundle(
+                preset(recipe["arch"]), args.model, description=recipe["description"]
+            )
+            bundle.metadata["preprocess"]["invert"] = recipe["invert"]
         epochs = args.epochs or (None if args.minutes else recipe["epochs"])
         config = TrainConfig(minutes=args.minutes, epochs=epochs, **recipe["train"])
         start = time.time()
@@ -139,7 +154,7 @@ def main(argv=None) -> int:
         work.unlink(missing_ok=True)
     bundle = load_model(out)
     if args.tune:
-        settings, f1 = retune(bundle, split["val"])
+        settings, f1 = retune(bundle, split["val"][:32])
         print(f"post-processing tuned on val: {settings} (F1 {f1:.4f})", file=sys.stderr)
     report = evaluate(bundle, split["test"])
     metrics = {"test": report.summary()}

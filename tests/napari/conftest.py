@@ -70,6 +70,7 @@ WIDGETS = {
     "SegmentWidget": "Segment",
     "WeightMapWidget": "Weight map",
     "CountWidget": "Instances & counting",
+    "FinetuneWidget": "Fine-tune",
 }
 
 

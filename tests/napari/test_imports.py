@@ -13,6 +13,9 @@ MODULES = (
     "segloop.napari._segment_widget",
     "segloop.napari._weightmap_widget",
     "segloop.napari._count_widget",
+    "segloop.napari._finetune_widget",
+    "segloop.napari.finetune_adapters",
+    "segloop.napari.train_adapters",
     "segloop.napari._reader",
     "segloop.napari._writer",
     "segloop.napari._sample_data",
@@ -48,6 +51,7 @@ def test_manifest_is_valid_and_complete():
         "Segment",
         "Weight map",
         "Instances & counting",
+        "Fine-tune",
     }
     assert contributions.readers[0].accepts_directories
     assert contributions.writers[0].layer_types == ["labels"]
@@ -59,16 +63,19 @@ def test_manifest_is_valid_and_complete():
 
 def test_lazy_widget_attributes():
     from segloop.napari._count_widget import CountWidget
+    from segloop.napari._finetune_widget import FinetuneWidget
 
     assert segloop.napari.CountWidget is CountWidget
+    assert segloop.napari.FinetuneWidget is FinetuneWidget
 
 
 def test_widgets_open_through_napari(make_napari_viewer):
-    from segloop.napari import CountWidget, SegmentWidget, WeightMapWidget
+    from segloop.napari import CountWidget, FinetuneWidget, SegmentWidget, WeightMapWidget
 
     viewer = make_napari_viewer()
     expected = {"Segment": SegmentWidget, "Weight map": WeightMapWidget}
     expected["Instances & counting"] = CountWidget
+    expected["Fine-tune"] = FinetuneWidget
     for name, widget_class in expected.items():
         _, widget = viewer.window.add_plugin_dock_widget("napari-segloop", name)
         assert isinstance(widget, widget_class) and widget.viewer == viewer

@@ -51,6 +51,26 @@ def test_run_adds_then_updates_three_layers(segment, qtbot, notes):
     assert [id(layer) for layer in viewer.layers] == before  # updated, not stacked
 
 
+def test_uncertainty_layer_is_added_then_updated(segment, qtbot):
+    viewer, widget = segment
+    viewer.add_image(noisy_image(disks(THREE_DISKS)), name="cells")
+    widget.run()
+    wait_idle(qtbot, widget)
+    assert "cells uncertainty" not in [layer.name for layer in viewer.layers]  # off by default
+    widget.uncertainty_check.setChecked(True)
+    widget.run()
+    wait_idle(qtbot, widget)
+    layer = viewer.layers["cells uncertainty"]
+    assert layer._type_string == "image" and layer.colormap.name == "magma"
+    assert tuple(layer.contrast_limits) == (0.0, 1.0)
+    assert layer.data.shape == (96, 96) and layer.data.dtype == np.float32
+    assert 0.0 <= layer.data.min() and layer.data.max() <= 1.0 and layer.data.max() > 0
+    n_layers = len(viewer.layers)
+    widget.run()
+    wait_idle(qtbot, widget)
+    assert len(viewer.layers) == n_layers and viewer.layers["cells uncertainty"] is layer
+
+
 def test_rgb_image(segment, qtbot):
     viewer, widget = segment
     grey = (noisy_image(disks(THREE_DISKS)) * 200).clip(0, 255).astype(np.uint8)

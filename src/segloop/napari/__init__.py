@@ -2,10 +2,11 @@
 
 Kept light on purpose: importing this package (which napari does when it discovers the
 plugin) imports neither Qt widgets nor torch. The widgets live in ``_segment_widget``,
-``_weightmap_widget`` and ``_count_widget``; torch is imported when a model is first used.
+``_weightmap_widget``, ``_count_widget`` and ``_finetune_widget``; torch is imported when a
+model is first used.
 """
 
-__all__ = ["CountWidget", "SegmentWidget", "WeightMapWidget"]
+__all__ = ["CountWidget", "FinetuneWidget", "SegmentWidget", "WeightMapWidget"]
 
 
 def __getattr__(name: str):
@@ -21,4 +22,8 @@ def __getattr__(name: str):
         from ._count_widget import CountWidget
 
         return CountWidget
+    if name == "FinetuneWidget":
+        from ._finetune_widget import FinetuneWidget
+
+        return FinetuneWidget
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

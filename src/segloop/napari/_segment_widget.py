@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari.layers import Image
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFileDialog, QLabel, QSpinBox
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QLabel, QSpinBox
 
 from . import adapters
 from ._common import JobWidget, LayerCombo
@@ -19,6 +20,24 @@ if TYPE_CHECKING:
 LOAD_TEXT = "Load model file…"
 SCOPES = ("current frame", "whole stack")
 FOREGROUND_STYLE = {"colormap": "magma", "contrast_limits": (0.0, 1.0), "blending": "additive"}
+UNCERTAINTY_STYLE = {"colormap": "magma", "contrast_limits": (0.0, 1.0), "blending": "additive"}
+#: Key of ``layer.metadata`` naming the model (name or path) that produced a result layer.
+MODEL_KEY = "segloop_model"
+
+_WIDGETS: weakref.WeakSet[SegmentWidget] = weakref.WeakSet()
+
+
+def find_segment_widget(viewer: napari.Viewer) -> SegmentWidget | None:
+    """The open Segment widget of ``viewer`` (the most recently created one), or None."""
+    found = None
+    for widget in list(_WIDGETS):
+        try:
+            alive = widget.parent() is not None and widget.viewer == viewer
+        except RuntimeError:  # its Qt object was deleted
+            continue
+        if alive and (found is None or widget.serial > found.serial):
+            found = widget
+    return found
 
 
 class SegmentWidget(JobWidget):
@@ -31,9 +50,13 @@ class SegmentWidget(JobWidget):
 
     run_text = "Run"
     job_name = "segmentation"
+    _count = 0
 
     def __init__(self, napari_viewer: napari.Viewer):
         super().__init__(napari_viewer)
+        SegmentWidget._count += 1
+        self.serial = SegmentWidget._count
+        _WIDGETS.add(self)
         self.image_combo = LayerCombo(napari_viewer, Image)
         self.model_combo = QComboBox()
         self.device_combo = QComboBox()
@@ -55,6 +78,12 @@ class SegmentWidget(JobWidget):
         self.scope_combo = QComboBox()
         self.scope_combo.addItems(SCOPES)
         self.scope_combo.setToolTip("For 2-D + t stacks: segment the frame shown or all frames")
+        self.uncertainty_check = QCheckBox("show where the model is unsure")
+        self.uncertainty_check.setToolTip(
+            "Add the layer '<image> uncertainty' (normalised entropy of the class "
+            "probabilities, 0 = certain, 1 = undecided): the bright places are the ones "
+            "to check and correct first."
+        )
         self.form.addRow("image", self.image_combo)
         self.form.addRow("model", self.model_combo)
         self.form.addRow("device", self.device_combo)
@@ -63,12 +92,13 @@ class SegmentWidget(JobWidget):
         self.form.addRow("object diameter", self.diameter_spin)
         self.form.addRow("min object size", self.min_size_spin)
         self.form.addRow("stack scope", self.scope_combo)
+        self.form.addRow("uncertainty", self.uncertainty_check)
         self._previous_model = 0
         self._fill_models()
         self.model_combo.activated.connect(self._on_model_activated)
         self.image_combo.currentIndexChanged.connect(self._update_scope)
         self._update_scope()
-        self._target: tuple[Image, int | None] | None = None
+        self._target: tuple[Image, int | None, str] | None = None
 
     # ------------------------------------------------------------------ models
 
@@ -80,14 +110,39 @@ class SegmentWidget(JobWidget):
 
     def add_model_file(self, path: str | Path) -> None:
         """Add a model file to the picker (once) and select it."""
+        self.add_model_path(path)
+
+    def add_model_path(
+        self, path: str | Path, label: str | None = None, select: bool = True
+    ) -> int:
+        """Add a model file to the picker once (shown as ``label``, default the file name).
+
+        Parameters
+        ----------
+        path : str or Path
+            Model file (e.g. a version of a fine-tuning project).
+        label : str, optional
+            Text shown in the picker; the full path is the tooltip.
+        select : bool
+            Make it the current model.
+
+        Returns
+        -------
+        int
+            Index of the entry.
+        """
         path = str(Path(path).expanduser().resolve())
         index = self.model_combo.findData(path)
         if index < 0:
             index = self.model_combo.count() - 1  # keep "Load model file…" last
-            self.model_combo.insertItem(index, Path(path).name, path)
+            self.model_combo.insertItem(index, label or Path(path).name, path)
             self.model_combo.setItemData(index, path, Qt.ItemDataRole.ToolTipRole)
-        self.model_combo.setCurrentIndex(index)
-        self._previous_model = index
+        elif label:
+            self.model_combo.setItemText(index, label)
+        if select:
+            self.model_combo.setCurrentIndex(index)
+            self._previous_model = index
+        return index
 
     def model_ref(self) -> str:
         """Name of the shipped model or path of the model file picked ("" if none)."""
@@ -120,7 +175,6 @@ class SegmentWidget(JobWidget):
             raise adapters.UserError(
                 "No model picked: choose a shipped model or 'Load model file…'."
             )
-        self._target = (layer, frame)
         request = adapters.SegmentRequest(
             model=self.model_ref(),
             image=data,
@@ -128,24 +182,34 @@ class SegmentWidget(JobWidget):
             tile=self.tile_spin.value() or None,
             min_size=None if self.min_size_spin.value() < 0 else self.min_size_spin.value(),
             diameter=self.diameter_spin.value() or None,
+            uncertainty=self.uncertainty_check.isChecked(),
         )
+        self._target = (layer, frame, self.model_ref())
         return segment_job(request, **callbacks)
 
     def job_done(self, outcome: Outcome) -> None:
-        seg = outcome.value
-        layer, frame = self._target
+        result: adapters.SegmentOutput = outcome.value
+        seg = result.segmentation
+        layer, frame, model = self._target
         self.device_label.setText(seg.device)
+        class_model = result.target == "classes"
         outputs = {
-            "classes": ("labels", seg.classes, {"opacity": 0.5, "visible": False}),
+            "classes": ("labels", seg.classes, {"opacity": 0.5, "visible": class_model}),
             "foreground": ("image", seg.foreground.astype("float32"), dict(FOREGROUND_STYLE)),
             "instances": ("labels", seg.instances, {"opacity": 0.6}),
         }
+        if class_model:  # "foreground" = not class 1: meaningless for a class map
+            del outputs["foreground"]
+        if result.uncertainty is not None:
+            outputs["uncertainty"] = ("image", result.uncertainty, dict(UNCERTAINTY_STYLE))
         for suffix, (kind, data, style) in outputs.items():
             name = f"{layer.name} {suffix}"
             if frame is not None:
                 shape = (layer.data.shape[0], *data.shape)
                 data = adapters.frame_into(self.viewer, name, kind, data, frame, shape)
-            adapters.upsert_layer(self.viewer, name, data, kind, like=layer, **style)
+            out = adapters.upsert_layer(self.viewer, name, data, kind, like=layer, **style)
+            if kind == "labels":
+                out.metadata[MODEL_KEY] = model
 
 
 def _spin(low: int, high: int, value: int, step: int = 1, special: str = "") -> QSpinBox:

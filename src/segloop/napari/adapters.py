@@ -22,6 +22,7 @@ import numpy as np
 
 from segloop.core import imageio, instances
 from segloop.core.progress import Progress, StopCheck, check_stop
+from segloop.core.uncertainty import entropy_uncertainty
 from segloop.core.weightmap import weight_map
 
 if TYPE_CHECKING:
@@ -279,10 +280,20 @@ class SegmentRequest:
     tile: int | None = None
     min_size: int | None = None
     diameter: float | None = None
+    uncertainty: bool = False
+
+
+@dataclass
+class SegmentOutput:
+    """A segmentation, the model's target kind and (if asked) its uncertainty map."""
+
+    segmentation: Any  # segloop.core.segment.Segmentation
+    target: str = "instances"
+    uncertainty: np.ndarray | None = None
 
 
 def segment_run(request: SegmentRequest, should_stop: StopCheck = None) -> Generator:
-    """Check the device, load the model and segment; yields Progress, returns Segmentation."""
+    """Check the device, load the model and segment; yields Progress, returns SegmentOutput."""
     yield Progress("load model", 0, 1, f"loading {Path(request.model).name}")
     check_device(request.device)
     bundle = load_bundle(request.model)
@@ -296,7 +307,9 @@ def segment_run(request: SegmentRequest, should_stop: StopCheck = None) -> Gener
         diameter=request.diameter,
         min_size=request.min_size,
     )
-    return (yield from segment_iter(bundle, request.image, options, should_stop))
+    seg = yield from segment_iter(bundle, request.image, options, should_stop)
+    uncertainty = entropy_uncertainty(seg.probabilities) if request.uncertainty else None
+    return SegmentOutput(seg, bundle.target, uncertainty)
 
 
 # --------------------------------------------------------------------------- labels work

@@ -20,7 +20,7 @@ from napari.qt.threading import GeneratorWorker, thread_worker
 
 from segloop.core.progress import Cancelled, Progress
 
-from . import adapters
+from . import adapters, train_adapters
 
 log = logging.getLogger(__name__)
 
@@ -187,3 +187,42 @@ def instances_job(
     """Job turning ``labels`` into instance labels with ``method`` (not started)."""
     labels = np.array(labels, copy=True)
     return Job(adapters.instances_run, labels, method, min_size, min_distance, **callbacks)
+
+
+class TrainJob(Job):
+    """A training job with two ways to end it early.
+
+    :meth:`request_stop` (the Stop button) ends *training* at the next step; the run
+    then scores and saves the best weights so far, and returns normally.
+    :meth:`cancel` (closing the widget) aborts the whole run; nothing is returned.
+
+    Parameters
+    ----------
+    request : TrainRequest
+        What to train.
+    on_event : callable, optional
+        Called in the GUI thread with every raw ``Progress`` (for the live plot).
+    **callbacks
+        ``on_progress`` / ``on_done`` as for :class:`Job`.
+    """
+
+    def __init__(
+        self,
+        request: train_adapters.TrainRequest,
+        on_event: Callable[[Progress], None] | None = None,
+        **callbacks: Any,
+    ) -> None:
+        self.stop_requested = threading.Event()
+        self._on_event = on_event
+        super().__init__(
+            train_adapters.train_run, request, stop_request=self.stop_requested, **callbacks
+        )
+
+    def request_stop(self) -> None:
+        """End training at the next step; the version is still scored and saved."""
+        self.stop_requested.set()
+
+    def _yielded(self, event: Progress) -> None:
+        super()._yielded(event)
+        if self._on_event is not None and isinstance(event, Progress):
+            self._on_event(event)

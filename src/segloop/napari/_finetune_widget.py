@@ -1,0 +1,349 @@
+"""Fine-tune dock widget: save corrected labels, retrain, compare versions, re-segment.
+
+The loop: segment an image (Segment widget), fix the labels with napari's brush, eraser
+and fill, add the (image, labels) pair here and *Save corrections*, then *Train*: the
+model is fine-tuned (or a new one trained from scratch) on every correction saved in the
+project folder so far, in a background thread with a live loss plot. Each run saves the
+next version ``models/v<N>.safetensors``; the version table compares them and sends any
+of them back to the Segment widget.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QEvent, Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+)
+
+from . import adapters, finetune_adapters
+from ._common import JobWidget
+from ._finetune_panels import OptionsPanel, PairsPanel
+from ._loss_plot import LossPlot, validation_point
+from ._segment_widget import MODEL_KEY, SegmentWidget, find_segment_widget
+from .train_adapters import TrainOutput, remaining_seconds
+from .workers import Outcome, TrainJob
+
+if TYPE_CHECKING:
+    import napari
+    from segloop.core.progress import Progress
+
+PLUGIN = "napari-segloop"
+COLUMNS = {
+    "version": "Model version (v1, v2…); '(stopped)' = ended early with Stop",
+    "created": "When the version was saved",
+    "images": "Corrected images trained on (+ held out for validation)",
+    "objects": "Objects in the corrected training images",
+    "time": "Training time",
+    "held-out": "F1 at IoU 0.5 and CTC SEG on the held-out corrections: start model → this version",
+    "base validation": "F1 and SEG on the start model's own validation images "
+    "(forgetting would show here): start model → this version",
+}
+STAGE_TEXT = {
+    "load model": "checking the model",
+    "prepare": "preparing the training images",
+    "validate": "validating",
+    "tune": "tuning post-processing",
+}
+
+
+class FinetuneWidget(JobWidget):
+    """Correct-and-retrain: training pairs, project folder, options, live plot, versions.
+
+    Tests (and scripts) may set :attr:`config_overrides`, e.g.
+    ``{"val_interval_s": 1.0}``, to pass extra ``TrainConfig`` fields.
+    """
+
+    run_text = "Train"
+    job_name = "training"
+
+    def __init__(self, napari_viewer: napari.Viewer):
+        super().__init__(napari_viewer)
+        self.config_overrides: dict = {}
+        self.versions: list[finetune_adapters.Version] = []
+        self.cancel_button.setText("Stop")
+        self.cancel_button.setToolTip(
+            "End training now: the best model so far is scored and saved as a new version"
+        )
+        self.run_button.setToolTip(
+            "Save the listed pairs, then train on ALL corrections of the project folder"
+        )
+        self.pairs = PairsPanel(napari_viewer)
+        self.options = OptionsPanel(napari_viewer)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.pairs, "1 · Corrections")
+        self.tabs.addTab(self.options, "2 · Training")
+        self.main_layout.insertWidget(0, self.tabs)
+        self.time_label = QLabel("")
+        self.plot = LossPlot()
+        self.table = _table(list(COLUMNS))
+        self.use_button = QPushButton("Use in Segment")
+        self.use_button.setToolTip("Make the selected version the Segment widget's model")
+        self.resegment_button = QPushButton("Re-segment now")
+        self.resegment_button.setToolTip("Use the selected version and run Segment on its image")
+        self._add_results_area()
+        self._events: dict = {}
+        self.pairs.save_button.clicked.connect(self.save_corrections)
+        self.pairs.folder_edit.editingFinished.connect(self.refresh_project)
+        self.table.itemSelectionChanged.connect(self._on_version_selected)
+        self.use_button.clicked.connect(self.use_in_segment)
+        self.resegment_button.clicked.connect(self.resegment_now)
+        self.refresh_project()
+
+    def _add_results_area(self) -> None:
+        self.main_layout.addWidget(self.time_label)
+        self.main_layout.addWidget(self.plot)
+        self.main_layout.addWidget(QLabel("Versions (select one to compare or use it)"))
+        self.main_layout.addWidget(self.table)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.use_button)
+        buttons.addWidget(self.resegment_button)
+        self.main_layout.addLayout(buttons)
+        self._on_version_selected()
+
+    # ------------------------------------------------------------------ corrections
+
+    def _snapshot(self) -> list[finetune_adapters.Correction]:
+        """Copies of the chosen frames of every pair (checked before anything is saved)."""
+        if not self.pairs.pairs:
+            raise adapters.UserError(
+                "No training pairs: pick an image and its corrected labels in "
+                "'1 · Corrections' and press 'Add pair'."
+            )
+        corrections, skipped = [], []
+        for image, labels in self.pairs.pairs:
+            if image not in self.viewer.layers or labels not in self.viewer.layers:
+                continue
+            current = adapters.current_frame(self.viewer, labels) if labels.ndim == 3 else 0
+            model = labels.metadata.get(MODEL_KEY)
+            items, empty = finetune_adapters.pair_corrections(
+                image, labels, self.pairs.frames_edit.text(), current, model
+            )
+            corrections += items
+            skipped += [f"{labels.name}[{frame}]" for frame in empty]
+        if skipped:
+            show_info(f"Skipped frames with empty labels: {', '.join(skipped)}")
+        return corrections
+
+    def _save(self) -> list[str]:
+        corrections = self._snapshot()
+        project = finetune_adapters.open_project(self.pairs.folder())
+        return finetune_adapters.save_corrections(project, corrections, self.pairs.sparse())
+
+    def save_corrections(self) -> list[str] | None:
+        """Store the chosen frames of every pair in the project; returns their ids."""
+        try:
+            ids = self._save()
+        except adapters.UserError as exc:
+            show_error(str(exc))
+            return None
+        self.refresh_project()
+        show_info(f"Saved {len(ids)} correction(s) in {self.pairs.folder()}: {', '.join(ids)}")
+        return ids
+
+    # ------------------------------------------------------------------ training
+
+    def make_job(self, **callbacks) -> TrainJob:
+        self.options.refresh_models(self.versions)
+        request = self.options.request(self.pairs.folder())
+        if self.pairs.pairs:
+            self._save()
+        elif not finetune_adapters.correction_ids(request.folder):
+            raise adapters.UserError(
+                "Nothing to train on: add a pair (image + corrected labels) in "
+                "'1 · Corrections', or pick a project folder with saved corrections."
+            )
+        self.refresh_project()
+        request.overrides = dict(self.config_overrides)
+        self.plot.clear("accuracy" if request.target == "classes" else "F1")
+        self._events = {"start": time.monotonic(), "minutes": request.minutes, "trained": False}
+        self.time_label.setText("")
+        return TrainJob(request, on_event=self._on_event, on_done=callbacks["on_done"])
+
+    def _on_event(self, event: Progress) -> None:
+        data = event.data or {}
+        if event.stage == "train":
+            self._events["trained"] = True
+            fraction = event.fraction
+            self.progress.setValue(int(round(100 * fraction)))
+            self.progress.setFormat(f"%p%  step {data.get('step')}  loss {data.get('loss', 0):.4f}")
+            self.plot.add_loss(data.get("step", 0), data.get("loss", 0.0))
+            self._events["step"] = data.get("step", 0)
+            self._show_time(fraction, float(data.get("seconds", 0.0)))
+        elif not (self.job and self.job.stop_requested.is_set()):
+            text = STAGE_TEXT.get(event.stage) or event.message or event.stage
+            if event.stage in ("evaluate", "segment") or event.stage.startswith(("frame", "pred")):
+                trained = self._events.get("trained")
+                text = "evaluating the new model" if trained else "scoring the start model"
+            self.progress.setFormat(f"%p%  {text}…")
+        point = validation_point(data)
+        if point is not None:
+            self.plot.add_metric(self._events.get("step", 0), *point)
+
+    def _show_time(self, fraction: float, elapsed: float) -> None:
+        left = remaining_seconds(fraction, elapsed, self._events.get("minutes"))
+        text = f"elapsed {_clock(elapsed)}"
+        if left is not None:
+            text += f"  ·  about {_clock(left)} left"
+        self.time_label.setText(text)
+
+    def cancel(self) -> None:
+        """Stop: end training at the next step; the best weights so far become a version."""
+        job = self.job
+        if isinstance(job, TrainJob):
+            job.request_stop()
+            self.cancel_button.setEnabled(False)
+            self.progress.setFormat("stopping… the best model so far will be saved")
+
+    def abort(self) -> None:
+        """Abort the run entirely (closing the widget); nothing is saved."""
+        if self.job is not None:
+            self.job.cancel()
+
+    def closeEvent(self, event) -> None:
+        self.abort()
+        super().closeEvent(event)
+
+    def event(self, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.abort()
+        return super().event(event)
+
+    def _on_done(self, outcome: Outcome) -> None:
+        if outcome.cancelled:
+            self.job = None
+            self._set_running(False)
+            self.progress.setFormat("cancelled")
+            show_info("Training stopped before its first step; no version was saved.")
+            return
+        super()._on_done(outcome)
+
+    def job_done(self, outcome: Outcome) -> None:
+        result: TrainOutput = outcome.value
+        version = result.version
+        self.progress.setFormat("stopped: best model saved" if result.stopped else "done")
+        self.time_label.setText(f"took {_clock(result.seconds)}, {result.steps} steps")
+        self.refresh_project(select=version.version)
+        how = "stopped early; " if result.stopped else ""
+        show_info(f"Saved v{version.version} ({how}{result.steps} steps): {version.path}")
+
+    # ------------------------------------------------------------------ versions
+
+    def refresh_project(self, select: int | None = None) -> None:
+        """Re-read the project folder: corrections, versions (table, model lists)."""
+        folder = self.pairs.folder()
+        ids = finetune_adapters.correction_ids(folder)
+        self.options.set_correction_ids(ids)
+        self.pairs.status.setText(
+            f"{len(ids)} correction(s) saved in this project" if ids else "no corrections saved yet"
+        )
+        self.versions = finetune_adapters.list_versions(folder)
+        self.options.refresh_models(self.versions)
+        segment = find_segment_widget(self.viewer)
+        if segment is not None:
+            self._list_versions_in(segment)
+        self._fill_table(select)
+
+    def _list_versions_in(self, segment: SegmentWidget) -> None:
+        """Add every version of the project to the Segment widget's model list."""
+        for version in self.versions:
+            segment.add_model_path(version.path, _label(version), select=False)
+
+    def _fill_table(self, select: int | None) -> None:
+        self.table.setRowCount(0)
+        for row, version in enumerate(self.versions):
+            self.table.insertRow(row)
+            for column, text in enumerate(finetune_adapters.version_row(version).values()):
+                item = QTableWidgetItem(text)
+                item.setToolTip(str(version.path) if column == 0 else text)
+                self.table.setItem(row, column, item)
+        self.table.resizeColumnsToContents()
+        self.table.resizeRowsToContents()
+        rows = [i for i, v in enumerate(self.versions) if v.version == select]
+        if rows:
+            self.table.selectRow(rows[0])
+        self._on_version_selected()
+
+    def selected_version(self) -> finetune_adapters.Version | None:
+        rows = {index.row() for index in self.table.selectedIndexes()}
+        return self.versions[min(rows)] if rows else None
+
+    def select_version(self, number: int) -> None:
+        """Select version ``number`` in the table."""
+        for row, version in enumerate(self.versions):
+            if version.version == number:
+                self.table.selectRow(row)
+
+    def _on_version_selected(self) -> None:
+        version = self.selected_version()
+        for button in (self.use_button, self.resegment_button):
+            button.setEnabled(version is not None)
+        if version is not None and not self.running:
+            meta = version.metadata
+            classes = meta.get("target") == "classes"
+            self.plot.set_history(meta.get("history", []), meta.get("validation", []), classes)
+
+    def segment_widget(self) -> SegmentWidget:
+        """The Segment widget of this viewer (docked now if it is not open)."""
+        segment = find_segment_widget(self.viewer)
+        if segment is None:
+            _, segment = self.viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+        return segment
+
+    def use_in_segment(self) -> SegmentWidget | None:
+        """Make the selected version the Segment widget's model (adds it to its list)."""
+        version = self.selected_version()
+        if version is None:
+            show_error("Select a version in the table first.")
+            return None
+        segment = self.segment_widget()
+        self._list_versions_in(segment)
+        segment.add_model_path(version.path, _label(version), select=True)
+        self.options.refresh_models(self.versions)
+        return segment
+
+    def resegment_now(self) -> None:
+        """Use the selected version in Segment and run it on Segment's current image."""
+        segment = self.use_in_segment()
+        if segment is None:
+            return
+        if segment.running:
+            show_warning("The Segment widget is busy; wait for it or press its Cancel.")
+            return
+        segment.run()
+
+
+def _label(version: finetune_adapters.Version) -> str:
+    return f"{version.path.parent.parent.name} v{version.version}"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _table(headers: list[str]) -> QTableWidget:
+    table = QTableWidget(0, len(headers))
+    table.setHorizontalHeaderLabels(headers)
+    for column, header in enumerate(headers):
+        table.horizontalHeaderItem(column).setToolTip(COLUMNS[header])
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    table.verticalHeader().setVisible(False)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+    table.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+    table.setMinimumHeight(110)
+    table.setWordWrap(False)
+    table.setTextElideMode(Qt.TextElideMode.ElideNone)
+    return table

@@ -1,0 +1,325 @@
+"""Layer <-> core glue of the Fine-tune widget: corrections and model versions.
+
+The widget reaches :mod:`segloop.core` only through this module, :mod:`.train_adapters`
+(training runs) and :mod:`.adapters`. Core modules that import torch (``project``,
+``modelio``) are imported inside functions; listing versions reads the model file headers
+with ``safetensors`` alone, so opening the widget stays torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .adapters import UserError, image_data, labels_data
+
+if TYPE_CHECKING:
+    from napari.layers import Image, Labels
+
+PROJECTS_HOME = Path("~/segloop-projects")
+#: Scores of the version table: metadata key -> name shown.
+SCORES = (("f1", "F1"), ("seg", "SEG"))
+
+
+# --------------------------------------------------------------------------- corrections
+
+
+@dataclass
+class Correction:
+    """One 2-D frame to store in the project: copies of the image and of its labels."""
+
+    name: str
+    image: np.ndarray
+    labels: np.ndarray
+    frame: int | None = None
+    model_version: str | None = None
+
+
+def default_project_folder(image_name: str | None) -> Path:
+    """``~/segloop-projects/<image name>`` (``untitled`` without an image)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", image_name or "").strip("_.") or "untitled"
+    return (PROJECTS_HOME / name).expanduser()
+
+
+def parse_frames(text: str, n_frames: int, current: int) -> list[int]:
+    """Frame indices from ``"current"``, ``"all"`` or a list like ``"3,5,9"`` / ``"2-6"``.
+
+    Raises
+    ------
+    UserError
+        For text that is none of these, or a frame outside ``0..n_frames-1``.
+    """
+    text = text.strip().lower()
+    if text in ("", "current"):
+        return [current]
+    if text == "all":
+        return list(range(n_frames))
+    frames: list[int] = []
+    for part in filter(None, re.split(r"[,;\s]+", text)):
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not match:
+            raise UserError(
+                f"Frames {text!r}: write 'current', 'all' or frame numbers like 3,5,9 or 2-6."
+            )
+        first = int(match.group(1))
+        last = int(match.group(2) or first)
+        frames += range(first, last + 1)
+    bad = [f for f in frames if not 0 <= f < n_frames]
+    if bad:
+        raise UserError(f"Frame {bad[0]} does not exist: the stack has frames 0..{n_frames - 1}.")
+    return sorted(set(frames))
+
+
+def check_pair_shapes(image: Image, labels: Labels) -> tuple[int, ...]:
+    """Spatial shape shared by an image and a labels layer ((H, W) or (T, H, W)).
+
+    Raises
+    ------
+    UserError
+        If the shapes differ (or a layer is not usable).
+    """
+    if image is None or labels is None:
+        raise UserError("Pick an Image layer and a Labels layer for the pair.")
+    full = tuple(np.shape(image.data))
+    shape = full[:-1] if image.rgb else full
+    label_shape = tuple(np.shape(labels.data))
+    if shape != label_shape:
+        raise UserError(
+            f"Pair '{image.name}' + '{labels.name}': the image is {_shape_text(shape)} but the "
+            f"labels are {_shape_text(label_shape)}; pick labels drawn on this image."
+        )
+    if len(shape) not in (2, 3):
+        raise UserError(f"Pair '{image.name}': expected a 2-D image or a 2-D + t stack.")
+    return shape
+
+
+def pair_corrections(
+    image: Image, labels: Labels, frames_text: str, current: int, model_version: str | None
+) -> tuple[list[Correction], list[int]]:
+    """Copies of the chosen frames of an (image, labels) pair whose labels are not empty.
+
+    Parameters
+    ----------
+    image, labels : napari layers
+        The pair; 2-D (H, W[, C]) + (H, W), or a stack (T, H, W[, C]) + (T, H, W).
+    frames_text : str
+        Frames of a stack (see :func:`parse_frames`); ignored for 2-D pairs.
+    current : int
+        The frame on screen (for ``"current"``).
+    model_version : str, optional
+        Model that made the draft labels (recorded with the correction).
+
+    Returns
+    -------
+    corrections, skipped
+        Corrections to store, and the chosen frames skipped because their labels are empty.
+
+    Raises
+    ------
+    UserError
+        Shapes that differ, unsupported layers, or nothing but empty labels.
+    """
+    shape = check_pair_shapes(image, labels)
+    label_data = labels_data(labels)
+    stack = label_data.ndim == 3
+    frames: list[int | None] = parse_frames(frames_text, shape[0], current) if stack else [None]
+    out, skipped = [], []
+    for frame in frames:
+        frame_labels = label_data if frame is None else label_data[frame]
+        if not frame_labels.any():
+            skipped.append(-1 if frame is None else frame)
+            continue
+        pixels = image_data(image, frame)
+        out.append(
+            Correction(
+                image.name,
+                np.array(pixels, copy=True),
+                np.array(frame_labels, dtype=np.int32, copy=True),
+                frame,
+                model_version,
+            )
+        )
+    if not out:
+        where = "" if not stack else f" in frame(s) {', '.join(map(str, skipped))}"
+        raise UserError(
+            f"Labels '{labels.name}' are empty{where}: segment the image or paint the objects "
+            "(or class strokes) first, then save."
+        )
+    return out, [f for f in skipped if f >= 0]
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return " x ".join(str(s) for s in shape)
+
+
+def open_project(folder: str | os.PathLike, base_model: str | None = None) -> Any:
+    """The :class:`segloop.core.project.Project` in ``folder`` (created if needed).
+
+    Raises
+    ------
+    UserError
+        If the folder cannot be created or written.
+    """
+    from segloop.core.project import Project
+
+    root = Path(folder).expanduser()
+    if not str(folder).strip():
+        raise UserError("No project folder: type one or pick it with '…'.")
+    try:
+        project = Project(root)
+        if base_model and not project.base_model:
+            project = Project(root, base_model)
+        probe = root / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"Cannot use project folder {root}: {exc.strerror or exc}") from None
+    return project
+
+
+def save_corrections(project: Any, corrections: Sequence[Correction], sparse: bool) -> list[str]:
+    """Store each correction in ``project``; returns their ids.
+
+    Raises
+    ------
+    UserError
+        When the core refuses a pair or a file cannot be written.
+    """
+    ids = []
+    for item in corrections:
+        try:
+            ids.append(
+                project.add_correction(
+                    item.image,
+                    item.labels,
+                    item.name,
+                    source=item.name,
+                    frame=item.frame,
+                    model_version=item.model_version,
+                    sparse=sparse,
+                )
+            )
+        except (OSError, ValueError) as exc:
+            raise UserError(f"Cannot save correction '{item.name}': {exc}") from None
+    return ids
+
+
+def correction_ids(folder: str | os.PathLike) -> list[str]:
+    """Ids of the corrections saved in a project folder (none if it does not exist)."""
+    path = Path(folder).expanduser() / "corrections"
+    return sorted(p.stem for p in path.glob("*.json")) if path.is_dir() else []
+
+
+# --------------------------------------------------------------------------- versions
+
+
+@dataclass
+class Version:
+    """A saved model version as listed by the widget (header only, no weights)."""
+
+    version: int
+    path: Path
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finetune(self) -> dict[str, Any]:
+        return self.metadata.get("finetune", {})
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.finetune.get("metrics", {})
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.finetune.get("stopped"))
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """Metadata of a segloop model file, read from its header without loading torch."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        header = handle.metadata() or {}
+    return json.loads(header.get("metadata", "{}"))
+
+
+def list_versions(folder: str | os.PathLike) -> list[Version]:
+    """Versions ``models/v<N>.safetensors`` of a project folder, oldest first.
+
+    Same listing as ``Project.versions()``; files whose header cannot be read are skipped.
+    """
+    models = Path(folder).expanduser() / "models"
+    found = []
+    for path in models.glob("v*.safetensors") if models.is_dir() else []:
+        match = re.fullmatch(r"v(\d+)\.safetensors", path.name)
+        if not match:
+            continue
+        try:
+            found.append(Version(int(match.group(1)), path, read_metadata(path)))
+        except (OSError, ValueError, RuntimeError):  # half-copied or foreign file
+            continue
+    return sorted(found, key=lambda v: v.version)
+
+
+def version_row(version: Version) -> dict[str, str]:
+    """Table cells of one version: version, created, images, objects, time, scores.
+
+    The two score cells hold one line per metric, ``"F1 0.62 → 0.76"`` (start model →
+    this version), on the held-out corrections and on the start model's validation images.
+    """
+    tune = version.finetune
+    images = len(tune.get("trained_on", []))
+    n_val = len(tune.get("validated_on", []))
+    before, after = version.metrics.get("before") or {}, version.metrics.get("after") or {}
+    if version.metadata.get("target") == "classes":  # instance scores mean nothing here
+        accuracy = [
+            v["accuracy"] for v in version.metadata.get("validation", []) if "accuracy" in v
+        ]
+        before, after = {}, {"corrections": {"accuracy": accuracy[-1]} if accuracy else None}
+    created = datetime.fromtimestamp(version.path.stat().st_mtime)
+    today = created.date() == datetime.now().date()
+    return {
+        "version": f"v{version.version}" + (" (stopped)" if version.stopped else ""),
+        "created": created.strftime("%H:%M" if today else "%m-%d %H:%M"),
+        "images": f"{images}" + (f" +{n_val} val" if n_val else ""),
+        "objects": str(tune.get("n_corrected_objects", "")),
+        "time": _duration(tune.get("seconds")),
+        "held-out": _scores(before, after, "corrections"),
+        "base validation": _scores(before, after, "base_validation"),
+    }
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def _metric(part: dict[str, Any] | None, key: str) -> float | None:
+    value = (part or {}).get(key)
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _scores(before: dict, after: dict, where: str) -> str:
+    """Lines ``"F1 0.41 → 0.78"`` (``–`` where there was no score); "" if never scored."""
+    keys = (("accuracy", "acc"),) if "accuracy" in (after.get(where) or {}) else SCORES
+    lines = []
+    for key, name in keys:
+        old, new = _metric(before.get(where), key), _metric(after.get(where), key)
+        if old is not None or new is not None:
+            lines.append(f"{name} {_number(old)} → {_number(new)}")
+    return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"

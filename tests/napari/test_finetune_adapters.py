@@ -1,0 +1,108 @@
+"""Qt-free helpers of the Fine-tune widget: frames, version rows, time left, Stop latch."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from segloop.core.progress import Cancelled, Progress
+from segloop.napari.adapters import UserError
+from segloop.napari.finetune_adapters import (
+    Version,
+    default_project_folder,
+    parse_frames,
+    version_row,
+)
+from segloop.napari.train_adapters import StopLatch, remaining_seconds
+
+
+def test_parse_frames():
+    assert parse_frames("current", 10, 4) == [4]
+    assert parse_frames(" ", 10, 4) == [4]
+    assert parse_frames("all", 3, 0) == [0, 1, 2]
+    assert parse_frames("3,5, 9", 10, 0) == [3, 5, 9]
+    assert parse_frames("2-4 8", 10, 0) == [2, 3, 4, 8]
+    with pytest.raises(UserError, match="frames 0..9"):
+        parse_frames("3,12", 10, 0)
+    with pytest.raises(UserError, match="'current', 'all'"):
+        parse_frames("first", 10, 0)
+
+
+def test_default_project_folder():
+    folder = default_project_folder("nuclei fluorescence")
+    assert folder == Path("~/segloop-projects/nuclei_fluorescence").expanduser()
+    assert default_project_folder(None).name == "untitled"
+
+
+def test_version_row_shows_before_and_after(tmp_path):
+    path = tmp_path / "v2.safetensors"
+    path.write_bytes(b"")
+    metrics = {
+        "before": {"corrections": {"f1": 0.4, "seg": 0.3}, "base_validation": None},
+        "after": {"corrections": {"f1": 0.8, "seg": 0.6}, "base_validation": None},
+    }
+    meta = {
+        "finetune": {
+            "trained_on": ["a", "b"],
+            "validated_on": ["c"],
+            "n_corrected_objects": 12,
+            "seconds": 75.2,
+            "stopped": True,
+            "metrics": metrics,
+        }
+    }
+    row = version_row(Version(2, path, meta))
+    assert row["version"] == "v2 (stopped)"
+    assert row["images"] == "2 +1 val" and row["objects"] == "12"
+    assert row["time"] == "1 min 15 s"
+    assert row["held-out"] == "F1 0.40 → 0.80\nSEG 0.30 → 0.60"
+    assert row["base validation"] == ""
+
+
+def test_version_row_of_a_class_model_shows_accuracy(tmp_path):
+    path = tmp_path / "v1.safetensors"
+    path.write_bytes(b"")
+    meta = {"target": "classes", "validation": [{"accuracy": 0.7}, {"accuracy": 0.9}]}
+    assert version_row(Version(1, path, meta))["held-out"] == "acc – → 0.90"
+
+
+def test_remaining_seconds():
+    assert remaining_seconds(0.5, 30.0, 2.0) == 90.0
+    assert remaining_seconds(0.25, 30.0, None) == 90.0
+    assert remaining_seconds(0.0, 3.0, None) is None
+
+
+def _events(stages):
+    for stage in stages:
+        yield Progress(stage, 0, 1)
+    return "result"
+
+
+def test_stop_is_delivered_once_at_a_training_step():
+    stop = threading.Event()
+    latch = StopLatch(stop)
+    run = latch.drive(_events(["evaluate", "prepare", "train", "segment", "train", "evaluate"]))
+    assert next(run).stage == "evaluate" and not latch()
+    next(run)  # prepare
+    next(run)  # train
+    stop.set()
+    assert latch() is True  # the training loop sees it
+    assert latch() is False  # ...once: scoring and saving run to the end
+    assert [e.stage for e in run] == ["segment", "train", "evaluate"]
+
+
+def test_stop_before_training_cancels():
+    stop = threading.Event()
+    latch = StopLatch(stop)
+    run = latch.drive(_events(["evaluate", "segment", "prepare"]))
+    next(run)
+    stop.set()
+    with pytest.raises(Cancelled):
+        next(run)
+
+
+def test_hard_stop_always_answers_true():
+    latch = StopLatch(threading.Event(), hard=lambda: True)
+    assert latch() and latch()

@@ -1,0 +1,277 @@
+"""Fine-tune widget: corrections, training runs, Stop, versions, re-segmenting, errors."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QTimer
+
+from segloop.napari._finetune_widget import FinetuneWidget
+from segloop.napari._segment_widget import SegmentWidget, find_segment_widget
+
+from .conftest import THREE_DISKS, disks, errors, noisy_image, wait_idle
+
+SHAPE = (64, 64)
+CENTRES = [(16, 16), (16, 46), (46, 30)]
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory) -> Path:
+    """A very small untrained U-Net (3 levels, 8 channels) saved as the base model."""
+    from segloop.core.modelio import new_bundle, save_model
+    from segloop.core.models import ModelConfig
+
+    path = tmp_path_factory.mktemp("base") / "base.safetensors"
+    save_model(new_bundle(ModelConfig(depth=3, base_channels=8), "base"), path)
+    return path
+
+
+@pytest.fixture
+def finetune(dock, base_model, tmp_path):
+    """(viewer, widget) with a tmp project folder, the tiny base model and a tiny budget."""
+    viewer, widget = dock(FinetuneWidget)
+    widget.pairs.set_folder(tmp_path / "project")
+    widget.options.add_model_file(base_model)
+    widget.options.budget_spin.setValue(2)  # epochs
+    widget.options.crop_spin.setValue(48)
+    widget.options.batch_spin.setValue(2)
+    widget.config_overrides = {"val_interval_s": 1e9, "tune_postprocess": False}
+    return viewer, widget
+
+
+def _pair(viewer, name: str = "cells", frames: int = 0, seed: int = 0):
+    """Image + Labels layers of disks (a stack of ``frames`` frames when frames > 0)."""
+    labels = disks(CENTRES, radius=8, shape=SHAPE)
+    if frames:
+        images = np.stack([noisy_image(labels, seed=seed + t) for t in range(frames)])
+        labels = np.stack([labels] * frames)
+    else:
+        images = noisy_image(labels, seed=seed)
+    image = viewer.add_image(images, name=name)
+    return image, viewer.add_labels(labels, name=f"{name} labels")
+
+
+def _minutes(widget, minutes: float) -> None:
+    options = widget.options
+    options.budget_combo.setCurrentIndex(options.budget_combo.findData("minutes"))
+    options.budget_spin.setValue(minutes)
+
+
+def _train(qtbot, widget, timeout: int = 60_000):
+    job = widget.run()
+    assert job is not None, "training did not start"
+    wait_idle(qtbot, widget, timeout=timeout)
+    return job
+
+
+def test_fine_tune_adds_a_version_usable_by_segment(finetune, qtbot, notes, tmp_path):
+    viewer, widget = finetune
+    image, labels = _pair(viewer, "movie", frames=3)
+    labels.data[1] = 0  # an empty frame is skipped
+    widget.pairs.add_pair(image, labels)
+    widget.pairs.frames_edit.setText("all")
+    widget.config_overrides["val_interval_s"] = 0.0  # validate after every step
+    _train(qtbot, widget)
+    assert not errors(notes), notes
+    project = tmp_path / "project"
+    assert sorted(p.name for p in (project / "corrections").glob("*_labels.tif")) == [
+        "movie_t0_labels.tif",
+        "movie_t2_labels.tif",
+    ]
+    assert (project / "models" / "v1.safetensors").is_file()
+    assert widget.table.rowCount() == 1
+    assert widget.table.item(0, 0).text() == "v1"
+    assert widget.selected_version().version == 1
+    assert widget.progress.format() == "done"
+    loss_points, metric_points = widget.plot.n_points()
+    assert loss_points > 0 and metric_points > 0  # live loss and validation curve
+    held_out = widget.table.item(0, 5).text().splitlines()  # held-out scores before → after
+    assert [line.split()[0] for line in held_out] == ["F1", "SEG"] and "→" in held_out[0]
+
+    viewer.add_image(noisy_image(disks(THREE_DISKS)), name="fresh")
+    widget.resegment_now()
+    segment = find_segment_widget(viewer)
+    assert isinstance(segment, SegmentWidget)
+    assert segment.model_ref() == str((project / "models" / "v1.safetensors").resolve())
+    assert segment.model_combo.currentText() == "project v1"
+    wait_idle(qtbot, segment)
+    assert viewer.layers["fresh instances"].data.shape == (96, 96)
+    assert viewer.layers["fresh instances"].metadata["segloop_model"] == segment.model_ref()
+    assert not errors(notes), notes
+
+
+def test_stop_mid_run_saves_a_stopped_version(finetune, qtbot, notes, tmp_path):
+    viewer, widget = finetune
+    widget.pairs.add_pair(*_pair(viewer))
+    _minutes(widget, 5.0)
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(20)
+    job = widget.run()
+    assert widget.time_label.text() == ""
+    qtbot.waitUntil(lambda: widget.plot.n_points()[0] >= 10, timeout=60_000)
+    assert "left" in widget.time_label.text()  # about 4:59 left of the 5 minutes
+    with qtbot.waitSignal(job.worker.finished, timeout=30_000):
+        widget.cancel_button.click()
+    timer.stop()
+    assert max(np.diff(ticks)) < 0.75, "the GUI thread stalled during training"
+    assert not widget.running and widget.run_button.isEnabled()
+    version = tmp_path / "project" / "models" / "v1.safetensors"
+    assert version.is_file()
+    assert widget.versions[0].stopped
+    assert widget.table.item(0, 0).text() == "v1 (stopped)"
+    assert widget.progress.format().startswith("stopped")
+    assert not errors(notes), notes
+
+
+def test_labels_edited_during_training_are_left_alone(finetune, qtbot, tmp_path):
+    from segloop.core.imageio import read_image
+
+    viewer, widget = finetune
+    image, labels = _pair(viewer)
+    original = labels.data.copy()
+    widget.pairs.add_pair(image, labels)
+    _minutes(widget, 5.0)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.plot.n_points()[0] >= 1, timeout=60_000)
+    assert widget.running
+    labels.paint((40, 5), 9, refresh=True)  # the user keeps correcting meanwhile
+    labels.fill((16, 16), 0)
+    edited = labels.data.copy()
+    assert not np.array_equal(edited, original)
+    qtbot.waitUntil(lambda: widget.plot.n_points()[0] >= 4, timeout=60_000)
+    widget.cancel()  # Stop
+    wait_idle(qtbot, widget, timeout=60_000)
+    np.testing.assert_array_equal(labels.data, edited)  # training never wrote back
+    saved = read_image(tmp_path / "project" / "corrections" / "cells_labels.tif")
+    np.testing.assert_array_equal(saved, original)  # it trained on the snapshot
+
+
+def test_invalid_pairs_are_refused_with_notifications(finetune, qtbot, notes, tmp_path):
+    viewer, widget = finetune
+    assert widget.run() is None
+    assert any("No training pairs" in m or "Nothing to train" in m for m in errors(notes))
+    image, _ = _pair(viewer)
+    wrong = viewer.add_labels(np.zeros((32, 32), np.int32), name="wrong size")
+    widget.pairs.image_combo.set_layer(image)
+    widget.pairs.labels_combo.set_layer(wrong)
+    widget.pairs.add_current_pair()
+    assert any("64 x 64" in m and "32 x 32" in m for m in errors(notes))
+    assert widget.pairs.pairs == []
+    empty = viewer.add_labels(np.zeros(SHAPE, np.int32), name="empty")
+    widget.pairs.add_pair(image, empty)
+    assert widget.save_corrections() is None
+    assert any("'empty' are empty" in m for m in errors(notes))
+    assert widget.run() is None and not widget.running
+    assert not list((tmp_path / "project" / "corrections").glob("*.tif"))
+    assert widget.table.rowCount() == 0
+
+
+def test_unwritable_folder_and_bad_model_are_errors(finetune, qtbot, notes, tmp_path):
+    viewer, widget = finetune
+    widget.pairs.add_pair(*_pair(viewer))
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    widget.pairs.set_folder(blocker / "project")
+    assert widget.run() is None
+    assert any("Cannot use project folder" in m for m in errors(notes))
+    widget.pairs.set_folder(tmp_path / "project")
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a model")
+    widget.options.add_model_file(bad)
+    _train(qtbot, widget)
+    assert any("broken.safetensors" in m for m in errors(notes))
+    assert widget.progress.format() == "failed" and widget.table.rowCount() == 0
+    assert (tmp_path / "project" / "corrections" / "cells.json").is_file()  # nothing lost
+
+
+def test_fine_tune_starts_from_the_segment_widgets_model(finetune, qtbot, base_model):
+    viewer, widget = finetune
+    _, segment = viewer.window.add_plugin_dock_widget("napari-segloop", "Segment")
+    segment.add_model_file(base_model)
+    widget.options.refresh_models()
+    assert widget.options.model_combo.currentIndex() >= 0
+    widget.options.model_combo.setCurrentIndex(0)
+    assert "Segment widget" in widget.options.model_combo.currentText()
+    assert widget.options.model_ref() == str(base_model.resolve())
+
+
+def test_second_round_starts_from_v1_and_uses_all_corrections(finetune, qtbot, base_model):
+    viewer, widget = finetune
+    _, segment = viewer.window.add_plugin_dock_widget("napari-segloop", "Segment")
+    segment.add_model_file(base_model)
+    widget.options.refresh_models()
+    widget.options.model_combo.setCurrentIndex(0)  # "model of the Segment widget"
+    widget.pairs.add_pair(*_pair(viewer, "first"))
+    _train(qtbot, widget)
+    v1 = widget.versions[0].path
+    assert segment.model_combo.findData(str(v1.resolve())) >= 0  # listed, not yet picked
+    assert segment.model_ref() == str(base_model.resolve())
+    widget.use_in_segment()
+    assert segment.model_ref() == str(v1.resolve())
+    widget.pairs.remove_selected()
+    widget.pairs.add_pair(*_pair(viewer, "second", seed=5))
+    _train(qtbot, widget)
+    assert [v.version for v in widget.versions] == [1, 2]
+    meta = widget.versions[1].metadata
+    assert meta["parent"] == str(v1.resolve())
+    tune = meta["finetune"]
+    assert sorted(tune["trained_on"] + tune["validated_on"]) == ["first", "second"]
+    assert widget.table.rowCount() == 2 and widget.selected_version().version == 2
+
+
+def test_closing_the_dock_aborts_training_without_a_version(finetune, qtbot, tmp_path):
+    viewer, widget = finetune
+    widget.pairs.add_pair(*_pair(viewer))
+    _minutes(widget, 5.0)
+    job = widget.run()
+    qtbot.waitUntil(lambda: widget.plot.n_points()[0] >= 1, timeout=60_000)
+    with qtbot.waitSignal(job.worker.finished, timeout=30_000):
+        viewer.window.remove_dock_widget(widget.parent())
+    assert job.cancel_requested
+    assert not list((tmp_path / "project" / "models").glob("v*.safetensors"))
+
+
+def _strokes() -> tuple[np.ndarray, np.ndarray]:
+    """Left half bright, right half dark; a few strokes of class 1 (left) and 2 (right)."""
+    rng = np.random.default_rng(3)
+    image = np.where(np.arange(64)[None, :] < 32, 0.8, 0.2) + rng.normal(0, 0.05, SHAPE)
+    strokes = np.zeros(SHAPE, np.int32)
+    strokes[8:56:12, 4:26] = 1
+    strokes[8:56:12, 38:60] = 2
+    return np.broadcast_to(image, SHAPE).astype(np.float32), strokes
+
+
+def test_sparse_class_strokes_from_scratch_give_a_class_map(finetune, qtbot, notes):
+    viewer, widget = finetune
+    image_data, strokes = _strokes()
+    image = viewer.add_image(image_data, name="halves")
+    labels = viewer.add_labels(strokes, name="strokes")
+    widget.pairs.add_pair(image, labels)
+    widget.pairs.mode_combo.setCurrentIndex(widget.pairs.mode_combo.findData("sparse"))
+    options = widget.options
+    options.start_combo.setCurrentIndex(options.start_combo.findData("scratch"))
+    assert options.lr_spin.value() == pytest.approx(1e-3)
+    options.arch_combo.setCurrentIndex(options.arch_combo.findData("unet"))
+    options.target_combo.setCurrentIndex(options.target_combo.findData("classes"))
+    options.augment_check.setChecked(False)
+    options.budget_spin.setValue(40)
+    options.lr_spin.setValue(3e-3)
+    _train(qtbot, widget, timeout=120_000)
+    assert not errors(notes), notes
+    meta = widget.versions[0].metadata
+    assert meta["target"] == "classes" and meta["finetune"]["base"] == "scratch:unet"
+    widget.resegment_now()
+    segment = find_segment_widget(viewer)
+    wait_idle(qtbot, segment)
+    classes = viewer.layers["halves classes"]
+    assert classes.visible and set(np.unique(classes.data)) <= {1, 2}
+    assert (classes.data[:, :28] == 1).mean() > 0.9
+    assert (classes.data[:, 36:] == 2).mean() > 0.9
+    info = json.loads((widget.pairs.folder() / "corrections" / "halves.json").read_text())
+    assert info["sparse"] is True
