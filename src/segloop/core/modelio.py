@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .imageio import atomic_output
 from .models import ModelConfig, build_network
 
 FORMAT = "segloop-model/1"
@@ -158,14 +158,8 @@ def save_model(bundle: ModelBundle, path: str | os.PathLike, half: bool = False)
         "config": json.dumps(bundle.config.to_dict()),
         "metadata": json.dumps(bundle.metadata, default=_json_default),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
     bundle.path = path
     return path
 
