@@ -42,13 +42,14 @@ from segloop.core.models import tile_geometry
 b = load_model(sys.argv[1]); torch.set_num_threads(2)
 import numpy as np
 img = np.random.rand(512, 512).astype('float32')
-predict_probabilities(b, img, tile=512)  # warm-up
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+predict_probabilities(b, img, tile=512)  # first pass: its peak is the memory figure
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
 for _ in range(3):
     predict_probabilities(b, img, tile=512)
 secs = (time.perf_counter() - t) / 3
-print(secs, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+print(secs, (peak - before) / 1024)
 """
 
 
@@ -77,11 +78,35 @@ def score(bundle, data):
     return float(np.mean(ious)), total.f1
 
 
+def probe(path: Path) -> dict:
+    """Seconds per 512x512 tile and peak extra MiB of a first forward pass (child process)."""
+    out = subprocess.run(
+        [sys.executable, "-c", FORWARD_PROBE, str(path)], check=True, capture_output=True, text=True
+    ).stdout.split()
+    return {
+        "s_per_512_tile": round(float(out[0]), 3),
+        "forward_peak_extra_MiB": round(float(out[1])),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=4)
     parser.add_argument("--archs", nargs="+", default=["unet", "segnet", "unet-classic"])
+    parser.add_argument(
+        "--probe-only",
+        action="store_true",
+        help="re-measure speed/memory of models saved by an earlier run",
+    )
+    parser.add_argument("--out", default="docs/results/compare_archs.json")
     args = parser.parse_args()
+    if args.probe_only:
+        rows = json.loads(Path(args.out).read_text())
+        for row in rows:
+            row.update(probe(Path("/tmp") / f"em_{row['arch']}.safetensors"))
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+        print(json.dumps(rows, indent=1))
+        return
     train, val, test = load(range(20)), load(range(20, 25)), load(range(25, 30))
     rows = []
     for arch in args.archs:
@@ -98,12 +123,6 @@ def main() -> None:
         result = run_to_end(train_iter(bundle, train, config, val))
         path = save_model(bundle, Path("/tmp") / f"em_{arch}.safetensors")
         iou, f1 = score(bundle, test)
-        probe = subprocess.run(
-            [sys.executable, "-c", FORWARD_PROBE, str(path)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.split()
         params = sum(p.numel() for p in bundle.network.parameters())
         rows.append(
             {
@@ -113,10 +132,11 @@ def main() -> None:
                 "train_min": round((time.time() - start) / 60, 1),
                 "cell_iou": round(iou, 4),
                 "instance_f1": round(f1, 4),
-                "s_per_512_tile": round(float(probe[0]), 3),
-                "forward_peak_extra_MiB": round(float(probe[1])),
+                **probe(path),
             }
         )
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(rows, indent=1))
         print(json.dumps(rows[-1]), flush=True)
     print(json.dumps(rows, indent=1))
 

@@ -61,7 +61,7 @@ def main() -> None:
                 for name in CORRECTED[:n]:
                     item = frame(name)
                     project.add_correction(item.image, item.labels, name)
-                config = TrainConfig(minutes=budget / 60, val_interval_s=1e9)
+                config = TrainConfig(minutes=budget / 60, learning_rate=3e-4, val_interval_s=1e9)
                 start = time.time()
                 info, result = run_to_end(fine_tune_iter(project, args.base, config, val_ids=[]))
                 rows.append(

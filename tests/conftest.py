@@ -37,10 +37,7 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(scope="session")
-def disk_model(tmp_path_factory):
-    """A small U-Net trained ~25 s on synthetic disks (radius 5-10) rescaled so objects
-    are 24 px across; saved to a file (path returned)."""
+def _train_disk_model(folder, target_diameter):
     from segloop.core.evaluation import LabelledImage
     from segloop.core.modelio import new_bundle, save_model
     from segloop.core.models import ModelConfig
@@ -54,7 +51,20 @@ def disk_model(tmp_path_factory):
         batch_size=4,
         val_interval_s=1e9,
         learning_rate=3e-3,
-        target_diameter=24.0,
+        target_diameter=target_diameter,
     )
     train(bundle, data, config)
-    return save_model(bundle, tmp_path_factory.mktemp("models") / "disks.safetensors")
+    return save_model(bundle, folder / "disks.safetensors")
+
+
+@pytest.fixture(scope="session")
+def disk_model(tmp_path_factory):
+    """A small U-Net trained ~25 s on synthetic disks (radius 5-10) at native scale;
+    saved to a file (path returned)."""
+    return _train_disk_model(tmp_path_factory.mktemp("models"), None)
+
+
+@pytest.fixture(scope="session")
+def rescaled_disk_model(tmp_path_factory):
+    """The same, trained with every image rescaled so objects are 24 px across."""
+    return _train_disk_model(tmp_path_factory.mktemp("models"), 24.0)

@@ -187,7 +187,24 @@ def test_predict_on_dask_local_cluster(disk_model, tmp_path):
         image, _ = random_disks(seed)
         write_tiff(inputs / f"img{seed}.tif", (image * 255).clip(0, 255).astype(np.uint8))
     out = tmp_path / "out"
-    assert main(["predict", "--model", str(disk_model), "--out", str(out), "--dask", "local:1",
-                 str(inputs)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(disk_model),
+                "--out",
+                str(out),
+                "--dask",
+                "local:1",
+                str(inputs),
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == [
-        "img0_classes.tif", "img0_labels.tif", "img1_classes.tif", "img1_labels.tif"]
+        "img0_classes.tif",
+        "img0_labels.tif",
+        "img1_classes.tif",
+        "img1_labels.tif",
+    ]

@@ -57,6 +57,7 @@ def _segment_options(args):
         device=args.device,
         diameter=diameter,
         min_size=args.min_size,
+        unknown_threshold=args.unknown_threshold,
     )
 
 
@@ -231,6 +232,12 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
         help="object diameter in pixels, or 'auto' (default: native scale)",
     )
     parser.add_argument("--min-size", type=int, default=None, help="smallest object area kept")
+    parser.add_argument(
+        "--unknown-threshold",
+        type=float,
+        default=0.0,
+        help="class models: label 0 (unknown) where the top class probability is below this",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

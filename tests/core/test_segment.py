@@ -26,10 +26,10 @@ def test_rgb_input_is_converted(disk_model):
     assert result.instances.shape == labels.shape and result.instances.max() == 2
 
 
-@pytest.mark.parametrize("diameter", [9.0, 30.0, "auto"])
-def test_rescaled_prediction_returns_the_exact_input_grid(disk_model, diameter):
+@pytest.mark.parametrize("diameter", [None, 9.0, 30.0, "auto"])
+def test_rescaled_prediction_returns_the_exact_input_grid(rescaled_disk_model, diameter):
     image, _ = disks_image([(30, 30), (70, 50)], [8, 8], shape=(101, 77))
-    result = segment(load_model(disk_model), image, diameter=diameter)
+    result = segment(load_model(rescaled_disk_model), image, diameter=diameter)
     assert result.instances.shape == (101, 77)
     assert result.classes.shape == (101, 77)
     assert result.probabilities.shape == (3, 101, 77)
@@ -54,8 +54,8 @@ def test_device_used_is_reported(disk_model):
 
 
 @pytest.mark.parametrize("radius", [5, 40])
-def test_auto_diameter_finds_small_and_large_cells(disk_model, radius):
-    bundle = load_model(disk_model)
+def test_auto_diameter_finds_small_and_large_cells(rescaled_disk_model, radius):
+    bundle = load_model(rescaled_disk_model)
     assert bundle.metadata["rescaled"] and bundle.diameter == 24.0
     size = max(96, radius * 9)
     step = size // 3
