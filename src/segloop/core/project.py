@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,25 +29,13 @@ import numpy as np
 
 from .evaluation import LabelledImage, evaluate_iter
 from .imageio import atomic_output, read_image, write_tiff
-from .modelio import ModelBundle, load_model, read_header, save_model
+from .modelio import ModelBundle, load_model, save_model
 from .progress import Progress, StopCheck
 from .segment import SegmentOptions
 from .training import TrainConfig, TrainResult, split_validation, train_iter
+from .versions import VersionInfo, list_versions
 
 REPLAY_ROOT = Path(__file__).resolve().parent.parent / "data" / "replay"
-
-
-@dataclass
-class VersionInfo:
-    """One saved model version of a project."""
-
-    version: int
-    path: Path
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self.metadata.get("finetune", {}).get("metrics", {})
 
 
 def _now() -> str:
@@ -132,13 +119,7 @@ class Project:
     # ------------------------------------------------------------------ versions
     def versions(self) -> list[VersionInfo]:
         """Saved versions, oldest first."""
-        found = []
-        for path in (self.root / "models").glob("v*.safetensors"):
-            match = re.fullmatch(r"v(\d+)\.safetensors", path.name)
-            if match:
-                _config, metadata, _ = read_header(path)
-                found.append(VersionInfo(int(match.group(1)), path, metadata))
-        return sorted(found, key=lambda v: v.version)
+        return list_versions(self.root / "models")
 
     def next_version_path(self) -> Path:
         versions = self.versions()

@@ -8,17 +8,19 @@ with ``safetensors`` alone, so opening the widget stays torch-free.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from segloop.core.versions import VersionInfo as Version
+from segloop.core.versions import list_versions as _list_versions
 
 from .adapters import UserError, image_data, labels_data
 
@@ -222,52 +224,9 @@ def correction_ids(folder: str | os.PathLike) -> list[str]:
 # --------------------------------------------------------------------------- versions
 
 
-@dataclass
-class Version:
-    """A saved model version as listed by the widget (header only, no weights)."""
-
-    version: int
-    path: Path
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def finetune(self) -> dict[str, Any]:
-        return self.metadata.get("finetune", {})
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self.finetune.get("metrics", {})
-
-    @property
-    def stopped(self) -> bool:
-        return bool(self.finetune.get("stopped"))
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """Metadata of a segloop model file, read from its header without loading torch."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as handle:
-        header = handle.metadata() or {}
-    return json.loads(header.get("metadata", "{}"))
-
-
 def list_versions(folder: str | os.PathLike) -> list[Version]:
-    """Versions ``models/v<N>.safetensors`` of a project folder, oldest first.
-
-    Same listing as ``Project.versions()``; files whose header cannot be read are skipped.
-    """
-    models = Path(folder).expanduser() / "models"
-    found = []
-    for path in models.glob("v*.safetensors") if models.is_dir() else []:
-        match = re.fullmatch(r"v(\d+)\.safetensors", path.name)
-        if not match:
-            continue
-        try:
-            found.append(Version(int(match.group(1)), path, read_metadata(path)))
-        except (OSError, ValueError, RuntimeError):  # half-copied or foreign file
-            continue
-    return sorted(found, key=lambda v: v.version)
+    """Versions ``models/v<N>.safetensors`` of a project folder, oldest first."""
+    return _list_versions(Path(folder) / "models")
 
 
 def version_row(version: Version) -> dict[str, str]:
