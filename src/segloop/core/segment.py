@@ -11,7 +11,7 @@ import numpy as np
 
 from .device import compute_settings
 from .imageio import image_axes, prepare_image
-from .instances import instances_from_probabilities
+from .instances import connected_components, instances_from_probabilities
 from .modelio import ModelBundle
 from .predict import count_tiles, default_tile, predict_probabilities_iter
 from .progress import Progress, StopCheck, run_to_end
@@ -84,8 +84,6 @@ def _postprocess(
     classes = classes + 1
     if options.unknown_threshold > 0:
         classes[probs.max(axis=0) < options.unknown_threshold] = 0
-    from .instances import connected_components
-
     labels = np.zeros(classes.shape, np.int32)
     for class_id in np.unique(classes[classes > 0]):
         part = connected_components(classes == class_id, min_size=options.min_size or 0)
