@@ -208,3 +208,64 @@ def test_predict_on_dask_local_cluster(disk_model, tmp_path):
         "img1_classes.tif",
         "img1_labels.tif",
     ]
+
+
+@pytest.fixture
+def class_folders(tmp_path):
+    """Left half bright = class 1, right half dark = class 2, sparse strokes (0 = void)."""
+    images, masks = tmp_path / "cimages", tmp_path / "cmasks"
+    rng = np.random.default_rng(0)
+    for index in range(2):
+        image = np.where(np.arange(48)[None, :] < 24, 0.8, 0.2) + rng.normal(0, 0.05, (48, 48))
+        strokes = np.zeros((48, 48), np.uint8)
+        strokes[4:44:8, 2:20] = 1
+        strokes[4:44:8, 28:46] = 2
+        write_tiff(images / f"c{index}.tif", (image * 1000).clip(0, 65535).astype(np.uint16))
+        write_tiff(masks / f"c{index}.tif", strokes)
+    return images, masks
+
+
+def _train_classes(images, masks, out, *extra):
+    argv = ["train", "--images", str(images), "--masks", str(masks), "--out", str(out)]
+    return main([*argv, "--target", "classes", "--epochs", "1", "--crop", "32", *extra])
+
+
+def test_train_classes_stores_names_and_colours(class_folders, tmp_path, capsys):
+    images, masks = class_folders
+    out = tmp_path / "classes.safetensors"
+    names = ["bright", "dark"]
+    assert (
+        _train_classes(
+            images, masks, out, "--class-names", "bright, dark", "--class-colors", "#FF0000,#0000ff"
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    meta = json.loads(capsys.readouterr().out)["metadata"]
+    assert meta["target"] == "classes" and meta["class_names"] == names
+    assert meta["class_colors"] == ["#ff0000", "#0000ff"]
+    # default names/colours when none are given
+    plain = tmp_path / "plain.safetensors"
+    assert _train_classes(images, masks, plain) == 0
+    capsys.readouterr()
+    main(["info", str(plain)])
+    assert json.loads(capsys.readouterr().out)["metadata"]["class_names"] == ["class 1", "class 2"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--class-names", "a,b,c"], "3 class names"),
+        (["--class-colors", "red,blue"], "#rrggbb"),
+    ],
+)
+def test_train_classes_rejects_bad_names_before_training(
+    class_folders, tmp_path, capsys, extra, message
+):
+    images, masks = class_folders
+    out = tmp_path / "bad.safetensors"
+    assert _train_classes(images, masks, out, *extra) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("segloop: error:") and message in err[-1]
+    assert not out.exists()

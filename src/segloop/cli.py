@@ -103,6 +103,10 @@ def cmd_train(args) -> int:
             seed=args.seed,
         )
         bundle.metadata["preprocess"]["invert"] = args.invert or "never"
+    if bundle.target == "classes":
+        _store_class_style(bundle, args)
+    elif args.class_names or args.class_colors:
+        raise ValueError("--class-names/--class-colors need a class model (--target classes)")
     config = TrainConfig(
         minutes=args.minutes,
         epochs=args.epochs,
@@ -132,6 +136,16 @@ def cmd_train(args) -> int:
     }
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _store_class_style(bundle, args) -> None:
+    """Put --class-names/--class-colors (or kept/default ones) into the model metadata."""
+    from .core.classes import class_style_metadata, parse_class_names
+
+    names = parse_class_names(args.class_names) or bundle.metadata.get("class_names")
+    colors = args.class_colors.split(",") if args.class_colors else None
+    colors = colors or bundle.metadata.get("class_colors")
+    bundle.metadata.update(class_style_metadata(bundle.config.n_classes, names, colors))
 
 
 def _inputs(paths: Sequence[str]) -> list[Path]:
@@ -262,6 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init", default=None, help="start from this model (fine-tune)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--target", default="instances", choices=["instances", "classes"])
+    train.add_argument(
+        "--class-names",
+        default=None,
+        help="with --target classes: names of class ids 1..K, comma-separated "
+        "(stored in the model; default 'class 1', 'class 2', ...)",
+    )
+    train.add_argument(
+        "--class-colors",
+        default=None,
+        help="with --target classes: #rrggbb colours of class ids 1..K, comma-separated",
+    )
     train.add_argument("--val-images", default=None)
     train.add_argument("--val-masks", default=None)
     train.add_argument("--val-fraction", type=float, default=0.1)

@@ -275,3 +275,31 @@ def test_sparse_class_strokes_from_scratch_give_a_class_map(finetune, qtbot, not
     assert (classes.data[:, 36:] == 2).mean() > 0.9
     info = json.loads((widget.pairs.folder() / "corrections" / "halves.json").read_text())
     assert info["sparse"] is True
+
+
+def test_class_names_and_layer_colours_go_into_the_version(finetune, qtbot, notes):
+    viewer, widget = finetune
+    image_data, strokes = _strokes()
+    image = viewer.add_image(image_data, name="halves")
+    labels = viewer.add_labels(strokes, name="strokes")
+    painted = labels.colormap.map(np.array([1, 2]))[:, :3]
+    widget.pairs.add_pair(image, labels)
+    widget.pairs.mode_combo.setCurrentIndex(widget.pairs.mode_combo.findData("sparse"))
+    options = widget.options
+    options.start_combo.setCurrentIndex(options.start_combo.findData("scratch"))
+    options.target_combo.setCurrentIndex(options.target_combo.findData("classes"))
+    assert options.names_edit.isEnabled()
+    options.names_edit.setText("three, names, here")
+    options.budget_spin.setValue(1)
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert any("3 class names" in message for message in errors(notes)), notes
+    assert not widget.versions
+    notes.clear()
+    options.names_edit.setText("bright, dark")
+    _train(qtbot, widget, timeout=60_000)
+    assert not errors(notes), notes
+    meta = widget.versions[0].metadata
+    assert meta["class_names"] == ["bright", "dark"]
+    expected = ["#" + "".join(f"{round(v * 255):02x}" for v in row) for row in painted]
+    assert meta["class_colors"] == expected

@@ -253,3 +253,43 @@ def test_closing_the_dock_cancels_the_run(segment, qtbot):
         viewer.window.remove_dock_widget(widget.parent())
     assert job.cancel_requested
     assert [layer.name for layer in viewer.layers] == ["big"]
+
+
+@pytest.fixture(scope="module")
+def class_model_path(tmp_path_factory):
+    """An untrained 3-class model with class names and colours in its metadata."""
+    from segloop.core.classes import class_style_metadata
+    from segloop.core.modelio import new_bundle, save_model
+    from segloop.core.models import preset
+
+    bundle = new_bundle(preset("unet", n_classes=3), "three", target="classes")
+    names, colors = ["nucleus", "cytoplasm", "debris"], ["#ff0000", "#00ff00", "#0000ff"]
+    bundle.metadata.update(class_style_metadata(3, names, colors))
+    path = tmp_path_factory.mktemp("classmodel") / "three.safetensors"
+    save_model(bundle, path)
+    return path
+
+
+def test_class_model_legend_and_unknown_threshold(dock, class_model_path, qtbot, notes):
+    viewer, widget = dock(SegmentWidget)
+    widget.add_model_file(class_model_path)
+    viewer.add_image(noisy_image(disks(THREE_DISKS)), name="cells")
+    widget.run()
+    wait_idle(qtbot, widget)
+    classes = viewer.layers["cells classes"]
+    assert classes.visible and set(np.unique(classes.data)) <= {1, 2, 3}  # "off": no 0
+    # The model's colours paint the class map and the status bar names the class.
+    rgba = classes.colormap.map(np.array([0, 1, 2, 3]))
+    np.testing.assert_allclose(rgba[1:, :3], np.eye(3), atol=1e-6)
+    assert rgba[0, 3] == 0  # unknown is transparent
+    features = classes.features.set_index("index")["class"].to_dict()
+    assert features == {0: "unknown", 1: "nucleus", 2: "cytoplasm", 3: "debris"}
+    value = int(classes.data[48, 48])
+    assert f"class: {features[value]}" in classes._get_properties((48, 48))
+    # An untrained network is unsure everywhere: a high threshold leaves every pixel 0.
+    widget.unknown_spin.setValue(0.95)
+    widget.run()
+    wait_idle(qtbot, widget)
+    assert not classes.data.any()
+    assert classes.features.shape[0] == 4  # legend re-applied on the updated layer
+    assert not errors(notes)

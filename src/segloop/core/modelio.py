@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .classes import ClassEntry, class_legend
 from .imageio import atomic_output
 from .models import ModelConfig, build_network
 
@@ -81,13 +82,9 @@ class ModelBundle:
         return {**DEFAULT_POSTPROCESS, **self.metadata.get("postprocess", {})}
 
     @property
-    def class_names(self) -> list[str]:
-        names = self.metadata.get("class_names")
-        if names:
-            return list(names)
-        if self.target == "instances":
-            return ["background", "interior", "border"]
-        return [f"class {i + 1}" for i in range(self.config.n_classes)]
+    def legend(self) -> list[ClassEntry]:
+        """Name and colour of every value of this model's class map (0 first)."""
+        return class_legend(self.metadata, self.config.n_classes)
 
 
 def new_metadata(name: str, target: str = "instances", **extra: Any) -> dict[str, Any]:

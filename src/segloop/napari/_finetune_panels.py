@@ -186,6 +186,13 @@ class OptionsPanel(QWidget):
         self.target_combo = _combo(
             {"instances": "instances (objects)", "classes": "classes (class ids, 0 = void)"}
         )
+        self.names_edit = QLineEdit()
+        self.names_edit.setPlaceholderText("e.g. nucleus, cytoplasm (ids 1, 2); empty: class 1, …")
+        self.names_edit.setToolTip(
+            "Names of the class ids 1, 2, … you painted, comma-separated. They and the "
+            "colours of the first pair's Labels layer are stored in the model and shown "
+            "on its class map."
+        )
         self.budget_combo = _combo({"epochs": "epochs", "minutes": "minutes"})
         self.budget_spin = _double(0.1, 10_000, 20, 1, 0)
         self.lr_spin = _double(1e-6, 1.0, train_adapters.LEARNING_RATES["model"], 1e-4, 5)
@@ -219,6 +226,7 @@ class OptionsPanel(QWidget):
         form.addRow("model", self.model_combo)
         form.addRow("architecture", self.arch_combo)
         form.addRow("target", self.target_combo)
+        form.addRow("class names", self.names_edit)
         budget = QHBoxLayout()
         budget.addWidget(self.budget_spin)
         budget.addWidget(self.budget_combo)
@@ -333,6 +341,8 @@ class OptionsPanel(QWidget):
     def _on_target_changed(self, *_args) -> None:
         """The weight map only applies to instance targets."""
         classes = self.is_class_model()
+        self.names_edit.setEnabled(classes)
+        self._form.setRowVisible(self.names_edit, classes)
         self.weight_check.setEnabled(not classes)
         self._on_weight_toggled(self.weight_check.isChecked() and not classes)
 
@@ -391,7 +401,19 @@ class OptionsPanel(QWidget):
             val_ids=self.val_ids(),
             crop=self.crop_spin.value(),
             batch_size=self.batch_spin.value(),
+            class_names=self.class_names(),
         )
+
+    def class_names(self) -> list[str] | None:
+        """Names typed for a new class model (None: defaults or not a class model)."""
+        if not self.is_class_model():
+            return None
+        from segloop.core.classes import parse_class_names
+
+        try:
+            return parse_class_names(self.names_edit.text())
+        except ValueError as exc:
+            raise adapters.UserError(str(exc)) from None
 
 
 def _combo(items: dict[str, str]) -> QComboBox:

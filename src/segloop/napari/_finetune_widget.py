@@ -26,11 +26,12 @@ from qtpy.QtWidgets import (
     QTabWidget,
 )
 
-from . import adapters, finetune_adapters
+from . import adapters, finetune_adapters, train_adapters
 from ._common import JobWidget
 from ._finetune_panels import OptionsPanel, PairsPanel
 from ._loss_plot import LossPlot, validation_point
 from ._segment_widget import MODEL_KEY, SegmentWidget, find_segment_widget
+from .legend import layer_class_colors, layer_class_names
 from .train_adapters import TrainOutput, remaining_seconds
 from .workers import Outcome, TrainJob
 
@@ -165,6 +166,11 @@ class FinetuneWidget(JobWidget):
             )
         self.refresh_project()
         request.overrides = dict(self.config_overrides)
+        if request.target == "classes" and self.pairs.pairs:
+            request.class_colors = layer_class_colors(
+                self.pairs.pairs[0][1], train_adapters.MAX_CLASSES
+            )
+            request.layer_class_names = layer_class_names(self.pairs.pairs[0][1])
         self.plot.clear("accuracy" if request.target == "classes" else "F1")
         self._events = {"start": time.monotonic(), "minutes": request.minutes, "trained": False}
         self.time_label.setText("")

@@ -12,6 +12,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QL
 
 from . import adapters
 from ._common import JobWidget, LayerCombo
+from .legend import apply_legend
 from .workers import Job, Outcome, segment_job
 
 if TYPE_CHECKING:
@@ -43,9 +44,10 @@ def find_segment_widget(viewer: napari.Viewer) -> SegmentWidget | None:
 class SegmentWidget(JobWidget):
     """Pick an image, a model and a device; Run adds/updates the result layers.
 
-    Results go to ``"<image> classes"`` (Labels, argmax class), ``"<image> foreground"``
-    (Image, foreground probability 0..1) and ``"<image> instances"`` (Labels). Re-running
-    updates these layers instead of adding new ones.
+    Results go to ``"<image> classes"`` (Labels, argmax class, coloured and named by the
+    model's class legend), ``"<image> foreground"`` (Image, foreground probability 0..1)
+    and ``"<image> instances"`` (Labels). Re-running updates these layers instead of
+    adding new ones.
     """
 
     run_text = "Run"
@@ -78,6 +80,16 @@ class SegmentWidget(JobWidget):
         self.scope_combo = QComboBox()
         self.scope_combo.addItems(SCOPES)
         self.scope_combo.setToolTip("For 2-D + t stacks: segment the frame shown or all frames")
+        self.unknown_spin = QDoubleSpinBox()
+        self.unknown_spin.setRange(0.0, 1.0)
+        self.unknown_spin.setSingleStep(0.05)
+        self.unknown_spin.setDecimals(2)
+        self.unknown_spin.setSpecialValueText("off")
+        self.unknown_spin.setToolTip(
+            "Class models: pixels whose most likely class has a probability below this "
+            "are left 0 = unknown instead of being forced into a class. 'off' = always "
+            "pick the most likely class."
+        )
         self.uncertainty_check = QCheckBox("show where the model is unsure")
         self.uncertainty_check.setToolTip(
             "Add the layer '<image> uncertainty' (normalised entropy of the class "
@@ -91,6 +103,7 @@ class SegmentWidget(JobWidget):
         self.form.addRow("tile size", self.tile_spin)
         self.form.addRow("object diameter", self.diameter_spin)
         self.form.addRow("min object size", self.min_size_spin)
+        self.form.addRow("unknown below", self.unknown_spin)
         self.form.addRow("stack scope", self.scope_combo)
         self.form.addRow("uncertainty", self.uncertainty_check)
         self._previous_model = 0
@@ -183,6 +196,7 @@ class SegmentWidget(JobWidget):
             min_size=None if self.min_size_spin.value() < 0 else self.min_size_spin.value(),
             diameter=self.diameter_spin.value() or None,
             uncertainty=self.uncertainty_check.isChecked(),
+            unknown_threshold=self.unknown_spin.value(),
         )
         self._target = (layer, frame, self.model_ref())
         return segment_job(request, **callbacks)
@@ -210,6 +224,8 @@ class SegmentWidget(JobWidget):
             out = adapters.upsert_layer(self.viewer, name, data, kind, like=layer, **style)
             if kind == "labels":
                 out.metadata[MODEL_KEY] = model
+            if suffix == "classes" and result.legend:
+                apply_legend(out, result.legend)
 
 
 def _spin(low: int, high: int, value: int, step: int = 1, special: str = "") -> QSpinBox:

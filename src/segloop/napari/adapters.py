@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -281,6 +281,7 @@ class SegmentRequest:
     min_size: int | None = None
     diameter: float | None = None
     uncertainty: bool = False
+    unknown_threshold: float = 0.0
 
 
 @dataclass
@@ -290,6 +291,7 @@ class SegmentOutput:
     segmentation: Any  # segloop.core.segment.Segmentation
     target: str = "instances"
     uncertainty: np.ndarray | None = None
+    legend: list = field(default_factory=list)  # core.classes.ClassEntry per class value
 
 
 def segment_run(request: SegmentRequest, should_stop: StopCheck = None) -> Generator:
@@ -306,10 +308,11 @@ def segment_run(request: SegmentRequest, should_stop: StopCheck = None) -> Gener
         device=request.device,
         diameter=request.diameter,
         min_size=request.min_size,
+        unknown_threshold=request.unknown_threshold,
     )
     seg = yield from segment_iter(bundle, request.image, options, should_stop)
     uncertainty = entropy_uncertainty(seg.probabilities) if request.uncertainty else None
-    return SegmentOutput(seg, bundle.target, uncertainty)
+    return SegmentOutput(seg, bundle.target, uncertainty, bundle.legend)
 
 
 # --------------------------------------------------------------------------- labels work

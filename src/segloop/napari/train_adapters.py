@@ -48,6 +48,9 @@ class TrainRequest:
     val_ids: list[str] | None = None
     crop: int = 256
     batch_size: int = 4
+    class_names: list[str] | None = None  # new class model: names of ids 1..K
+    class_colors: list[str] | None = None  # new class model: #rrggbb of ids 1.. (>= K)
+    layer_class_names: dict[int, str] = field(default_factory=dict)  # from layer features
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -212,6 +215,22 @@ def _n_classes(corrections: list, target: str) -> int:
     return max(top, 2)
 
 
+def _class_style(request: TrainRequest, n_classes: int) -> dict[str, list[str]]:
+    """Class names/colours of a new class model (checked against its class count)."""
+    from segloop.core.classes import class_style_metadata
+
+    colors = request.class_colors
+    colors = colors[:n_classes] if colors and len(colors) >= n_classes else None
+    names = request.class_names
+    if not names:
+        from_layer = [request.layer_class_names.get(k) for k in range(1, n_classes + 1)]
+        names = from_layer if all(from_layer) else None
+    try:
+        return class_style_metadata(n_classes, names, colors)
+    except ValueError as exc:
+        raise UserError(f"Class names: {exc}.") from None
+
+
 def scratch_iter(
     project: Any, request: TrainRequest, config: Any, should_stop: StopCheck = None
 ) -> Generator[Progress, None, tuple[Any, Any]]:
@@ -235,6 +254,8 @@ def scratch_iter(
     number = int(out_path.stem[1:])
     config_net = preset(request.arch, _n_classes(corrections, request.target))
     bundle = new_bundle(config_net, f"{project.root.name}-v{number}", target=request.target)
+    if request.target == "classes":
+        bundle.metadata.update(_class_style(request, config_net.n_classes))
     bundle.metadata.update(version=number, arch=request.arch)
     config.tune_postprocess = bool(val_set) and config.tune_postprocess
     result = yield from train_iter(bundle, train_set, config, val_set, None, should_stop)
