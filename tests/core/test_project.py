@@ -66,3 +66,34 @@ def test_fine_tune_improves_held_back_frame_and_saves_versions(tmp_path):
     info2, _ = run_to_end(fine_tune_iter(project, info.path, config))
     assert [v.version for v in project.versions()] == [1, 2]
     assert info2.metadata["parent"] == str(info.path)
+
+
+def test_fine_tune_scale_rescales_only_out_of_range_corrections():
+    from segloop.core.project import fine_tune_scale
+
+    native = new_bundle(ModelConfig(depth=3, base_channels=8), "native")
+    native.metadata.update(diameter=18.0, rescaled=False, training={})
+    assert fine_tune_scale(native, "auto", 38.0) == "auto"  # inside 12-45 px: native
+    assert fine_tune_scale(native, "auto", 110.0) == 18.0  # big DIC cells -> model size
+    assert fine_tune_scale(native, "auto", 6.0) == 18.0
+    assert fine_tune_scale(native, None, 110.0) is None  # explicit choices are kept
+    assert fine_tune_scale(native, 25.0, 110.0) == 25.0
+    rescaled = new_bundle(ModelConfig(depth=3, base_channels=8), "rescaled")
+    rescaled.metadata.update(diameter=30.0, rescaled=True)
+    assert fine_tune_scale(rescaled, "auto", 20.0) == "auto"  # train_iter keeps 30 px
+
+
+def test_fine_tuned_version_rescales_new_images_like_its_corrections(tmp_path):
+    base = new_bundle(ModelConfig(depth=3, base_channels=8), "base")
+    base.metadata.update(diameter=12.0, rescaled=False, training={})
+    base_path = save_model(base, tmp_path / "base.safetensors")
+    project = Project(tmp_path / "p", base_model=str(base_path))
+    for seed in range(2):  # disks of radius 30: ~60 px, far outside the native range
+        image, labels = random_disks(seed, n=3, shape=(192, 192), radius=(28, 32))
+        project.add_correction(image, labels, name=f"big{seed}")
+    config = TrainConfig(epochs=1, crop=64, batch_size=2, target_diameter="auto")
+    info, _ = run_to_end(fine_tune_iter(project, base_path, config, val_ids=[]))
+    version = load_model(info.path)
+    assert version.metadata["rescaled"] and version.diameter == pytest.approx(12.0)
+    assert version.metadata["native_diameter"] == pytest.approx(60.0, rel=0.15)
+    assert version.native_scale_factor == pytest.approx(12.0 / 60.0, rel=0.15)

@@ -31,8 +31,9 @@ from .evaluation import LabelledImage, evaluate_iter
 from .imageio import atomic_output, read_image, write_tiff
 from .modelio import ModelBundle, load_model, save_model
 from .progress import Progress, StopCheck
+from .scale import estimate_diameter
 from .segment import SegmentOptions
-from .training import TrainConfig, TrainResult, split_validation, train_iter
+from .training import NATIVE_RANGE, TrainConfig, TrainResult, split_validation, train_iter
 from .versions import VersionInfo, list_versions
 
 REPLAY_ROOT = Path(__file__).resolve().parent.parent / "data" / "replay"
@@ -149,6 +150,32 @@ def _score(bundle, data, should_stop):
     return {"f1": report.matches.f1, "seg": report.seg, "n_images": len(data)}
 
 
+def corrections_diameter(corrections: Sequence[LabelledImage]) -> float | None:
+    """Median object diameter (pixels) of instance corrections, None if unmeasurable."""
+    measured = [estimate_diameter(c.labels) for c in corrections]
+    measured = [d for d in measured if not np.isnan(d)]
+    return float(np.median(measured)) if measured else None
+
+
+def fine_tune_scale(
+    bundle: ModelBundle, target_diameter: float | str | None, measured: float | None
+) -> float | str | None:
+    """The training ``target_diameter`` for fine-tuning ``bundle`` on corrections whose
+    objects are ``measured`` pixels across.
+
+    With ``"auto"``, a model trained at native scale keeps native scale while the
+    corrected objects are within :data:`NATIVE_RANGE`; outside it (e.g. 110 px DIC cells
+    for a 18 px nuclei model) the corrections are rescaled to the model's diameter, so
+    the network sees objects of the size it knows. Rescaled models always rescale.
+    """
+    if target_diameter != "auto" or bundle.target != "instances":
+        return target_diameter
+    if bundle.metadata.get("rescaled") or not bundle.diameter or measured is None:
+        return target_diameter
+    inside = NATIVE_RANGE[0] <= measured <= NATIVE_RANGE[1]
+    return target_diameter if inside else bundle.diameter
+
+
 def fine_tune_iter(
     project: Project,
     base: str | Path,
@@ -203,7 +230,12 @@ def fine_tune_iter(
         name=f"{project.root.name}-{out_path.stem}",
     )
     config.tune_postprocess = bool(val_set) and config.tune_postprocess
+    measured = corrections_diameter(train_set) if bundle.target == "instances" else None
+    config.target_diameter = fine_tune_scale(bundle, config.target_diameter, measured)
     result = yield from train_iter(bundle, train_set + replay, config, val_set, None, should_stop)
+    if measured is not None and bundle.metadata.get("rescaled"):
+        # The user's images, not the replay sample, set how new images are rescaled.
+        bundle.metadata["native_diameter"] = measured
     after = {
         "corrections": (yield from _score(bundle, val_set, should_stop)),
         "base_validation": (yield from _score(bundle, base_val, should_stop)),
