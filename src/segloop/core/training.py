@@ -280,7 +280,9 @@ def train_iter(
             bundle.metadata["native_diameter"] = native_median
             bundle.metadata["diameter"] = target_diameter or native_median
             bundle.metadata["rescaled"] = target_diameter is not None
-    geometry = tile_geometry(bundle.config, config.crop)
+    # Crops larger than every (rescaled) image would be mostly padding: shrink them.
+    largest_side = max(max(sample.image.shape[-2:]) for sample in samples)
+    geometry = tile_geometry(bundle.config, min(config.crop, largest_side))
     settings = compute_settings(config.device, training=True)
     network = prepare_network(bundle.network, settings).train()
     optimizer = torch.optim.AdamW(
