@@ -1,9 +1,9 @@
-"""Make the screenshots of docs/napari.md (segment, weightmap, count and finetune .png).
+"""Make the screenshots of docs/napari.md (segment, weightmap, count, finetune, classes .png).
 
 Run under a display, e.g. headless::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots.py [--model MODEL]
-        [--only segment weightmap count finetune]
+        [--only segment weightmap count finetune classes]
 
 It opens napari, loads the shipped DSB2018 fluorescence sample, docks each segloop widget in
 turn, runs it and saves a screenshot of the whole window. For ``finetune.png`` the sample is
@@ -202,7 +202,66 @@ def finetune_step(viewer: napari.Viewer, model: str, epochs: int = 15) -> None:
     shoot(viewer, "finetune.png")
 
 
-STEPS = ("segment", "weightmap", "count", "finetune")
+def class_scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic cells: dark background, grey cytoplasm, bright nuclei; sparse strokes
+    of the three classes (1 background, 2 cytoplasm, 3 nucleus, 0 = not painted)."""
+    from skimage.draw import disk, line
+    from skimage.filters import gaussian
+
+    rng = np.random.default_rng(seed)
+    shape = (256, 256)
+    truth = np.ones(shape, np.uint8)
+    centres = [(64, 64), (70, 180), (180, 90), (190, 200)]
+    for y, x in centres:
+        truth[disk((y, x), 42, shape=shape)] = 2
+    for y, x in centres:
+        truth[disk((y + 6, x - 4), 16, shape=shape)] = 3
+    image = np.choose(truth - 1, [0.1, 0.45, 0.85]) + rng.normal(0, 0.08, shape)
+    image = gaussian(image, 1.0).astype(np.float32)
+    strokes = np.zeros(shape, np.uint8)
+    for (y, x), value in zip(centres[:2], (2, 2), strict=True):
+        strokes[line(y - 30, x - 20, y - 30, x + 20)] = value
+        strokes[line(y + 6, x - 12, y + 6, x + 4)] = 3
+    strokes[line(5, 5, 5, 120)] = 1
+    strokes[line(130, 5, 130, 40)] = 1
+    strokes[line(250, 120, 250, 250)] = 1
+    return image, strokes
+
+
+def classes_step(viewer: napari.Viewer, epochs: int = 60) -> None:
+    """Paint sparse strokes of three classes, train a class model, show its class map."""
+    image_data, strokes = class_scene()
+    viewer.layers.clear()
+    image = viewer.add_image(image_data, name="cells")
+    labels = viewer.add_labels(strokes, name="cells strokes")
+    widget = dock(viewer, "Fine-tune", width=600)
+    widget.pairs.add_pair(image, labels)
+    widget.pairs.mode_combo.setCurrentIndex(widget.pairs.mode_combo.findData("sparse"))
+    widget.pairs.set_folder(Path(tempfile.mkdtemp()) / "segloop-projects" / "cells")
+    options = widget.options
+    options.start_combo.setCurrentIndex(options.start_combo.findData("scratch"))
+    options.target_combo.setCurrentIndex(options.target_combo.findData("classes"))
+    options.names_edit.setText("background, cytoplasm, nucleus")
+    options.budget_spin.setValue(epochs)
+    options.crop_spin.setValue(128)
+    options.lr_spin.setValue(3e-3)
+    widget.run()
+    wait_until(lambda: not widget.running, timeout=900)
+    version = widget.versions[-1].path
+    segment = dock(viewer, "Segment")
+    segment.add_model_path(version, "cells v1")
+    segment.image_combo.set_layer(image)
+    segment.unknown_spin.setValue(0.6)
+    segment.run()
+    wait_until(lambda: not segment.running)
+    show_only(viewer, "cells", "cells classes", "cells strokes")
+    viewer.layers["cells classes"].opacity = 0.45
+    viewer.layers.selection.active = viewer.layers["cells classes"]
+    viewer.reset_view()
+    shoot(viewer, "classes.png")
+
+
+STEPS = ("segment", "weightmap", "count", "finetune", "classes")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         count_step(viewer)
     if "finetune" in args.only:
         finetune_step(viewer, model)
+    if "classes" in args.only:
+        classes_step(viewer)
     viewer.close()
     return 0
 
