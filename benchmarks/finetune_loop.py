@@ -1,8 +1,9 @@
 """Does the correct-and-retrain loop help? Fine-tune a model that never saw the modality on
 1, 2 and 4 "corrected" frames (their ground truth stands in for the user's corrections)
 for fixed CPU budgets, exactly as the Fine-tune widget does (core ``fine_tune_iter``:
-all corrections + replay of the base model's images, learning rate 3e-4, diameter
-"auto"), and score frames that were never used.
+all corrections + one replay image of the base model's per correction, learning rate
+1e-3, diameter "auto"; both picked with ``--validation`` on frames never reported), and
+score frames that were never used.
 
     python benchmarks/finetune_loop.py ecoli --budgets 60 180
     python benchmarks/finetune_loop.py dic --budgets 60 180
@@ -71,6 +72,8 @@ DATASETS = {
         lambda: dic_frames(["01_t039", "01_t054", "01_t067"]),
     ),
 }
+#: Frames for choosing settings (learning rate, replay), never the reported ones.
+VALIDATION = {"ecoli": lambda: ecoli_frames([4, 5]), "dic": lambda: dic_frames(["01_t033"])}
 
 
 def score(model, frames, diameter=None) -> dict:
@@ -91,11 +94,17 @@ def main() -> None:
     parser.add_argument("--base", default="nuclei")
     parser.add_argument("--frames", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--budgets", type=float, nargs="+", default=[60, 180])
-    parser.add_argument("--lr", type=float, default=3e-4, help="the Fine-tune widget's default")
+    parser.add_argument("--lr", type=float, default=1e-3, help="the Fine-tune widget's default")
+    parser.add_argument("--replay", type=float, default=1.0, help="replay images per correction")
+    parser.add_argument(
+        "--validation", action="store_true", help="score the validation frames instead"
+    )
     parser.add_argument("--out", default=None, help="default docs/results/finetune_<dataset>.json")
     args = parser.parse_args()
     out = Path(args.out or ROOT / "docs" / "results" / f"finetune_{args.dataset}.json")
     corrected_all, scored = (make() for make in DATASETS[args.dataset])
+    if args.validation:
+        scored = VALIDATION[args.dataset]()
     rows = []
 
     def emit(row: dict) -> None:
@@ -127,12 +136,18 @@ def main() -> None:
                     target_diameter="auto",
                 )
                 start = time.time()
-                info, result = run_to_end(fine_tune_iter(project, args.base, config, val_ids=[]))
+                info, result = run_to_end(
+                    fine_tune_iter(
+                        project, args.base, config, val_ids=[], replay_fraction=args.replay
+                    )
+                )
                 meta = info.metadata
                 emit(
                     {
                         "corrected_frames": n,
                         "budget_s": budget,
+                        "lr": args.lr,
+                        "replay": args.replay,
                         "steps": result.steps,
                         "wall_s": round(time.time() - start),
                         "scale": "rescaled" if meta.get("rescaled") else "native",

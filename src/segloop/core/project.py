@@ -181,7 +181,7 @@ def fine_tune_iter(
     base: str | Path,
     config: TrainConfig,
     val_ids: Sequence[str] | None = None,
-    replay_fraction: float = 0.5,
+    replay_fraction: float = 1.0,
     should_stop: StopCheck = None,
 ) -> Generator[Progress, None, tuple[VersionInfo, TrainResult]]:
     """Fine-tune ``base`` on all corrections (+ replay) and save the next version.
@@ -192,7 +192,10 @@ def fine_tune_iter(
         Corrections held out for validation; default: one in five, at least one when
         there are two or more corrections (none with a single correction).
     replay_fraction : float
-        Replay images added per correction (rounded up; 0 disables replay).
+        Replay images added per training correction (rounded up; 0 disables replay).
+        1.0 (one replay image per correction) was picked on E. coli validation frames
+        (``benchmarks/finetune_loop.py --validation``): 2 per correction held the new
+        modality back (SEG 0.64 vs 0.77 after 180 s).
     """
     corrections = project.load_corrections()
     if not corrections:
@@ -213,7 +216,7 @@ def fine_tune_iter(
     replay = replay_data(bundle, "train")
     if replay and replay_fraction > 0:
         rng = np.random.default_rng(config.seed)
-        n_replay = min(len(replay), int(np.ceil(len(train_set) * replay_fraction * 4)))
+        n_replay = min(len(replay), int(np.ceil(len(train_set) * replay_fraction)))
         replay = [replay[i] for i in rng.choice(len(replay), n_replay, replace=False)]
     else:
         replay = []
@@ -233,9 +236,12 @@ def fine_tune_iter(
     measured = corrections_diameter(train_set) if bundle.target == "instances" else None
     config.target_diameter = fine_tune_scale(bundle, config.target_diameter, measured)
     result = yield from train_iter(bundle, train_set + replay, config, val_set, None, should_stop)
-    if measured is not None and bundle.metadata.get("rescaled"):
-        # The user's images, not the replay sample, set how new images are rescaled.
+    if measured is not None:
+        # The user's objects, not the replay sample's, are what the version is for: they
+        # set how new images are rescaled (and the diameter of a native-scale version).
         bundle.metadata["native_diameter"] = measured
+        if not bundle.metadata.get("rescaled"):
+            bundle.metadata["diameter"] = measured
     after = {
         "corrections": (yield from _score(bundle, val_set, should_stop)),
         "base_validation": (yield from _score(bundle, base_val, should_stop)),
