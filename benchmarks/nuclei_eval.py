@@ -63,6 +63,10 @@ def main() -> None:
     parser.add_argument("--model", default="nuclei")
     parser.add_argument("--part", default="test", choices=["val", "test"])
     parser.add_argument("--scales", type=float, nargs="*", default=[0.5, 2.0])
+    parser.add_argument("--limit", type=int, default=None, help="first N images of the part")
+    parser.add_argument(
+        "--diameters", nargs="+", default=["none", "auto"], help="for the rescaled copies"
+    )
     parser.add_argument("--out", default="docs/results/nuclei_eval.json")
     args = parser.parse_args()
     split = json.loads((ROOT / "scripts" / "splits" / "nuclei.json").read_text())
@@ -71,6 +75,7 @@ def main() -> None:
     }
     wanted = set(split[args.part])
     data = [d for d in load_pairs(DSB / "images", DSB / "masks") if d.name in wanted]
+    data = data[: args.limit] if args.limit else data
     bundle = load_model(args.model)
     report = run_to_end(evaluate_iter(bundle, data, SegmentOptions()))
     rows = {r["name"]: r for r in report.per_image}
@@ -112,9 +117,10 @@ def main() -> None:
             )
             for d in data
         ]
-        for diameter in (None, "auto"):
-            rep = run_to_end(evaluate_iter(bundle, scaled, SegmentOptions(diameter=diameter)))
-            result[f"scale {scale} diameter {diameter or 'none'}"] = rep.summary()
+        for name in args.diameters:
+            options = SegmentOptions(diameter=None if name == "none" else name)
+            rep = run_to_end(evaluate_iter(bundle, scaled, options))
+            result[f"scale {scale} diameter {name}"] = rep.summary()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

@@ -8,7 +8,7 @@ import tifffile
 from PIL import Image
 
 from segloop.napari._reader import napari_get_reader
-from segloop.napari._sample_data import fluorescence, histology
+from segloop.napari._sample_data import ecoli, fluorescence, histology
 from segloop.napari._writer import write_labels
 
 from .conftest import THREE_DISKS, disks
@@ -75,12 +75,14 @@ def test_writer_through_napari(make_napari_viewer, tmp_path):
     assert tifffile.imread(path).dtype == np.uint16
 
 
-@pytest.mark.parametrize("factory, shape", [(fluorescence, (256, 256)), (histology, (256, 320))])
+@pytest.mark.parametrize(
+    "factory, shape", [(fluorescence, (256, 256)), (histology, (256, 320)), (ecoli, (320, 320))]
+)
 def test_sample_data_functions(factory, shape):
     (image, image_meta, image_kind), (masks, masks_meta, masks_kind) = factory()
     assert image_kind == "image" and masks_kind == "labels"
     assert image.shape[:2] == shape == masks.shape
-    assert masks.max() > 20 and not masks_meta["visible"]
+    assert masks.max() > 10 and not masks_meta["visible"]
 
 
 def test_open_sample_in_viewer(make_napari_viewer):

@@ -1,6 +1,7 @@
-"""Sample data: two CC0 images of the 2018 Data Science Bowl with their nucleus masks.
+"""Sample data: two CC0 images of the 2018 Data Science Bowl with their nucleus masks, and
+one E. coli phase-contrast crop with its cell masks.
 
-See ``segloop/data/README.md`` for the image ids and the attribution (Caicedo et al. 2019).
+See ``segloop/data/README.md`` for the sources and attributions.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ LayerData = tuple[np.ndarray, dict[str, Any], str]
 SAMPLES = {
     "fluorescence": "dsb2018_fluorescence",
     "histology": "dsb2018_histology",
+    "ecoli": "ecoli_phase",
 }
+#: Layer name prefix per sample.
+KINDS = {"fluorescence": "nuclei", "histology": "nuclei", "ecoli": "E. coli"}
 
 
 def _read(file_name: str) -> np.ndarray:
@@ -29,11 +33,12 @@ def sample_layers(key: str) -> list[LayerData]:
     stem = SAMPLES[key]
     image = _read(f"{stem}.png")
     masks = _read(f"{stem}_masks.png").astype(np.int32)
-    image_kwargs: dict[str, Any] = {"name": f"nuclei {key}", "rgb": image.ndim == 3}
-    if image.ndim == 2:  # dim 8-bit fluorescence: stretch the display, not the data
+    kind = KINDS[key]
+    image_kwargs: dict[str, Any] = {"name": f"{kind} {key}", "rgb": image.ndim == 3}
+    if image.ndim == 2:  # dim fluorescence / 16-bit phase: stretch the display, not the data
         low, high = np.percentile(image, [0.5, 99.8])
         image_kwargs["contrast_limits"] = (float(low), float(max(high, low + 1)))
-    masks_kwargs = {"name": f"nuclei {key} masks", "visible": False, "opacity": 0.5}
+    masks_kwargs = {"name": f"{kind} {key} masks", "visible": False, "opacity": 0.5}
     return [(image, image_kwargs, "image"), (masks, masks_kwargs, "labels")]
 
 
@@ -45,3 +50,8 @@ def fluorescence() -> list[LayerData]:
 def histology() -> list[LayerData]:
     """H&E-stained tissue, 256 x 320 RGB, 45 nuclei (DSB2018 ``7773ac91…``)."""
     return sample_layers("histology")
+
+
+def ecoli() -> list[LayerData]:
+    """E. coli colony in phase contrast, 320 x 320 uint16, 17 cells (van Vliet 2018, t9)."""
+    return sample_layers("ecoli")
