@@ -194,7 +194,10 @@ def main(argv=None) -> int:
         result = run_to_end(
             train_iter(bundle, split["train"], config, split["val"], work), ProgressPrinter()
         )
-        bundle.metadata["training"]["split_file"] = f"scripts/splits/{args.model}.json"
+        if "frames" in recipe:
+            bundle.metadata["training"]["split_frames"] = recipe["frames"]
+        else:
+            bundle.metadata["training"]["split_file"] = f"scripts/splits/{args.model}.json"
         bundle.metadata["training"]["wall_minutes"] = round((time.time() - start) / 60, 1)
         save_model(result.bundle, out, half=True)
         work.unlink(missing_ok=True)
