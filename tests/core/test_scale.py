@@ -85,3 +85,12 @@ def test_rescale_image_and_probabilities() -> None:
     assert np.abs(back - probs).mean() < 0.05
     with pytest.raises(ValueError):
         rescale_image(image, 0.0)
+
+
+def test_area_weighted_diameter_ignores_small_fragments():
+    labels = np.zeros((200, 200), np.int32)
+    labels[disk((100, 100), 40)] = 1  # one 80 px object
+    for index in range(6):  # and six 4 px fragments, as on an over-split large cell
+        labels[10 + 30 * index : 13 + 30 * index, 5:8] = index + 2
+    assert estimate_diameter(labels) < 10  # plain median: a fragment
+    assert estimate_diameter(labels, area_weighted=True) == pytest.approx(80, rel=0.05)

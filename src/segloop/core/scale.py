@@ -29,7 +29,7 @@ def _object_areas(labels: np.ndarray) -> np.ndarray:
     return counts[counts > 0]
 
 
-def estimate_diameter(labels: np.ndarray) -> float:
+def estimate_diameter(labels: np.ndarray, area_weighted: bool = False) -> float:
     """Median equivalent diameter ``sqrt(4 * area / pi)`` of the labelled objects.
 
     Parameters
@@ -37,6 +37,10 @@ def estimate_diameter(labels: np.ndarray) -> float:
     labels : np.ndarray
         Integer labels ``(H, W)`` or ``(T, H, W)`` (objects counted per frame, so label
         ids may repeat across frames). Boolean masks count as one object per frame.
+    area_weighted : bool
+        Weight each object by its area: the diameter of the object a random foreground
+        pixel belongs to. Robust to the many small fragments a network produces on
+        objects much larger than it was trained on (used by ``diameter="auto"``).
 
     Returns
     -------
@@ -52,7 +56,12 @@ def estimate_diameter(labels: np.ndarray) -> float:
         raise ValueError(f"labels must be (H, W) or (T, H, W), got shape {labels.shape}")
     if areas.size == 0:
         return float("nan")
-    return float(np.median(np.sqrt(4.0 * areas / np.pi)))
+    diameters = np.sqrt(4.0 * areas / np.pi)
+    if not area_weighted:
+        return float(np.median(diameters))
+    order = np.argsort(diameters)
+    cumulative = np.cumsum(areas[order].astype(float))
+    return float(diameters[order][np.searchsorted(cumulative, cumulative[-1] / 2.0)])
 
 
 def scale_factor(diameter: float, target_diameter: float) -> float:

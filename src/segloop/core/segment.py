@@ -119,7 +119,7 @@ def _segment_frame(bundle, frame, options, settings, should_stop, stage):
     if diameter == "auto" and model_diameter and bundle.target == "instances":
         # Measure what the first pass found (in input pixels) and re-run at the scale that
         # gives those objects the model's diameter, unless it is already close.
-        measured = estimate_diameter(labels)
+        measured = estimate_diameter(labels, area_weighted=True)
         if not math.isnan(measured):
             used = measured
             new_factor = float(np.clip(model_diameter / measured, *SCALE_LIMITS))
