@@ -42,6 +42,7 @@ def test_run_adds_then_updates_three_layers(segment, qtbot, notes):
     assert tuple(foreground.contrast_limits) == (0.0, 1.0)
     assert foreground.colormap.name == "magma"
     assert widget.device_label.text().startswith("cpu")
+    assert widget.device_label.text().endswith("native scale")  # this model has no diameter
     assert widget.progress.value() == 100 and widget.run_button.isEnabled()
     assert not errors(notes)
 

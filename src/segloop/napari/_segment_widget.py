@@ -64,7 +64,10 @@ class SegmentWidget(JobWidget):
         self.device_combo = QComboBox()
         self.device_combo.addItems(adapters.DEVICE_CHOICES)
         self.device_label = QLabel("not run yet")
-        self.device_label.setToolTip("Device and precision used by the last run")
+        self.device_label.setToolTip(
+            "Device, precision and object diameter (pixels, in this image) used by the last "
+            "run; with a diameter set or 'auto' the image was rescaled to the model's size"
+        )
         self.tile_spin = _spin(0, 2048, 0, step=64, special="model default")
         self.tile_spin.setToolTip("Side of the square tiles the network sees (pixels)")
         self.diameter_spin = QDoubleSpinBox()
@@ -205,7 +208,7 @@ class SegmentWidget(JobWidget):
         result: adapters.SegmentOutput = outcome.value
         seg = result.segmentation
         layer, frame, model = self._target
-        self.device_label.setText(seg.device)
+        self.device_label.setText(f"{seg.device}; {_diameter_text(seg.diameters)}")
         class_model = result.target == "classes"
         outputs = {
             "classes": ("labels", seg.classes, {"opacity": 0.5, "visible": class_model}),
@@ -226,6 +229,14 @@ class SegmentWidget(JobWidget):
                 out.metadata[MODEL_KEY] = model
             if suffix == "classes" and result.legend:
                 apply_legend(out, result.legend)
+
+
+def _diameter_text(diameters: list) -> str:
+    """'object diameter 18 px' (median over frames) or 'native scale'."""
+    used = [d for d in diameters if d]
+    if not used:
+        return "native scale"
+    return f"object diameter {sorted(used)[len(used) // 2]:.0f} px"
 
 
 def _spin(low: int, high: int, value: int, step: int = 1, special: str = "") -> QSpinBox:
