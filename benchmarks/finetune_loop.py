@@ -37,9 +37,9 @@ from segloop.core.evaluation import LabelledImage, evaluate_iter
 from segloop.core.imageio import read_image
 from segloop.core.modelio import load_model
 from segloop.core.progress import run_to_end
-from segloop.core.project import Project, corrections_diameter, fine_tune_iter
+from segloop.core.project import Project, fine_tune_iter
 from segloop.core.segment import SegmentOptions
-from segloop.core.training import TrainConfig
+from segloop.core.training import TrainConfig, median_diameter
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -114,7 +114,7 @@ def main() -> None:
         out.write_text(json.dumps(rows, indent=1))
 
     emit({"corrected_frames": 0, "budget_s": 0, "scale": "native", **score(args.base, scored)})
-    typed = corrections_diameter(corrected_all[:1])
+    typed = median_diameter(corrected_all[:1])
     emit(
         {
             "corrected_frames": 0,

@@ -31,9 +31,15 @@ from .evaluation import LabelledImage, evaluate_iter
 from .imageio import atomic_output, read_image, write_tiff
 from .modelio import ModelBundle, load_model, save_model
 from .progress import Progress, StopCheck
-from .scale import estimate_diameter
 from .segment import SegmentOptions
-from .training import NATIVE_RANGE, TrainConfig, TrainResult, split_validation, train_iter
+from .training import (
+    NATIVE_RANGE,
+    TrainConfig,
+    TrainResult,
+    median_diameter,
+    split_validation,
+    train_iter,
+)
 from .versions import VersionInfo, list_versions
 
 REPLAY_ROOT = Path(__file__).resolve().parent.parent / "data" / "replay"
@@ -150,13 +156,6 @@ def _score(bundle, data, should_stop):
     return {"f1": report.matches.f1, "seg": report.seg, "n_images": len(data)}
 
 
-def corrections_diameter(corrections: Sequence[LabelledImage]) -> float | None:
-    """Median object diameter (pixels) of instance corrections, None if unmeasurable."""
-    measured = [estimate_diameter(c.labels) for c in corrections]
-    measured = [d for d in measured if not np.isnan(d)]
-    return float(np.median(measured)) if measured else None
-
-
 def fine_tune_scale(
     bundle: ModelBundle, target_diameter: float | str | None, measured: float | None
 ) -> float | str | None:
@@ -233,7 +232,7 @@ def fine_tune_iter(
         name=f"{project.root.name}-{out_path.stem}",
     )
     config.tune_postprocess = bool(val_set) and config.tune_postprocess
-    measured = corrections_diameter(train_set) if bundle.target == "instances" else None
+    measured = median_diameter(train_set) if bundle.target == "instances" else None
     config.target_diameter = fine_tune_scale(bundle, config.target_diameter, measured)
     result = yield from train_iter(bundle, train_set + replay, config, val_set, None, should_stop)
     if measured is not None:

@@ -107,6 +107,13 @@ NATIVE_RANGE = (12.0, 45.0)
 DEFAULT_DIAMETER = 30.0
 
 
+def median_diameter(data: Sequence[LabelledImage]) -> float | None:
+    """Median of the per-image median object diameters (pixels); None if none measurable."""
+    measured = [estimate_diameter(item.labels) for item in data]
+    measured = [d for d in measured if not math.isnan(d)]
+    return float(np.median(measured)) if measured else None
+
+
 def resolve_target_diameter(
     value: float | str | None, bundle: ModelBundle, data: Sequence[LabelledImage]
 ) -> float | None:
@@ -126,11 +133,9 @@ def resolve_target_diameter(
         return bundle.diameter
     if "training" in bundle.metadata or bundle.target != "instances":
         return None
-    measured = [estimate_diameter(item.labels) for item in data]
-    measured = [d for d in measured if not math.isnan(d)]
-    if not measured:
+    median = median_diameter(data)
+    if median is None:
         return None
-    median = float(np.median(measured))
     return None if NATIVE_RANGE[0] <= median <= NATIVE_RANGE[1] else DEFAULT_DIAMETER
 
 
@@ -273,10 +278,8 @@ def train_iter(
     if bundle.target == "instances":
         if not any(s.n_objects for s in samples):
             raise ValueError("the training labels contain no objects")
-        native = [estimate_diameter(item.labels) for item in data]
-        native = [d for d in native if not math.isnan(d)]
-        if native:
-            native_median = float(np.median(native))
+        native_median = median_diameter(data)
+        if native_median is not None:
             bundle.metadata["native_diameter"] = native_median
             bundle.metadata["diameter"] = target_diameter or native_median
             bundle.metadata["rescaled"] = target_diameter is not None
