@@ -158,7 +158,19 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--out", default=None, help="default: src/segloop/models/<model>.safetensors"
     )
+    parser.add_argument(
+        "--target-diameter",
+        type=float,
+        default=None,
+        help="rescale every training pair so its objects are this many pixels across "
+        "(default: the recipe's choice)",
+    )
     parser.add_argument("--evaluate-only", action="store_true")
+    parser.add_argument(
+        "--skip-test",
+        action="store_true",
+        help="train (and tune) only; leave the test split untouched",
+    )
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -188,7 +200,10 @@ def main(argv=None) -> int:
             )
             bundle.metadata["preprocess"]["invert"] = recipe["invert"]
         epochs = args.epochs or (None if args.minutes else recipe["epochs"])
-        config = TrainConfig(minutes=args.minutes, epochs=epochs, **recipe["train"])
+        train_options = dict(recipe["train"])
+        if args.target_diameter:
+            train_options["target_diameter"] = args.target_diameter
+        config = TrainConfig(minutes=args.minutes, epochs=epochs, **train_options)
         start = time.time()
         work = out.with_suffix(".work.safetensors")
         result = run_to_end(
@@ -205,6 +220,9 @@ def main(argv=None) -> int:
     if args.tune:
         settings, f1 = retune(bundle, split["val"][:32])
         print(f"post-processing tuned on val: {settings} (F1 {f1:.4f})", file=sys.stderr)
+    if args.skip_test:
+        save_model(bundle, out, half=True)
+        return 0
     report = evaluate(bundle, split["test"])
     metrics = {"test": report.summary()}
     bundle.metadata["metrics"] = metrics

@@ -137,6 +137,14 @@ def test_predict_and_count_write_the_contract_files(disk_model, tmp_path, capsys
     assert len(object_rows) == 9 and float(object_rows[0]["mean_intensity"]) > 100
 
 
+def test_predict_native_scale_with_flip_averaging(disk_model, tmp_path):
+    image, _ = disks_image([(30, 30), (30, 48), (90, 90)], [9, 9, 8])
+    write_tiff(tmp_path / "in" / "cells.tif", (image * 255).clip(0, 255).astype(np.uint8))
+    argv = ["predict", "--model", str(disk_model), "--diameter", "native", "--tta"]
+    assert main([*argv, "--out", str(tmp_path / "out"), str(tmp_path / "in")]) == 0
+    assert read_image(tmp_path / "out" / "cells_labels.tif").max() == 3
+
+
 def test_weightmap_command(tmp_path):
     _, labels = disks_image([(30, 30), (30, 52)], [9, 9], shape=(64, 64))
     write_tiff(tmp_path / "mask.tif", labels.astype(np.uint16))
@@ -157,6 +165,10 @@ def test_weightmap_command(tmp_path):
         ),
         (["train", "--images", "{tmp}", "--masks", "{tmp}/nowhere", "--out", "{tmp}/m"], "nowhere"),
         (["weightmap", "{tmp}/corrupt.png", "--out", "{tmp}/w.tif"], "corrupt.png"),
+        (
+            ["predict", "--model", "nuclei", "--diameter", "big", "--out", "{tmp}/o", "{tmp}"],
+            "'auto' or 'native'",
+        ),
     ],
 )
 def test_bad_input_exits_1_with_one_line(tmp_path, capsys, argv, message):

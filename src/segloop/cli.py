@@ -49,8 +49,13 @@ def _segment_options(args):
     from .core.segment import SegmentOptions
 
     diameter = args.diameter
-    if diameter not in (None, "auto"):
-        diameter = float(diameter)
+    if diameter not in (None, "auto", "native"):
+        try:
+            diameter = float(diameter)
+        except ValueError:
+            raise ValueError(
+                f"--diameter must be a number of pixels, 'auto' or 'native', not {diameter!r}"
+            ) from None
     return SegmentOptions(
         tile=args.tile,
         batch=args.batch,
@@ -58,6 +63,7 @@ def _segment_options(args):
         diameter=diameter,
         min_size=args.min_size,
         unknown_threshold=args.unknown_threshold,
+        tta=args.tta,
     )
 
 
@@ -243,7 +249,15 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--diameter",
         default=None,
-        help="object diameter in pixels, or 'auto' (default: native scale)",
+        help="object diameter in pixels, 'auto' (measure it with a first pass) or 'native' "
+        "(no rescaling); default: the model's choice (`segloop info` shows it)",
+    )
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="test-time augmentation: average the 8 flips/rotations (8x slower); "
+        "default: the model's choice",
     )
     parser.add_argument("--min-size", type=int, default=None, help="smallest object area kept")
     parser.add_argument(

@@ -110,3 +110,31 @@ def test_device_choice():
             resolve_device("cuda")
     description = compute_settings("cpu").describe()
     assert description.startswith("cpu (") and "channels_last" in description
+
+
+@pytest.mark.parametrize("k,flip", [(1, False), (2, False), (3, True), (0, True)])
+def test_flip_averaging_is_equivariant(k, flip):
+    # The mean over all 8 symmetries of the square commutes with each of them, whatever
+    # the network: rotating/flipping the input must rotate/flip the averaged output.
+    from segloop.core.predict import _tile_probabilities, _transform
+
+    torch.manual_seed(0)
+    config = ModelConfig(depth=2, base_channels=4)
+    network = build_network(config).eval()
+    tiles = torch.rand(2, 1, 32, 32)
+    averaged = _tile_probabilities(network, tiles, fp32(), tta=True)
+    moved = _tile_probabilities(network, _transform(tiles, k, flip), fp32(), tta=True)
+    expected = _transform(torch.from_numpy(averaged), k, flip).numpy()
+    np.testing.assert_allclose(moved, expected, atol=1e-5)
+    plain = _tile_probabilities(network, tiles, fp32(), tta=False)
+    assert np.abs(plain - averaged).max() > 1e-3  # an untrained net is not symmetric
+
+
+def test_flip_averaging_through_predict():
+    bundle = new_bundle(ModelConfig(depth=2, base_channels=4), "x")
+    image = np.random.default_rng(1).random((70, 90)).astype(np.float32)
+    plain = predict_probabilities(bundle, image, tile=64, settings=fp32())
+    averaged = predict_probabilities(bundle, image, tile=64, settings=fp32(), tta=True)
+    assert averaged.shape == plain.shape == (3, 70, 90)
+    np.testing.assert_allclose(averaged.sum(0), 1.0, atol=1e-4)
+    assert not np.allclose(averaged, plain, atol=1e-3)

@@ -67,3 +67,40 @@ def test_auto_diameter_finds_small_and_large_cells(rescaled_disk_model, radius):
     assert result.instances.max() == len(centres)
     assert result.diameters[0] == pytest.approx(2 * radius, rel=0.25)
     assert match_instances(labels, result.instances).f1 == 1.0
+
+
+def test_model_default_diameter_and_explicit_native(rescaled_disk_model):
+    bundle = load_model(rescaled_disk_model)
+    image, labels = disks_image([(60, 60), (60, 180), (180, 120)], [40, 40, 40], (240, 240))
+    native = segment(bundle, image)  # no stored default: training scale, no rescaling
+    assert native.scale_factors == [pytest.approx(bundle.native_scale_factor)]
+    bundle.metadata["predict"] = {"diameter": "auto"}
+    measured = segment(bundle, image)
+    assert measured.scale_factors[0] == pytest.approx(24.0 / 80.0, rel=0.25)
+    assert match_instances(labels, measured.instances).f1 == 1.0
+    assert segment(bundle, image, diameter="native").scale_factors == native.scale_factors
+    with pytest.raises(ValueError, match="'auto' or 'native'"):
+        segment(bundle, image, diameter="big")
+    with pytest.raises(ValueError, match="positive"):
+        segment(bundle, image, diameter=-3.0)
+
+
+def test_flip_averaging_follows_the_model_default(disk_model, monkeypatch):
+    import segloop.core.segment as segment_module
+
+    seen = []
+    original = segment_module.predict_probabilities_iter
+
+    def spy(*args):
+        seen.append(args[-1])
+        return original(*args)
+
+    monkeypatch.setattr(segment_module, "predict_probabilities_iter", spy)
+    bundle = load_model(disk_model)
+    image = random_disks(0)[0]
+    segment(bundle, image)
+    bundle.metadata["predict"] = {"tta": True}
+    with_tta = segment(bundle, image)
+    segment(bundle, image, tta=False)
+    assert seen == [False, True, False]
+    assert with_tta.instances.max() >= 3

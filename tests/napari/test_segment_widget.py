@@ -294,3 +294,30 @@ def test_class_model_legend_and_unknown_threshold(dock, class_model_path, qtbot,
     assert not classes.data.any()
     assert classes.features.shape[0] == 4  # legend re-applied on the updated layer
     assert not errors(notes)
+
+
+def test_object_size_and_flip_averaging_choices(dock, qtbot, rescaled_disk_model, notes):
+    """Typed diameter, 'measure (auto)' and flip averaging reach the run."""
+    from segloop.core.scale import estimate_diameter
+
+    viewer, widget = dock(SegmentWidget)
+    widget.add_model_file(rescaled_disk_model)
+    big = disks([(60, 60), (60, 180), (180, 120)], radius=40, shape=(240, 240))
+    viewer.add_image(noisy_image(big) + 0.1, name="cells")
+    assert widget.diameter_choice() is None and not widget.diameter_spin.isEnabled()
+    widget.size_combo.setCurrentText("diameter (px)")
+    assert widget.diameter_spin.isEnabled()
+    widget.diameter_spin.setValue(80.0)
+    widget.tta_combo.setCurrentText("on (8x slower)")
+    widget.run()
+    wait_idle(qtbot, widget, timeout=60_000)
+    assert widget.device_label.text().endswith("object diameter 80 px")
+    assert viewer.layers["cells instances"].data.max() == 3
+    widget.size_combo.setCurrentText("measure (auto)")
+    assert widget.diameter_choice() == "auto" and not widget.diameter_spin.isEnabled()
+    widget.run()
+    wait_idle(qtbot, widget, timeout=60_000)
+    measured = float(widget.device_label.text().split("object diameter ")[1].split()[0])
+    assert measured == pytest.approx(estimate_diameter(big), rel=0.2)
+    assert viewer.layers["cells instances"].data.max() == 3
+    assert not errors(notes)

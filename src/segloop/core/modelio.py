@@ -34,6 +34,10 @@ DEFAULT_POSTPROCESS = {
     "smooth": 1.0,
 }
 DEFAULT_PREPROCESS = {"invert": "never", "percentiles": [1.0, 99.8]}
+#: Prediction defaults a model may override in ``metadata["predict"]`` (chosen on its
+#: validation split): object ``diameter`` of new images (None = the training images'
+#: scale, ``"auto"`` = measure it with a first pass) and test-time augmentation.
+DEFAULT_PREDICT: dict[str, Any] = {"diameter": None, "tta": False}
 
 
 class ModelFileError(ValueError):
@@ -80,6 +84,11 @@ class ModelBundle:
     @property
     def postprocess(self) -> dict[str, Any]:
         return {**DEFAULT_POSTPROCESS, **self.metadata.get("postprocess", {})}
+
+    @property
+    def predict_defaults(self) -> dict[str, Any]:
+        """What :class:`~segloop.core.segment.SegmentOptions` left as None falls back to."""
+        return {**DEFAULT_PREDICT, **self.metadata.get("predict", {})}
 
     @property
     def legend(self) -> list[ClassEntry]:

@@ -28,8 +28,11 @@ class SegmentOptions:
     """User choices for :func:`segment_iter` (``None`` = the model's stored default).
 
     ``diameter`` is the typical object diameter in pixels of the input image, ``"auto"``
-    to estimate it with a first pass, or ``None`` to assume the scale of the model's
-    training images (no rescaling for models trained at native scale).
+    to estimate it with a first pass, ``"native"`` to assume the scale of the model's
+    training images (no rescaling for models trained at native scale), or ``None`` for
+    the model's stored default (``metadata["predict"]["diameter"]``; native if unset).
+    ``tta`` averages the 8 flips/rotations of every tile (8x slower); ``None`` uses the
+    model's stored choice (off unless its validation split chose it).
     """
 
     tile: int | None = None
@@ -40,6 +43,7 @@ class SegmentOptions:
     seed_threshold: float | None = None
     min_size: int | None = None
     unknown_threshold: float = 0.0
+    tta: bool | None = None
 
 
 @dataclass
@@ -91,44 +95,64 @@ def _postprocess(
     return classes, labels
 
 
-def _predict_at_scale(bundle, frame, factor, options, settings, should_stop, stage):
+def _predict_at_scale(bundle, frame, factor, options, settings, should_stop, stage, tta):
     """Probabilities for one normalised 2-D frame, predicted at ``factor`` x its size."""
     scaled = rescale_image(frame, factor) if factor != 1.0 else frame
     probs = yield from predict_probabilities_iter(
-        bundle, scaled, options.tile, options.batch, settings, should_stop, stage
+        bundle, scaled, options.tile, options.batch, settings, should_stop, stage, tta
     )
     if factor != 1.0:
         probs = resize_to_shape(probs, frame.shape[-2:], order=1)
     return probs
 
 
+def resolve_diameter(bundle: ModelBundle, diameter: float | str | None) -> float | str | None:
+    """A number, ``"auto"`` or None (= native scale) from a user's diameter choice."""
+    if diameter is None:
+        diameter = bundle.predict_defaults["diameter"]
+    if diameter in (None, "native"):
+        return None
+    if diameter == "auto":
+        return diameter
+    if isinstance(diameter, bool) or not isinstance(diameter, (int, float)):
+        raise ValueError(
+            f"diameter must be a number of pixels, 'auto' or 'native', not {diameter!r}"
+        )
+    if not diameter > 0:
+        raise ValueError("diameter must be positive")
+    return float(diameter)
+
+
 def _segment_frame(bundle, frame, options, settings, should_stop, stage):
     """Segment one normalised frame; returns (probs, classes, labels, diameter, factor)."""
     model_diameter = bundle.diameter
-    diameter = options.diameter
+    diameter = resolve_diameter(bundle, options.diameter)
+    tta = bool(bundle.predict_defaults["tta"]) if options.tta is None else options.tta
+    measure = diameter == "auto" and bool(model_diameter) and bundle.target == "instances"
     factor = bundle.native_scale_factor
-    if isinstance(diameter, (int, float)) and not isinstance(diameter, bool):
-        if diameter <= 0:
-            raise ValueError("diameter must be positive")
-        factor = model_diameter / float(diameter) if model_diameter else 1.0
+    if isinstance(diameter, float):
+        factor = model_diameter / diameter if model_diameter else 1.0
+    # The measuring pass of 'auto' only needs rough objects: no test-time augmentation.
     probs = yield from _predict_at_scale(
-        bundle, frame, factor, options, settings, should_stop, stage
+        bundle, frame, factor, options, settings, should_stop, stage, tta and not measure
     )
     classes, labels = _postprocess(bundle, probs, options, 1.0 / factor**2)
     used = model_diameter / factor if model_diameter else None
-    if diameter == "auto" and model_diameter and bundle.target == "instances":
+    if measure:
         # Measure what the first pass found (in input pixels) and re-run at the scale that
         # gives those objects the model's diameter, unless it is already close.
         measured = estimate_diameter(labels, area_weighted=True)
+        rerun = tta
         if not math.isnan(measured):
             used = measured
             new_factor = float(np.clip(model_diameter / measured, *SCALE_LIMITS))
             if abs(math.log(new_factor / factor)) > math.log(SCALE_TOLERANCE):
-                factor = new_factor
-                probs = yield from _predict_at_scale(
-                    bundle, frame, factor, options, settings, should_stop, stage + " (rescaled)"
-                )
-                classes, labels = _postprocess(bundle, probs, options, 1.0 / factor**2)
+                factor, rerun = new_factor, True
+        if rerun:
+            probs = yield from _predict_at_scale(
+                bundle, frame, factor, options, settings, should_stop, stage + " (rescaled)", tta
+            )
+            classes, labels = _postprocess(bundle, probs, options, 1.0 / factor**2)
     return probs, classes, labels, used, factor
 
 

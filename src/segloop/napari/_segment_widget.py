@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING
 
 from napari.layers import Image
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QLabel, QSpinBox
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QSpinBox,
+    QWidget,
+)
 
 from . import adapters
 from ._common import JobWidget, LayerCombo
@@ -20,6 +29,11 @@ if TYPE_CHECKING:
 
 LOAD_TEXT = "Load model file…"
 SCOPES = ("current frame", "whole stack")
+#: Object-size choices: label shown -> SegmentOptions.diameter (SIZE_TYPED reads the spin).
+SIZE_MODES = {"model default": None, "measure (auto)": "auto", "native scale": "native"}
+SIZE_TYPED = "diameter (px)"
+#: Test-time augmentation choices -> SegmentOptions.tta.
+TTA_MODES = {"model default": None, "on (8x slower)": True, "off": False}
 FOREGROUND_STYLE = {"colormap": "magma", "contrast_limits": (0.0, 1.0), "blending": "additive"}
 UNCERTAINTY_STYLE = {"colormap": "magma", "contrast_limits": (0.0, 1.0), "blending": "additive"}
 #: Key of ``layer.metadata`` naming the model (name or path) that produced a result layer.
@@ -70,13 +84,33 @@ class SegmentWidget(JobWidget):
         )
         self.tile_spin = _spin(0, 2048, 0, step=64, special="model default")
         self.tile_spin.setToolTip("Side of the square tiles the network sees (pixels)")
+        self.size_combo = QComboBox()
+        self.size_combo.addItems([*SIZE_MODES, SIZE_TYPED])
+        self.size_combo.setToolTip(
+            "How big the objects in this image are. The image is rescaled so that objects "
+            "match the model's training size: 'measure (auto)' finds the size with a first "
+            "pass, 'native scale' never rescales, 'diameter (px)' uses the number typed. "
+            "'model default' = what was best on the model's validation images "
+            "(`segloop info` shows it)."
+        )
         self.diameter_spin = QDoubleSpinBox()
-        self.diameter_spin.setRange(0.0, 1000.0)
+        self.diameter_spin.setRange(1.0, 1000.0)
         self.diameter_spin.setDecimals(1)
-        self.diameter_spin.setSpecialValueText("native scale")
-        self.diameter_spin.setToolTip(
-            "Typical object diameter in this image (pixels); the image is rescaled so that "
-            "objects match the model's training size. 'native scale' = no rescaling."
+        self.diameter_spin.setValue(30.0)
+        self.diameter_spin.setSuffix(" px")
+        self.diameter_spin.setToolTip("Typical object diameter in this image (pixels)")
+        self.size_combo.currentTextChanged.connect(self._update_size)
+        self._update_size()
+        size_row = QWidget()
+        size_layout = QHBoxLayout(size_row)
+        size_layout.setContentsMargins(0, 0, 0, 0)
+        size_layout.addWidget(self.size_combo, 2)
+        size_layout.addWidget(self.diameter_spin, 1)
+        self.tta_combo = QComboBox()
+        self.tta_combo.addItems(list(TTA_MODES))
+        self.tta_combo.setToolTip(
+            "Test-time augmentation: average the predictions of the 8 flips/rotations of "
+            "the image. Smoother outlines and fewer split or merged cells, 8x the time."
         )
         self.min_size_spin = _spin(-1, 100_000, -1, special="model default")
         self.min_size_spin.setToolTip("Objects with fewer pixels are removed")
@@ -104,7 +138,8 @@ class SegmentWidget(JobWidget):
         self.form.addRow("device", self.device_combo)
         self.form.addRow("used", self.device_label)
         self.form.addRow("tile size", self.tile_spin)
-        self.form.addRow("object diameter", self.diameter_spin)
+        self.form.addRow("object size", size_row)
+        self.form.addRow("flip averaging", self.tta_combo)
         self.form.addRow("min object size", self.min_size_spin)
         self.form.addRow("unknown below", self.unknown_spin)
         self.form.addRow("stack scope", self.scope_combo)
@@ -178,6 +213,14 @@ class SegmentWidget(JobWidget):
 
     # ------------------------------------------------------------------ run
 
+    def _update_size(self, *_args) -> None:
+        self.diameter_spin.setEnabled(self.size_combo.currentText() == SIZE_TYPED)
+
+    def diameter_choice(self) -> float | str | None:
+        """SegmentOptions.diameter for the current object-size choice."""
+        mode = self.size_combo.currentText()
+        return self.diameter_spin.value() if mode == SIZE_TYPED else SIZE_MODES[mode]
+
     def _update_scope(self, *_args) -> None:
         self.scope_combo.setEnabled(adapters.is_stack(self.image_combo.layer()))
 
@@ -197,7 +240,8 @@ class SegmentWidget(JobWidget):
             device=self.device_combo.currentText(),
             tile=self.tile_spin.value() or None,
             min_size=None if self.min_size_spin.value() < 0 else self.min_size_spin.value(),
-            diameter=self.diameter_spin.value() or None,
+            diameter=self.diameter_choice(),
+            tta=TTA_MODES[self.tta_combo.currentText()],
             uncertainty=self.uncertainty_check.isChecked(),
             unknown_threshold=self.unknown_spin.value(),
         )

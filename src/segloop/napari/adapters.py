@@ -279,9 +279,10 @@ class SegmentRequest:
     device: str = "auto"
     tile: int | None = None
     min_size: int | None = None
-    diameter: float | None = None
+    diameter: float | str | None = None  # pixels, "auto", "native" or None (model default)
     uncertainty: bool = False
     unknown_threshold: float = 0.0
+    tta: bool | None = None  # None: the model's default
 
 
 @dataclass
@@ -309,6 +310,7 @@ def segment_run(request: SegmentRequest, should_stop: StopCheck = None) -> Gener
         diameter=request.diameter,
         min_size=request.min_size,
         unknown_threshold=request.unknown_threshold,
+        tta=request.tta,
     )
     seg = yield from segment_iter(bundle, request.image, options, should_stop)
     uncertainty = entropy_uncertainty(seg.probabilities) if request.uncertainty else None
