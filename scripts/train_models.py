@@ -31,6 +31,7 @@ from segloop.core.evaluation import evaluate_iter, tune_postprocess
 from segloop.core.modelio import load_model, new_bundle, save_model
 from segloop.core.models import preset
 from segloop.core.progress import run_to_end
+from segloop.core.scale import rescale_labels, rescale_raw_image
 from segloop.core.segment import SegmentOptions, segment_iter
 from segloop.core.training import TrainConfig, train_iter
 
@@ -133,16 +134,42 @@ def evaluate(bundle, data, diameter=None):
     return report
 
 
+def network_scale_pairs(bundle, val_data, diameter):
+    """(probabilities, labels) of each validation image at the network's scale, with the
+    image rescaled as ``diameter`` ("native" or "auto") would rescale it at prediction."""
+    pairs = []
+    for item in val_data:
+        first = run_to_end(segment_iter(bundle, item.image, SegmentOptions(diameter=diameter)))
+        factor = first.scale_factors[0]
+        image, labels = item.image, item.labels
+        if factor == 1.0 == bundle.native_scale_factor:
+            pairs.append((first.probabilities, labels))
+            continue
+        if factor != 1.0:
+            image, labels = rescale_raw_image(image, factor), rescale_labels(labels, factor)
+        # the diameter the network was trained at: no further rescaling
+        at_scale = SegmentOptions(diameter=bundle.diameter or "native")
+        pairs.append((run_to_end(segment_iter(bundle, image, at_scale)).probabilities, labels))
+    return pairs
+
+
 def retune(bundle, val_data):
-    """Pick post-processing settings on the validation split (stored in the metadata)."""
-    probs = [
-        run_to_end(segment_iter(bundle, item.image, SegmentOptions())).probabilities
-        for item in val_data
-    ]
-    settings, f1 = tune_postprocess(probs, [item.labels for item in val_data], bundle.diameter)
+    """Pick the default object-size mode (native scale or measured) and the
+    post-processing settings on the validation split; both are stored in the metadata."""
+    best = None
+    for diameter in ("native", "auto"):
+        probs, labels = zip(*network_scale_pairs(bundle, val_data, diameter), strict=True)
+        settings, f1 = tune_postprocess(probs, labels, bundle.diameter)
+        print(f"val ({diameter}): F1 {f1:.4f} with {settings}", file=sys.stderr)
+        if best is None or f1 > best[2]:
+            best = (diameter, settings, f1)
+    diameter, settings, f1 = best
     bundle.metadata["postprocess"] = {**bundle.postprocess, **settings}
-    bundle.metadata.setdefault("validation", []).append({"tuned_f1": f1, "retuned": True})
-    return settings, f1
+    bundle.metadata["predict"] = {**bundle.metadata.get("predict", {}), "diameter": diameter}
+    bundle.metadata.setdefault("validation", []).append(
+        {"tuned_f1": f1, "retuned": True, "diameter": diameter, "n_images": len(val_data)}
+    )
+    return {**settings, "diameter": diameter}, f1
 
 
 def main(argv=None) -> int:
@@ -218,7 +245,7 @@ def main(argv=None) -> int:
         work.unlink(missing_ok=True)
     bundle = load_model(out)
     if args.tune:
-        settings, f1 = retune(bundle, split["val"][:32])
+        settings, f1 = retune(bundle, split["val"])
         print(f"post-processing tuned on val: {settings} (F1 {f1:.4f})", file=sys.stderr)
     if args.skip_test:
         save_model(bundle, out, half=True)

@@ -196,3 +196,29 @@ def test_real_masks_components_vs_watershed() -> None:
     found = instances_from_class_map(class_map).max()
     assert found >= connected_components(gt > 0).max()
     assert abs(int(found) - n_gt) <= max(2, n_gt // 10)
+
+
+def test_refine_outlines_keeps_coarse_objects_and_fine_outlines():
+    from skimage.draw import disk as draw_disk
+
+    from segloop.core.instances import refine_outlines
+    from segloop.core.metrics import match_instances
+
+    truth = np.zeros((80, 120), np.int32)
+    for label, (centre, radius) in enumerate((((40, 40), 20), ((40, 78), 19)), start=1):
+        rr, cc = draw_disk(centre, radius, shape=truth.shape)
+        truth[rr, cc] = label
+    fine = np.zeros((3, *truth.shape), np.float32)
+    fine[1] = truth > 0
+    fine[0] = 1 - fine[1]
+    fine[:, 5:9, 105:109] = [[[0]], [[1]], [[0]]]  # a speck only the fine pass "sees"
+    # coarse pass: blocky 4x4 outlines, the two objects correctly split
+    coarse_labels = np.kron(truth[::4, ::4], np.ones((4, 4), np.int32))
+    coarse = np.zeros_like(fine)
+    coarse[1] = coarse_labels > 0
+    coarse[0] = 1 - coarse[1]
+    refined = refine_outlines(coarse_labels, coarse, fine, 0.5, 0.5)
+    assert refined.max() == 2  # the speck is dropped, the split is kept
+    assert refined[5:9, 105:109].max() == 0
+    coarse_iou = match_instances(truth, coarse_labels).mean_matched_iou
+    assert match_instances(truth, refined).mean_matched_iou > max(0.97, coarse_iou)

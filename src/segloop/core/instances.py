@@ -152,6 +152,51 @@ def instances_from_probabilities(
     return _seeded_watershed(-p_int, seeds, mask, min_size)
 
 
+def refine_outlines(
+    coarse_labels: np.ndarray,
+    coarse_probs: np.ndarray,
+    fine_probs: np.ndarray,
+    fg_threshold: float = 0.5,
+    seed_threshold: float = 0.5,
+    min_size: int = 0,
+    smooth: float = 0.0,
+) -> np.ndarray:
+    """Keep the objects of a coarse pass, draw their outlines from a finer one.
+
+    Used when an image was shrunk for the network (objects larger than the model's):
+    the shrunk pass decides which objects exist and how touching ones are split, the
+    full-resolution pass gives the outlines. Each coarse object's confident interior
+    (``p_interior > seed_threshold``) seeds a watershed of the fine interior probability
+    inside the fine foreground; fine foreground that no coarse object reaches is dropped.
+    All arrays are on the same (input) grid.
+
+    Parameters
+    ----------
+    coarse_labels : np.ndarray
+        Instances of the coarse pass, (H, W).
+    coarse_probs, fine_probs : np.ndarray
+        Class probabilities (C, H, W) of the coarse and the fine pass.
+    fg_threshold, seed_threshold, min_size, smooth
+        As in :func:`instances_from_probabilities` (``min_size`` in these pixels).
+
+    Returns
+    -------
+    np.ndarray
+        int32 labels (H, W), 0 = background, objects 1..N.
+    """
+    coarse_labels = _check_2d(coarse_labels, "coarse_labels")
+    p_bg = fine_probs[0].astype(np.float32, copy=False)
+    p_int = fine_probs[1].astype(np.float32, copy=False)
+    if smooth > 0:
+        p_bg, p_int = ndi.gaussian_filter(p_bg, smooth), ndi.gaussian_filter(p_int, smooth)
+    mask = ndi.binary_fill_holes((1.0 - p_bg) > fg_threshold)
+    seeds = np.where(mask & (coarse_probs[1] > seed_threshold), coarse_labels, 0)
+    if seeds.max(initial=0) == 0:
+        return np.zeros(coarse_labels.shape, np.int32)
+    labels = watershed(-p_int, markers=seeds.astype(np.int32), mask=mask)
+    return remove_small(labels, min_size)
+
+
 def instances_from_class_map(
     class_map: np.ndarray, interior: int = 1, border: int = 2, min_size: int = 0
 ) -> np.ndarray:

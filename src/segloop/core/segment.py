@@ -11,7 +11,7 @@ import numpy as np
 
 from .device import compute_settings
 from .imageio import image_axes, prepare_image
-from .instances import connected_components, instances_from_probabilities
+from .instances import connected_components, instances_from_probabilities, refine_outlines
 from .modelio import ModelBundle
 from .predict import count_tiles, default_tile, predict_probabilities_iter
 from .progress import Progress, StopCheck, run_to_end
@@ -149,11 +149,33 @@ def _segment_frame(bundle, frame, options, settings, should_stop, stage):
             if abs(math.log(new_factor / factor)) > math.log(SCALE_TOLERANCE):
                 factor, rerun = new_factor, True
         if rerun:
+            first_probs, first_factor = probs, bundle.native_scale_factor
             probs = yield from _predict_at_scale(
                 bundle, frame, factor, options, settings, should_stop, stage + " (rescaled)", tta
             )
             classes, labels = _postprocess(bundle, probs, options, 1.0 / factor**2)
+            if factor < first_factor:
+                # shrunk: objects and splits from this pass, outlines from the sharper one
+                labels = _refine(bundle, labels, probs, first_probs, options, first_factor)
     return probs, classes, labels, used, factor
+
+
+def _refine(bundle, labels, probs, fine_probs, options, fine_factor):
+    """:func:`refine_outlines` with the model's (or the user's) post-processing settings."""
+    post = bundle.postprocess
+    area_scale = 1.0 / fine_factor**2
+    min_size = post["min_size"] if options.min_size is None else options.min_size
+    return refine_outlines(
+        labels,
+        probs,
+        fine_probs,
+        fg_threshold=post["fg_threshold"] if options.fg_threshold is None else options.fg_threshold,
+        seed_threshold=post["seed_threshold"]
+        if options.seed_threshold is None
+        else options.seed_threshold,
+        min_size=int(round(min_size * area_scale)),
+        smooth=float(post.get("smooth", 0.0)) * math.sqrt(area_scale),
+    )
 
 
 def segment_iter(

@@ -215,7 +215,9 @@ def _batch(samples, order, geometry, config, rng, margin):
 def _validate(bundle, val_data, config, should_stop):
     """Pooled F1@0.5 (instances) or pixel accuracy on labelled pixels (classes)."""
     bundle.network.eval()
-    options = SegmentOptions(device=config.device)
+    # native scale (or each image's true diameter for rescaled models), whatever the
+    # model's prediction default: comparable between checks and one pass per image
+    options = SegmentOptions(device=config.device, diameter="native")
     if bundle.target == "instances":
         report = yield from evaluate_iter(
             bundle, val_data, options, should_stop, true_diameter=True
@@ -240,7 +242,8 @@ def _tune(bundle, val_data, config, should_stop):
     bundle.network.eval()
     probs, labels = [], []
     for item in val_data:
-        image, truth, options = item.image, item.labels, SegmentOptions(device=config.device)
+        image, truth = item.image, item.labels
+        options = SegmentOptions(device=config.device, diameter="native")
         if bundle.metadata.get("rescaled"):
             # tune at the network's scale, where min_size and smoothing are defined
             factor = pair_scale(truth, bundle.diameter)
