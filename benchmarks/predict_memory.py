@@ -1,6 +1,7 @@
 """Time and peak memory of `segloop predict` on a large synthetic image.
 
-    python benchmarks/predict_memory.py --size 4096 --model nuclei
+    python benchmarks/predict_memory.py [--sizes 1024 2048 4096] [--model nuclei]
+        [--diameter native|auto|D]
 
 Runs the CLI in a child process and reads its peak resident memory (ru_maxrss), so the
 number includes torch, the model, the image, the probability canvas and the outputs.
@@ -34,7 +35,7 @@ def synthetic_nuclei(size: int, seed: int = 0) -> np.ndarray:
     return np.clip(image, 0, 65535).astype(np.uint16)
 
 
-def run(model: str, size: int, tile: int | None) -> dict:
+def run(model: str, size: int, tile: int | None, diameter: str | None = None) -> dict:
     import tifffile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,6 +54,8 @@ def run(model: str, size: int, tile: int | None) -> dict:
         ]
         if tile:
             cmd += ["--tile", str(tile)]
+        if diameter:
+            cmd += ["--diameter", diameter]
         start = time.perf_counter()
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
@@ -61,6 +64,7 @@ def run(model: str, size: int, tile: int | None) -> dict:
     return {
         "size": size,
         "tile": tile,
+        "diameter": diameter or "model default",
         "seconds": round(seconds, 1),
         "peak_rss_mib": round(max(peak, before) / 1024),
         "megapixels": size * size / 1e6,
@@ -72,8 +76,9 @@ def main() -> None:
     parser.add_argument("--model", default="nuclei")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
     parser.add_argument("--tile", type=int, default=None)
+    parser.add_argument("--diameter", default=None, help="passed to segloop predict")
     args = parser.parse_args()
-    rows = [run(args.model, size, args.tile) for size in args.sizes]
+    rows = [run(args.model, size, args.tile, args.diameter) for size in args.sizes]
     print(json.dumps(rows, indent=1))
 
 
