@@ -83,7 +83,7 @@ def predict_probabilities_iter(
         Polled between batches; when it returns True, :class:`Cancelled` is raised.
     tta : bool
         Test-time augmentation: average the probabilities of the 8 flips/rotations of
-        each tile (8 times the compute; smoother, more symmetric probabilities).
+        each tile (8 times the compute).
     """
     if image.ndim == 2:
         image = image[None]
