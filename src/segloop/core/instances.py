@@ -94,6 +94,19 @@ def _seeded_watershed(
     return remove_small(labels, min_size)
 
 
+def _foreground_and_interior(
+    probs: np.ndarray, fg_threshold: float, smooth: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hole-filled foreground mask (``1 - p_bg > fg_threshold``) and the interior
+    probability, both after an optional Gaussian of sigma ``smooth``."""
+    p_bg = probs[0].astype(np.float32, copy=False)
+    p_int = probs[1].astype(np.float32, copy=False)
+    if smooth > 0:
+        p_bg = ndi.gaussian_filter(p_bg, smooth)
+        p_int = ndi.gaussian_filter(p_int, smooth)
+    return ndi.binary_fill_holes((1.0 - p_bg) > fg_threshold), p_int
+
+
 def instances_from_probabilities(
     probs: np.ndarray,
     fg_threshold: float = 0.5,
@@ -141,12 +154,7 @@ def instances_from_probabilities(
             f"probs must have shape (C, H, W) with C >= 2 (background, interior[, border]), "
             f"got {probs.shape}; use per_frame() for a (T, C, H, W) stack"
         )
-    p_bg = probs[0].astype(np.float32, copy=False)
-    p_int = probs[1].astype(np.float32, copy=False)
-    if smooth > 0:
-        p_bg = ndi.gaussian_filter(p_bg, smooth)
-        p_int = ndi.gaussian_filter(p_int, smooth)
-    mask = ndi.binary_fill_holes((1.0 - p_bg) > fg_threshold)
+    mask, p_int = _foreground_and_interior(probs, fg_threshold, smooth)
     seeds, _ = ndi.label((p_int > seed_threshold) & mask)
     seeds = remove_small(seeds, min_seed_size)
     return _seeded_watershed(-p_int, seeds, mask, min_size)
@@ -185,11 +193,7 @@ def refine_outlines(
         int32 labels (H, W), 0 = background, objects 1..N.
     """
     coarse_labels = _check_2d(coarse_labels, "coarse_labels")
-    p_bg = fine_probs[0].astype(np.float32, copy=False)
-    p_int = fine_probs[1].astype(np.float32, copy=False)
-    if smooth > 0:
-        p_bg, p_int = ndi.gaussian_filter(p_bg, smooth), ndi.gaussian_filter(p_int, smooth)
-    mask = ndi.binary_fill_holes((1.0 - p_bg) > fg_threshold)
+    mask, p_int = _foreground_and_interior(fine_probs, fg_threshold, smooth)
     seeds = np.where(mask & (coarse_probs[1] > seed_threshold), coarse_labels, 0)
     if seeds.max(initial=0) == 0:
         return np.zeros(coarse_labels.shape, np.int32)

@@ -63,25 +63,35 @@ class Segmentation:
         return 1.0 - self.probabilities[..., 0, :, :]
 
 
+def _instance_settings(
+    bundle: ModelBundle, options: SegmentOptions, area_scale: float
+) -> dict[str, float]:
+    """Instance post-processing: the user's choices, else the model's, with sizes and
+    smoothing converted to pixels of a grid whose pixel area is ``area_scale`` x the
+    network's."""
+    post = bundle.postprocess
+
+    def pick(name: str):
+        value = getattr(options, name)
+        return post[name] if value is None else value
+
+    return {
+        "fg_threshold": pick("fg_threshold"),
+        "seed_threshold": pick("seed_threshold"),
+        "min_size": int(round(pick("min_size") * area_scale)),
+        "min_seed_size": max(1, int(round(post["min_seed_size"] * area_scale))),
+        "smooth": float(post.get("smooth", 0.0)) * math.sqrt(area_scale),
+    }
+
+
 def _postprocess(
     bundle: ModelBundle, probs: np.ndarray, options: SegmentOptions, area_scale: float
 ):
     """Class map and instances from (C, H, W) probabilities on the input grid."""
-    post = bundle.postprocess
     classes = np.argmax(probs, axis=0).astype(np.uint8)
     if bundle.target == "instances":
-        min_size = post["min_size"] if options.min_size is None else options.min_size
         labels = instances_from_probabilities(
-            probs,
-            fg_threshold=post["fg_threshold"]
-            if options.fg_threshold is None
-            else options.fg_threshold,
-            seed_threshold=post["seed_threshold"]
-            if options.seed_threshold is None
-            else options.seed_threshold,
-            min_size=int(round(min_size * area_scale)),
-            min_seed_size=max(1, int(round(post["min_seed_size"] * area_scale))),
-            smooth=float(post.get("smooth", 0.0)) * math.sqrt(area_scale),
+            probs, **_instance_settings(bundle, options, area_scale)
         )
         return classes, labels
     # "classes" target: class k is stored as k + 1, 0 = unknown below the threshold.
@@ -161,21 +171,10 @@ def _segment_frame(bundle, frame, options, settings, should_stop, stage):
 
 
 def _refine(bundle, labels, probs, fine_probs, options, fine_factor):
-    """:func:`refine_outlines` with the model's (or the user's) post-processing settings."""
-    post = bundle.postprocess
-    area_scale = 1.0 / fine_factor**2
-    min_size = post["min_size"] if options.min_size is None else options.min_size
-    return refine_outlines(
-        labels,
-        probs,
-        fine_probs,
-        fg_threshold=post["fg_threshold"] if options.fg_threshold is None else options.fg_threshold,
-        seed_threshold=post["seed_threshold"]
-        if options.seed_threshold is None
-        else options.seed_threshold,
-        min_size=int(round(min_size * area_scale)),
-        smooth=float(post.get("smooth", 0.0)) * math.sqrt(area_scale),
-    )
+    """:func:`refine_outlines` with the post-processing settings of the fine pass."""
+    settings = _instance_settings(bundle, options, 1.0 / fine_factor**2)
+    del settings["min_seed_size"]  # the coarse objects are the seeds
+    return refine_outlines(labels, probs, fine_probs, **settings)
 
 
 def segment_iter(
