@@ -163,6 +163,18 @@ def test_load_model_entry_opens_a_file_dialog(segment, monkeypatch, model_path):
     assert widget.model_combo.count() == load_index + 1  # the same file is not added twice
 
 
+def test_general_nuclei_model_is_picked_first(dock):
+    """A new user pressing Run on the nuclei sample must not get the E. coli model."""
+    from segloop.napari import adapters
+
+    _, widget = dock(SegmentWidget)
+    names = adapters.shipped_model_names()
+    if "nuclei" not in names:
+        pytest.skip("nuclei model not shipped")
+    assert names[0] == "nuclei" and sorted(names[1:]) == names[1:]
+    assert widget.model_ref() == "nuclei"
+
+
 def test_no_model_is_an_error(dock, notes):
     viewer, widget = dock(SegmentWidget)
     viewer.add_image(np.zeros((32, 32), np.float32))

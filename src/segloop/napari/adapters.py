@@ -228,16 +228,22 @@ def frame_into(
 # --------------------------------------------------------------------------- models
 
 
+#: The general-purpose shipped model, listed (and so picked) first.
+DEFAULT_MODEL = "nuclei"
+
+
 def shipped_model_names() -> list[str]:
-    """Names of the models shipped in ``segloop/models`` (listed without importing torch)."""
+    """Names of the models shipped in ``segloop/models`` (listed without importing torch),
+    :data:`DEFAULT_MODEL` first, then alphabetically."""
     folder = files("segloop") / "models"
     if not folder.is_dir():
         return []
-    return sorted(
+    names = (
         item.name[: -len(MODEL_SUFFIX)]
         for item in folder.iterdir()
         if item.name.endswith(MODEL_SUFFIX)
     )
+    return sorted(names, key=lambda name: (name != DEFAULT_MODEL, name))
 
 
 _BUNDLES: dict[tuple[str, float], Any] = {}
