@@ -3,7 +3,8 @@
 Usage::
 
     python scripts/train_models.py nuclei            # recipe's step budget
-    python scripts/train_models.py nuclei --evaluate-only
+    python scripts/train_models.py nuclei --add-distance-head --skip-test
+    python scripts/train_models.py nuclei --evaluate-only --tune
     python scripts/train_models.py ecoli
 
 ``nuclei``: DSB2018 stage 1 (CC0). ``ecoli``: E. coli phase contrast, van Vliet et al. 2018
@@ -28,7 +29,7 @@ import numpy as np
 from segloop.cli import ProgressPrinter
 from segloop.core.datasets import load_pairs
 from segloop.core.evaluation import evaluate_iter, tune_postprocess
-from segloop.core.modelio import load_model, new_bundle, save_model
+from segloop.core.modelio import load_model, new_bundle, save_model, with_distance_head
 from segloop.core.models import preset
 from segloop.core.progress import run_to_end
 from segloop.core.scale import rescale_labels, rescale_raw_image
@@ -58,6 +59,9 @@ RECIPES = {
             "val_max_images": 16,
             "seed": 0,
         },
+        # Stage 2 (--add-distance-head): the stage-1 model gets a distance output and is
+        # fine-tuned for this wall-clock budget with these overrides.
+        "distance_head": {"minutes": 50.0, "learning_rate": 5e-4, "seed": 1},
     },
     "ecoli": {
         "data": "ecoli_phase_vanvliet2018_subset",
@@ -135,22 +139,24 @@ def evaluate(bundle, data, diameter=None):
 
 
 def network_scale_pairs(bundle, val_data, diameter):
-    """(probabilities, labels) of each validation image at the network's scale, with the
-    image rescaled as ``diameter`` ("native" or "auto") would rescale it at prediction."""
-    pairs = []
+    """(probabilities, labels, distance) of each validation image at the network's scale,
+    with the image rescaled as ``diameter`` ("native" or "auto") would rescale it at
+    prediction."""
+    triples = []
     for item in val_data:
         first = run_to_end(segment_iter(bundle, item.image, SegmentOptions(diameter=diameter)))
         factor = first.scale_factors[0]
         image, labels = item.image, item.labels
         if factor == 1.0 == bundle.native_scale_factor:
-            pairs.append((first.probabilities, labels))
+            triples.append((first.probabilities, labels, first.distance))
             continue
         if factor != 1.0:
             image, labels = rescale_raw_image(image, factor), rescale_labels(labels, factor)
         # the diameter the network was trained at: no further rescaling
         at_scale = SegmentOptions(diameter=bundle.diameter or "native")
-        pairs.append((run_to_end(segment_iter(bundle, image, at_scale)).probabilities, labels))
-    return pairs
+        result = run_to_end(segment_iter(bundle, image, at_scale))
+        triples.append((result.probabilities, labels, result.distance))
+    return triples
 
 
 def retune(bundle, val_data):
@@ -158,8 +164,10 @@ def retune(bundle, val_data):
     post-processing settings on the validation split; both are stored in the metadata."""
     best = None
     for diameter in ("native", "auto"):
-        probs, labels = zip(*network_scale_pairs(bundle, val_data, diameter), strict=True)
-        settings, f1 = tune_postprocess(probs, labels, bundle.diameter)
+        probs, labels, distances = zip(
+            *network_scale_pairs(bundle, val_data, diameter), strict=True
+        )
+        settings, f1 = tune_postprocess(probs, labels, bundle.diameter, distances)
         print(f"val ({diameter}): F1 {f1:.4f} with {settings}", file=sys.stderr)
         if best is None or f1 > best[2]:
             best = (diameter, settings, f1)
@@ -170,6 +178,17 @@ def retune(bundle, val_data):
         {"tuned_f1": f1, "retuned": True, "diameter": diameter, "n_images": len(val_data)}
     )
     return {**settings, "diameter": diameter}, f1
+
+
+def stage_summary(metadata: dict) -> dict:
+    """What a model's earlier training stage did, without its long per-image lists."""
+    training = metadata.get("training", {})
+    return {
+        "training": {k: v for k, v in training.items() if k != "images"},
+        "resumed_from": metadata.pop("resumed_from", None),
+        "validation": metadata.get("validation"),
+        "metrics": metadata.pop("metrics", None),
+    }
 
 
 def main(argv=None) -> int:
@@ -204,6 +223,12 @@ def main(argv=None) -> int:
         help="continue training the existing model file (more CPU budget)",
     )
     parser.add_argument(
+        "--add-distance-head",
+        action="store_true",
+        help="add a distance output to the existing model file and fine-tune it "
+        "(the recipe's second stage)",
+    )
+    parser.add_argument(
         "--tune",
         action="store_true",
         help="with --evaluate-only: re-tune post-processing on the val split first",
@@ -214,7 +239,15 @@ def main(argv=None) -> int:
     split = load_split(args.model, recipe)
     print({k: len(v) for k, v in split.items()}, file=sys.stderr)
     if not args.evaluate_only:
-        if args.resume:
+        train_options = dict(recipe["train"])
+        if args.add_distance_head:
+            stage = dict(recipe["distance_head"])
+            minutes = stage.pop("minutes")
+            args.minutes = args.minutes or minutes
+            train_options.update(stage)
+            bundle = with_distance_head(load_model(out))
+            bundle.metadata["stage_1"] = stage_summary(bundle.metadata)
+        elif args.resume:
             bundle = load_model(out)
             previous = bundle.metadata.get("training", {})
             bundle.metadata["resumed_from"] = {
@@ -227,7 +260,6 @@ def main(argv=None) -> int:
             )
             bundle.metadata["preprocess"]["invert"] = recipe["invert"]
         epochs = args.epochs or (None if args.minutes else recipe["epochs"])
-        train_options = dict(recipe["train"])
         if args.target_diameter:
             train_options["target_diameter"] = args.target_diameter
         config = TrainConfig(minutes=args.minutes, epochs=epochs, **train_options)

@@ -281,3 +281,26 @@ def test_train_classes_rejects_bad_names_before_training(
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("segloop: error:") and message in err[-1]
     assert not out.exists()
+
+
+def test_train_with_a_distance_head_new_and_from_init(folders, class_folders, tmp_path, capsys):
+    images, masks = folders
+    base = ["train", "--images", str(images), "--masks", str(masks), "--epochs", "1"]
+    new = tmp_path / "new.safetensors"
+    assert main([*base, "--crop", "48", "--out", str(new), "--distance-head"]) == 0
+    grown = tmp_path / "grown.safetensors"
+    plain = tmp_path / "plain.safetensors"
+    assert main([*base, "--crop", "48", "--out", str(plain)]) == 0
+    args = [*base, "--crop", "48", "--out", str(grown), "--init", str(plain), "--distance-head"]
+    assert main(args) == 0
+    capsys.readouterr()
+    for path in (new, grown):
+        assert main(["info", str(path)]) == 0
+        assert json.loads(capsys.readouterr().out)["config"]["distance_head"] is True
+    assert main(["predict", "--model", str(grown), "--out", str(tmp_path / "p"), str(images)]) == 0
+    assert len(list((tmp_path / "p").glob("*_labels.tif"))) == 3
+    class_images, class_masks = class_folders
+    bad = tmp_path / "bad.safetensors"
+    assert _train_classes(class_images, class_masks, bad, "--distance-head") == 1
+    assert "--distance-head needs an instance model" in capsys.readouterr().err
+    assert not bad.exists()

@@ -76,7 +76,7 @@ def _train_diameter(value: str) -> float | str | None:
 def cmd_train(args) -> int:
     from .core.augment import AugmentConfig
     from .core.datasets import load_pairs
-    from .core.modelio import load_model, new_bundle, save_model
+    from .core.modelio import load_model, new_bundle, save_model, with_distance_head
     from .core.models import preset
     from .core.progress import run_to_end
     from .core.training import TrainConfig, train_iter
@@ -109,6 +109,11 @@ def cmd_train(args) -> int:
             seed=args.seed,
         )
         bundle.metadata["preprocess"]["invert"] = args.invert or "never"
+    if args.distance_head:
+        if bundle.target != "instances":
+            raise ValueError("--distance-head needs an instance model (--target instances)")
+        if not bundle.config.distance_head:
+            bundle = with_distance_head(bundle)
     if bundle.target == "classes":
         _store_class_style(bundle, args)
     elif args.class_names or args.class_colors:
@@ -318,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto")
     train.add_argument("--no-augment", action="store_true")
     train.add_argument("--no-weight-map", action="store_true")
+    train.add_argument(
+        "--distance-head",
+        action="store_true",
+        help="instance models: also learn each pixel's distance to its object's edge and "
+        "seed touching objects from it (added to an --init model that lacks one)",
+    )
     train.set_defaults(func=cmd_train)
 
     predict = sub.add_parser("predict", help="segment images; write instance and class TIFFs")

@@ -201,3 +201,18 @@ def test_speed_256():
     per_call = (time.perf_counter() - t0) / n
     print(f"augment_sample 256x256 with elastic: {per_call * 1000:.1f} ms/call")
     assert per_call < 0.5
+
+
+def test_float_maps_move_with_the_target():
+    # a stack of float maps (loss weight, regression target) follows the target exactly
+    # under flips/rotations and stays aligned under elastic deformation
+    image, target = _square_sample()
+    inside = (target == 2).astype(np.float32)
+    maps = np.stack([np.ones_like(inside), inside])
+    for config in (GEOM_ONLY, ELASTIC_ONLY):
+        for seed in range(3):
+            _, tgt, out = augment_sample(image, target, maps, np.random.default_rng(seed), config)
+            assert out.shape == maps.shape
+            assert np.allclose(out[0], 1.0)
+            agree = (out[1] > 0.5) == (tgt == 2)
+            assert agree.mean() > 0.99

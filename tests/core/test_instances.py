@@ -21,6 +21,8 @@ from segloop.core.instances import (
     split_touching,
     write_csv,
 )
+from segloop.core.metrics import match_instances
+from segloop.core.targets import normalized_distance
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -202,7 +204,6 @@ def test_refine_outlines_keeps_coarse_objects_and_fine_outlines():
     from skimage.draw import disk as draw_disk
 
     from segloop.core.instances import refine_outlines
-    from segloop.core.metrics import match_instances
 
     truth = np.zeros((80, 120), np.int32)
     for label, (centre, radius) in enumerate((((40, 40), 20), ((40, 78), 19)), start=1):
@@ -222,3 +223,15 @@ def test_refine_outlines_keeps_coarse_objects_and_fine_outlines():
     assert refined[5:9, 105:109].max() == 0
     coarse_iou = match_instances(truth, coarse_labels).mean_matched_iou
     assert match_instances(truth, refined).mean_matched_iou > max(0.97, coarse_iou)
+
+
+def test_distance_map_splits_objects_the_interior_probability_merges() -> None:
+    labels = disks([(32, 30), (32, 46)])  # two disks overlapping by 4 pixels
+    probs = three_class_probs(labels)
+    probs[1] = np.where(labels > 0, 0.9, 0.05)  # no border predicted at the contact
+    probs[2] = 1.0 - probs[0] - probs[1]
+    assert instances_from_probabilities(probs).max() == 1  # merged without a distance
+    distance = normalized_distance(labels)
+    split = instances_from_probabilities(probs, seed_threshold=0.5, distance=distance)
+    assert split.max() == 2
+    assert match_instances(labels, split).tp == 2

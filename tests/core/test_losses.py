@@ -8,7 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segloop.core.losses import segmentation_loss, soft_dice_loss, weighted_cross_entropy
+from segloop.core.losses import (
+    distance_loss,
+    segmentation_loss,
+    soft_dice_loss,
+    weighted_cross_entropy,
+)
 
 
 def _random_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,3 +132,18 @@ def test_shape_and_value_errors() -> None:
         weighted_cross_entropy(logits, torch.zeros(1, 3, 3, dtype=torch.int64), torch.ones(3, 3))
     with pytest.raises(ValueError, match=">= -1"):
         weighted_cross_entropy(logits, torch.full((1, 3, 3), -2, dtype=torch.int64))
+
+
+def test_distance_loss_ignores_unlabelled_pixels_and_is_lowest_at_the_target() -> None:
+    target = torch.tensor([[[0, 1, -1, 1]]])
+    distance = torch.tensor([[[0.0, 0.5, 0.9, 1.0]]])
+    logit = torch.zeros(1, 1, 4, requires_grad=True)
+    distance_loss(logit, distance, target).backward()
+    assert logit.grad[0, 0, 2] == 0  # the ignored pixel gets no gradient
+    assert torch.all(logit.grad[0, 0, [0, 3]] != 0)
+    exact = torch.logit(distance.clamp(1e-4, 1 - 1e-4))
+    assert distance_loss(exact, distance, target) < distance_loss(
+        torch.zeros(1, 1, 4), distance, target
+    )
+    none = torch.full_like(target, -1)
+    assert float(distance_loss(logit, distance, none).detach()) == 0.0

@@ -92,3 +92,22 @@ def test_failed_save_leaves_previous_model_intact(tmp_path, monkeypatch):
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
     assert np.isfinite(load_model(path).metadata["diameter"])
+
+
+def test_adding_a_distance_head_keeps_the_class_outputs(tmp_path):
+    from segloop.core.modelio import with_distance_head
+
+    bundle = small_bundle()
+    extended = with_distance_head(bundle)
+    assert extended.config.distance_head and extended.config.n_outputs == 4
+    assert extended.metadata == bundle.metadata and extended.metadata is not bundle.metadata
+    image = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        before = bundle.network.eval()(image)
+        after = extended.network.eval()(image)
+    assert torch.allclose(after[:, :3], before, atol=1e-5)
+    assert torch.allclose(after[:, 3], before[:, 1] - before[:, 0], atol=1e-5)
+    loaded = load_model(save_model(extended, tmp_path / "d.safetensors"))
+    assert loaded.config == extended.config
+    with pytest.raises(ValueError, match="already has a distance head"):
+        with_distance_head(extended)

@@ -76,3 +76,17 @@ def test_config_round_trip_and_validation():
         ModelConfig.from_dict({**config.to_dict(), "bogus": 1})
     with pytest.raises(ValueError, match="padding"):
         ModelConfig(padding="reflect")
+
+
+def test_distance_head_adds_one_output_and_stays_out_of_old_files():
+    plain = preset("unet")
+    assert "distance_head" not in plain.to_dict()  # files without the head are unchanged
+    with_head = ModelConfig(depth=2, base_channels=4, distance_head=True)
+    assert with_head.n_outputs == 4 and plain.n_outputs == 3
+    assert ModelConfig.from_dict(with_head.to_dict()) == with_head
+    for config in (
+        with_head,
+        ModelConfig(arch="segnet", depth=2, base_channels=4, distance_head=True),
+    ):
+        out = build_network(config)(torch.zeros(1, 1, 32, 32))
+        assert out.shape[1] == 4

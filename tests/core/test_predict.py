@@ -119,14 +119,16 @@ def test_flip_averaging_is_equivariant(k, flip):
     from segloop.core.predict import _tile_probabilities, _transform
 
     torch.manual_seed(0)
-    config = ModelConfig(depth=2, base_channels=4)
+    config = ModelConfig(depth=2, base_channels=4, distance_head=True)
     network = build_network(config).eval()
     tiles = torch.rand(2, 1, 32, 32)
-    averaged = _tile_probabilities(network, tiles, fp32(), tta=True)
-    moved = _tile_probabilities(network, _transform(tiles, k, flip), fp32(), tta=True)
+    averaged = _tile_probabilities(network, tiles, fp32(), True, config.n_classes)
+    moved = _tile_probabilities(network, _transform(tiles, k, flip), fp32(), True, 3)
     expected = _transform(torch.from_numpy(averaged), k, flip).numpy()
     np.testing.assert_allclose(moved, expected, atol=1e-5)
-    plain = _tile_probabilities(network, tiles, fp32(), tta=False)
+    assert averaged.shape == (2, 4, 32, 32)  # 3 class probabilities and the distance
+    np.testing.assert_allclose(averaged[:, :3].sum(axis=1), 1.0, atol=1e-5)
+    plain = _tile_probabilities(network, tiles, fp32(), False, config.n_classes)
     assert np.abs(plain - averaged).max() > 1e-3  # an untrained net is not symmetric
 
 

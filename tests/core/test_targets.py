@@ -13,6 +13,7 @@ from segloop.core.targets import (
     class_ids_to_target,
     classes_to_target,
     instances_to_classes,
+    normalized_distance,
 )
 
 
@@ -123,3 +124,31 @@ def test_class_ids_to_target() -> None:
     np.testing.assert_array_equal(target, [[-1, 0, 1], [2, -1, 0]])
     with pytest.raises(ValueError, match="non-negative"):
         class_ids_to_target(np.array([-1, 1]))
+
+
+def test_normalized_distance_peaks_at_centres_and_dips_at_contacts() -> None:
+    labels = np.zeros((12, 22), np.int32)
+    labels[2:10, 2:10] = 1
+    labels[2:10, 10:18] = 2  # touching the first square along a whole side
+    labels[0:3, 19:22] = 3  # cut by the image edge
+    distance = normalized_distance(labels)
+    assert distance.dtype == np.float32
+    assert distance[labels == 0].max() == 0.0
+    for index in (1, 2, 3):
+        assert distance[labels == index].max() == pytest.approx(1.0)
+        assert distance[labels == index].min() > 0.0
+    row = distance[5]
+    # a valley at the contact: the pixels either side of it are edge pixels
+    assert row[9] == row[10] == pytest.approx(0.25)
+    assert row[5] == row[6] == pytest.approx(1.0)
+    # the image edge counts as outside: the cut object's edge pixels are low too
+    assert distance[0, 20] < 1.0
+
+
+def test_normalized_distance_is_scale_free() -> None:
+    small = np.zeros((20, 20), np.int32)
+    small[5:11, 5:11] = 1
+    large = np.kron(small, np.ones((3, 3), np.int32))
+    assert normalized_distance(small).max() == normalized_distance(large).max() == 1.0
+    # the middle of the large square is as central as the middle of the small one
+    assert normalized_distance(large)[24, 24] == pytest.approx(1.0)

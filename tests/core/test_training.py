@@ -134,3 +134,22 @@ def test_auto_target_diameter_rescales_only_outside_the_native_range():
     assert resolve_target_diameter(17.0, fresh, medium) == 17.0
     fresh.metadata.update(rescaled=True, diameter=24.0)
     assert resolve_target_diameter("auto", fresh, medium) == 24.0
+
+
+def test_distance_head_learns_the_distance_and_splits_touching():
+    from segloop.core.targets import normalized_distance
+
+    data = [LabelledImage(*random_disks(seed), name=str(seed)) for seed in range(10)]
+    bundle = new_bundle(ModelConfig(depth=3, base_channels=8, distance_head=True), "dist")
+    config = TrainConfig(epochs=100, crop=96, batch_size=4, val_interval_s=1e9, learning_rate=3e-3)
+    train(bundle, data, config)
+    image, labels = random_disks(200)
+    result = segment(bundle, image)
+    assert result.probabilities.shape == (3, *labels.shape)
+    assert result.distance.shape == labels.shape
+    truth = normalized_distance(labels)
+    assert np.corrcoef(truth.ravel(), result.distance.ravel())[0, 1] > 0.8
+    assert match_instances(labels, result.instances).f1 > 0.8
+    image, labels = disks_image([(40, 40), (40, 58), (90, 90)], [10, 10, 8])
+    found = segment(bundle, image).instances
+    assert match_instances(labels, found).tp == 3

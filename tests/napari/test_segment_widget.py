@@ -333,3 +333,25 @@ def test_object_size_and_flip_averaging_choices(dock, qtbot, rescaled_disk_model
     assert measured == pytest.approx(estimate_diameter(big), rel=0.2)
     assert viewer.layers["cells instances"].data.max() == 3
     assert not errors(notes)
+
+
+def test_distance_head_model_adds_a_hidden_distance_layer(dock, qtbot, model_path, tmp_path):
+    from segloop.core.modelio import load_model, save_model, with_distance_head
+
+    path = save_model(with_distance_head(load_model(model_path)), tmp_path / "dist.safetensors")
+    viewer, widget = dock(SegmentWidget)
+    widget.add_model_file(path)
+    viewer.add_image(noisy_image(disks(THREE_DISKS)), name="cells")
+    widget.run()
+    wait_idle(qtbot, widget)
+    names = [layer.name for layer in viewer.layers]
+    assert names == [
+        "cells",
+        "cells classes",
+        "cells foreground",
+        "cells distance",
+        "cells instances",
+    ]
+    distance = viewer.layers["cells distance"]
+    assert distance.data.shape == (96, 96) and distance.data.dtype == np.float32
+    assert not distance.visible and 0.0 <= distance.data.min() <= distance.data.max() <= 1.0

@@ -169,7 +169,12 @@ def _elastic_warp(
     tgt = ndimage.map_coordinates(target, coords, output=target.dtype, order=0, mode="reflect")
     wgt = None
     if weight is not None:
-        wgt = ndimage.map_coordinates(weight, coords, output=weight.dtype, order=1, mode="reflect")
+        wgt = np.stack(
+            [
+                ndimage.map_coordinates(plane, coords, output=weight.dtype, order=1, mode="reflect")
+                for plane in weight.reshape(-1, h, w)
+            ]
+        ).reshape(weight.shape)
     return img, tgt, wgt
 
 
@@ -209,7 +214,8 @@ def augment_sample(
     target : np.ndarray
         Integer ``(H, W)`` class ids, ``-1`` = ignore.
     weight : np.ndarray or None
-        Float32 ``(H, W)`` per-pixel loss weights, or None.
+        Float32 ``(H, W)`` per-pixel loss weights, or ``(K, H, W)`` float maps that move
+        with the target (loss weights, regression targets), or None.
     rng : np.random.Generator
         Source of randomness; the same seed and config give identical outputs.
     config : AugmentConfig
@@ -232,7 +238,7 @@ def augment_sample(
         raise ValueError(
             f"expected image (C,H,W) and target (H,W), got {image.shape}, {target.shape}"
         )
-    if weight is not None and weight.shape != target.shape:
+    if weight is not None and weight.shape[-2:] != target.shape:
         raise ValueError(f"weight shape {weight.shape} != target shape {target.shape}")
     shape = (int(target.shape[0]), int(target.shape[1]))
 

@@ -110,14 +110,20 @@ POSTPROCESS_GRID = {
 
 
 def tune_postprocess(
-    probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray], diameter: float | None
+    probabilities: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    diameter: float | None,
+    distances: Sequence[np.ndarray | None] | None = None,
 ) -> tuple[dict[str, float], float]:
     """Grid-search the instance post-processing for the best pooled F1@0.5.
 
     Returns the best settings and their F1. ``min_size`` is tried at 0 and at a few
     fractions of the typical object area (from ``diameter``); probabilities must be at the
-    network's scale (not rescaled) for the sizes to mean what they say.
+    network's scale (not rescaled) for the sizes to mean what they say. ``distances``:
+    the predicted distance maps of a model with a distance head (seeds come from them).
     """
+    if distances is None:
+        distances = [None] * len(probabilities)
     min_sizes = [0]
     if diameter:
         area = np.pi * diameter**2 / 4
@@ -131,9 +137,14 @@ def tune_postprocess(
     )
     for fg, seed, min_size, smooth in grid:
         total = MatchCounts(0, 0, 0, 0.0)
-        for probs, true in zip(probabilities, labels, strict=True):
+        for probs, true, distance in zip(probabilities, labels, distances, strict=True):
             pred = instances_from_probabilities(
-                probs, fg_threshold=fg, seed_threshold=seed, min_size=min_size, smooth=smooth
+                probs,
+                fg_threshold=fg,
+                seed_threshold=seed,
+                min_size=min_size,
+                smooth=smooth,
+                distance=distance,
             )
             total = total + match_instances(true, pred)
         if total.f1 > best[0]:

@@ -95,12 +95,13 @@ def _seeded_watershed(
 
 
 def _foreground_and_interior(
-    probs: np.ndarray, fg_threshold: float, smooth: float
+    probs: np.ndarray, fg_threshold: float, smooth: float, distance: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Hole-filled foreground mask (``1 - p_bg > fg_threshold``) and the interior
-    probability, both after an optional Gaussian of sigma ``smooth``."""
+    """Hole-filled foreground mask (``1 - p_bg > fg_threshold``) and the map that seeds
+    and floods the watershed: the predicted distance if given, else the interior
+    probability; both after an optional Gaussian of sigma ``smooth``."""
     p_bg = probs[0].astype(np.float32, copy=False)
-    p_int = probs[1].astype(np.float32, copy=False)
+    p_int = (probs[1] if distance is None else distance).astype(np.float32, copy=False)
     if smooth > 0:
         p_bg = ndi.gaussian_filter(p_bg, smooth)
         p_int = ndi.gaussian_filter(p_int, smooth)
@@ -114,6 +115,7 @@ def instances_from_probabilities(
     min_size: int = 0,
     min_seed_size: int = 3,
     smooth: float = 0.0,
+    distance: np.ndarray | None = None,
 ) -> np.ndarray:
     """Instance labels from 3-class (background, interior, border) probabilities.
 
@@ -142,6 +144,10 @@ def instances_from_probabilities(
         Sigma (pixels) of a Gaussian applied to both probability maps first, so pixel
         speckle does not become one-pixel objects or holes; 0 disables it. Holes inside
         the foreground mask are filled.
+    distance : np.ndarray or None, optional
+        Predicted normalised distance to the object edge ``(H, W)`` (a model's distance
+        head). When given it replaces the interior probability for the seeds
+        (``distance > seed_threshold``) and the watershed landscape.
 
     Returns
     -------
@@ -154,7 +160,7 @@ def instances_from_probabilities(
             f"probs must have shape (C, H, W) with C >= 2 (background, interior[, border]), "
             f"got {probs.shape}; use per_frame() for a (T, C, H, W) stack"
         )
-    mask, p_int = _foreground_and_interior(probs, fg_threshold, smooth)
+    mask, p_int = _foreground_and_interior(probs, fg_threshold, smooth, distance)
     seeds, _ = ndi.label((p_int > seed_threshold) & mask)
     seeds = remove_small(seeds, min_seed_size)
     return _seeded_watershed(-p_int, seeds, mask, min_size)
@@ -168,6 +174,8 @@ def refine_outlines(
     seed_threshold: float = 0.5,
     min_size: int = 0,
     smooth: float = 0.0,
+    coarse_distance: np.ndarray | None = None,
+    fine_distance: np.ndarray | None = None,
 ) -> np.ndarray:
     """Keep the objects of a coarse pass, draw their outlines from a finer one.
 
@@ -186,6 +194,9 @@ def refine_outlines(
         Class probabilities (C, H, W) of the coarse and the fine pass.
     fg_threshold, seed_threshold, min_size, smooth
         As in :func:`instances_from_probabilities` (``min_size`` in these pixels).
+    coarse_distance, fine_distance : np.ndarray or None
+        Predicted distances of the two passes (models with a distance head): they take
+        the place of the interior probabilities.
 
     Returns
     -------
@@ -193,8 +204,9 @@ def refine_outlines(
         int32 labels (H, W), 0 = background, objects 1..N.
     """
     coarse_labels = _check_2d(coarse_labels, "coarse_labels")
-    mask, p_int = _foreground_and_interior(fine_probs, fg_threshold, smooth)
-    seeds = np.where(mask & (coarse_probs[1] > seed_threshold), coarse_labels, 0)
+    mask, p_int = _foreground_and_interior(fine_probs, fg_threshold, smooth, fine_distance)
+    coarse_seed_map = coarse_probs[1] if coarse_distance is None else coarse_distance
+    seeds = np.where(mask & (coarse_seed_map > seed_threshold), coarse_labels, 0)
     if seeds.max(initial=0) == 0:
         return np.zeros(coarse_labels.shape, np.int32)
     labels = watershed(-p_int, markers=seeds.astype(np.int32), mask=mask)

@@ -155,3 +155,26 @@ def segmentation_loss(
     if dice_weight:
         loss = loss + dice_weight * soft_dice_loss(logits, target)
     return loss
+
+
+def distance_loss(logit: Tensor, distance: Tensor, target: Tensor) -> Tensor:
+    """Binary cross-entropy of the distance channel against a ``[0, 1]`` distance map.
+
+    Parameters
+    ----------
+    logit : Tensor
+        Distance logits ``(N, H, W)`` (the channel after the classes).
+    distance : Tensor
+        Target normalised distances ``(N, H, W)`` in ``[0, 1]`` (0 on background).
+    target : Tensor
+        The class target ``(N, H, W)``; pixels where it is ``-1`` are ignored.
+
+    Returns
+    -------
+    Tensor
+        Scalar mean over the labelled pixels (0 if there are none).
+    """
+    labelled = target >= 0
+    if not bool(labelled.any()):
+        return logit.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logit[labelled], distance[labelled])

@@ -8,9 +8,10 @@ half-written model.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,29 @@ def new_bundle(
         torch.manual_seed(seed)
         network = build_network(config)
     return ModelBundle(config, network, new_metadata(name, target, **extra))
+
+
+def with_distance_head(bundle: ModelBundle) -> ModelBundle:
+    """A copy of an instance model with a distance head added (for fine-tuning).
+
+    Every weight is copied; the new output channel starts as the interior logit minus
+    the background logit, which already peaks inside objects, so fine-tuning starts from
+    a sensible distance map rather than from noise.
+    """
+    if bundle.target != "instances" or bundle.config.n_classes != 3:
+        raise ValueError("a distance head needs a 3-class instance model")
+    if bundle.config.distance_head:
+        raise ValueError(f"model {bundle.name!r} already has a distance head")
+    config = replace(bundle.config, distance_head=True)
+    network = build_network(config)
+    state = {k: v.float() for k, v in bundle.network.state_dict().items()}
+    weight, bias = state.pop("head.weight"), state.pop("head.bias")
+    new_state = network.state_dict()
+    new_state.update(state)
+    new_state["head.weight"] = torch.cat([weight, (weight[1] - weight[0])[None]])
+    new_state["head.bias"] = torch.cat([bias, (bias[1] - bias[0])[None]])
+    network.load_state_dict(new_state)
+    return ModelBundle(config, network, copy.deepcopy(bundle.metadata))
 
 
 def shipped_models() -> dict[str, Path]:

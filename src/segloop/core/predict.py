@@ -35,14 +35,24 @@ def _untransform(tiles: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
     return torch.flip(tiles, dims=(-1,)) if flip else tiles
 
 
-def _tile_probabilities(network, tiles: torch.Tensor, settings, tta: bool) -> np.ndarray:
-    """Softmax of one batch of square tiles; with ``tta`` the mean over the 8 symmetries."""
+def _activate(logits: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Softmax over the class channels; sigmoid of a distance channel after them."""
+    probs = torch.softmax(logits[:, :n_classes], dim=1)
+    if logits.shape[1] == n_classes:
+        return probs
+    return torch.cat([probs, torch.sigmoid(logits[:, n_classes:])], dim=1)
+
+
+def _tile_probabilities(
+    network, tiles: torch.Tensor, settings, tta: bool, n_classes: int
+) -> np.ndarray:
+    """Outputs of one batch of square tiles; with ``tta`` the mean over the 8 symmetries."""
     transforms = DIHEDRAL if tta else DIHEDRAL[:1]
     total = None
     with torch.inference_mode(), settings.autocast():
         for k, flip in transforms:
             logits = network(settings.to_device(_transform(tiles, k, flip).contiguous()))
-            probs = _untransform(torch.softmax(logits.float(), dim=1), k, flip)
+            probs = _untransform(_activate(logits.float(), n_classes), k, flip)
             total = probs if total is None else total + probs
     return (total / len(transforms)).cpu().numpy()
 
@@ -67,7 +77,10 @@ def predict_probabilities_iter(
     stage: str = "predict",
     tta: bool = False,
 ) -> Generator[Progress, None, np.ndarray]:
-    """Yield progress per tile batch; return softmax probabilities (n_classes, H, W).
+    """Yield progress per tile batch; return the network's outputs (n_outputs, H, W).
+
+    The outputs are the softmax class probabilities, followed for models with a distance
+    head (``config.distance_head``) by the predicted normalised distance (sigmoid).
 
     Parameters
     ----------
@@ -96,7 +109,7 @@ def predict_probabilities_iter(
     network = prepare_network(bundle.network, settings).eval()
     plan = plan_tiles(bundle.config, image.shape[1:], tile or default_tile(bundle))
     padded = pad_image(np.asarray(image, dtype=np.float32), plan)
-    canvas = np.zeros((bundle.config.n_classes, *plan.canvas_shape), np.float32)
+    canvas = np.zeros((bundle.config.n_outputs, *plan.canvas_shape), np.float32)
     weights = np.zeros(plan.canvas_shape, np.float32)
     size_in, size_out = plan.input_size, plan.output_size
     total = len(plan.starts)
@@ -105,7 +118,9 @@ def predict_probabilities_iter(
         check_stop(should_stop)
         starts = plan.starts[first : first + batch]
         tiles = np.stack([padded[:, y : y + size_in, x : x + size_in] for y, x in starts])
-        probs = _tile_probabilities(network, torch.from_numpy(tiles), settings, tta)
+        probs = _tile_probabilities(
+            network, torch.from_numpy(tiles), settings, tta, bundle.config.n_classes
+        )
         for (y, x), prob in zip(starts, probs, strict=True):
             canvas[:, y : y + size_out, x : x + size_out] += prob * plan.window
             weights[y : y + size_out, x : x + size_out] += plan.window

@@ -56,6 +56,8 @@ class Segmentation:
     diameters: list[float | None]  # object diameter used per frame (None = native)
     scale_factors: list[float]
     device: str
+    # (H, W) or (T, H, W) float32 predicted normalised distance (distance-head models)
+    distance: np.ndarray | None = None
 
     @property
     def foreground(self) -> np.ndarray:
@@ -84,14 +86,22 @@ def _instance_settings(
     }
 
 
+def _split_outputs(bundle: ModelBundle, outputs: np.ndarray):
+    """(class probabilities, distance or None) from the network's (n_outputs, H, W)."""
+    n_classes = bundle.config.n_classes
+    distance = outputs[n_classes] if bundle.config.distance_head else None
+    return outputs[:n_classes], distance
+
+
 def _postprocess(
-    bundle: ModelBundle, probs: np.ndarray, options: SegmentOptions, area_scale: float
+    bundle: ModelBundle, outputs: np.ndarray, options: SegmentOptions, area_scale: float
 ):
-    """Class map and instances from (C, H, W) probabilities on the input grid."""
+    """Class map and instances from the network's outputs on the input grid."""
+    probs, distance = _split_outputs(bundle, outputs)
     classes = np.argmax(probs, axis=0).astype(np.uint8)
     if bundle.target == "instances":
         labels = instances_from_probabilities(
-            probs, **_instance_settings(bundle, options, area_scale)
+            probs, **_instance_settings(bundle, options, area_scale), distance=distance
         )
         return classes, labels
     # "classes" target: class k is stored as k + 1, 0 = unknown below the threshold.
@@ -174,7 +184,16 @@ def _refine(bundle, labels, probs, fine_probs, options, fine_factor):
     """:func:`refine_outlines` with the post-processing settings of the fine pass."""
     settings = _instance_settings(bundle, options, 1.0 / fine_factor**2)
     del settings["min_seed_size"]  # the coarse objects are the seeds
-    return refine_outlines(labels, probs, fine_probs, **settings)
+    probs, distance = _split_outputs(bundle, probs)
+    fine_probs, fine_distance = _split_outputs(bundle, fine_probs)
+    return refine_outlines(
+        labels,
+        probs,
+        fine_probs,
+        **settings,
+        coarse_distance=distance,
+        fine_distance=fine_distance,
+    )
 
 
 def segment_iter(
@@ -208,15 +227,17 @@ def segment_iter(
             (yield from _segment_frame(bundle, frame, options, settings, should_stop, stage))
         )
         yield Progress("segment", index + 1, n_frames)
-    probs, classes, labels, diameters, factors = zip(*results, strict=True)
+    outputs, classes, labels, diameters, factors = zip(*results, strict=True)
+    probs, distances = zip(*(_split_outputs(bundle, frame) for frame in outputs), strict=True)
     pick = (lambda arrays: np.stack(arrays)) if is_stack else (lambda arrays: arrays[0])
     return Segmentation(
-        pick(probs),
+        np.ascontiguousarray(pick(probs)),
         pick(classes),
         pick(labels),
         list(diameters),
         list(factors),
         settings.describe(),
+        None if distances[0] is None else np.ascontiguousarray(pick(distances)),
     )
 
 

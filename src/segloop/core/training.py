@@ -21,13 +21,18 @@ from .augment import AugmentConfig, augment_sample, random_crop
 from .device import compute_settings, prepare_network
 from .evaluation import LabelledImage, evaluate_iter, tune_postprocess
 from .imageio import prepare_image
-from .losses import segmentation_loss
+from .losses import distance_loss, segmentation_loss
 from .modelio import ModelBundle, save_model
 from .models import tile_geometry
 from .progress import Progress, StopCheck, run_to_end
 from .scale import estimate_diameter, rescale_image, rescale_labels, rescale_raw_image
 from .segment import SegmentOptions, segment_iter
-from .targets import class_ids_to_target, classes_to_target, instances_to_classes
+from .targets import (
+    class_ids_to_target,
+    classes_to_target,
+    instances_to_classes,
+    normalized_distance,
+)
 from .weightmap import weight_map
 
 
@@ -58,6 +63,7 @@ class TrainConfig:
     w0: float = 10.0
     sigma: float = 5.0
     dice_weight: float = 0.0
+    distance_weight: float = 1.0
     border_width: int = 2
     target_diameter: float | str | None = None
     device: str = "auto"
@@ -79,12 +85,14 @@ class TrainConfig:
 
 @dataclass
 class Sample:
-    """A training pair ready for cropping: (C, H, W) image, int64 target, weight."""
+    """A training pair ready for cropping: (C, H, W) image, int64 target, weight, and
+    the normalised distance map for models with a distance head."""
 
     image: np.ndarray
     target: np.ndarray
     weight: np.ndarray | None
     n_objects: int
+    distance: np.ndarray | None = None
 
 
 @dataclass
@@ -174,7 +182,12 @@ def make_sample(item: LabelledImage, bundle: ModelBundle, config: TrainConfig) -
             target[ignore] = -1
         weight = None
     n_objects = int(len(np.unique(labels)) - 1) if bundle.target == "instances" else 0
-    return Sample(image[None].astype(np.float32), target, weight, n_objects)
+    distance = None
+    if bundle.config.distance_head:
+        if bundle.target != "instances":
+            raise ValueError("a distance head needs an instance model")
+        distance = normalized_distance(labels)
+    return Sample(image[None].astype(np.float32), target, weight, n_objects, distance)
 
 
 def split_validation(
@@ -189,26 +202,33 @@ def split_validation(
 
 
 def _batch(samples, order, geometry, config, rng, margin):
-    """Random crops + augmentation for one batch; returns image, target, weight tensors."""
-    images, targets, weights = [], [], []
+    """Random crops + augmentation for one batch; returns image, target, weight and
+    distance tensors (distance None unless the samples carry distance maps)."""
+    images, targets, weights, distances = [], [], [], []
     for index in order:
         sample = samples[index]
-        arrays = [sample.image, sample.target]
-        if sample.weight is not None:
-            arrays.append(sample.weight)
+        maps = sample.weight
+        if sample.distance is not None:
+            weight = np.ones_like(sample.distance) if maps is None else maps
+            maps = np.stack([weight, sample.distance])
+        arrays = [sample.image, sample.target] + ([] if maps is None else [maps])
         crops = random_crop(arrays, (geometry.input_size,) * 2, rng)
-        weight = crops[2] if len(crops) > 2 else None
-        image, target, weight = augment_sample(crops[0], crops[1], weight, rng, config.augment)
+        maps = crops[2] if len(crops) > 2 else None
+        image, target, maps = augment_sample(crops[0], crops[1], maps, rng, config.augment)
         inner = slice(margin, margin + geometry.output_size)
         images.append(image)
         targets.append(target[inner, inner])
+        if sample.distance is not None:
+            maps, distance = maps[0], maps[1]
+            distances.append(distance[inner, inner])
         weights.append(
-            np.ones_like(targets[-1], np.float32) if weight is None else weight[inner, inner]
+            np.ones_like(targets[-1], np.float32) if maps is None else maps[inner, inner]
         )
     return (
         torch.from_numpy(np.stack(images)),
         torch.from_numpy(np.stack(targets)),
         torch.from_numpy(np.stack(weights)),
+        torch.from_numpy(np.stack(distances)) if distances else None,
     )
 
 
@@ -240,7 +260,7 @@ def _validate(bundle, val_data, config, should_stop):
 def _tune(bundle, val_data, config, should_stop):
     """Store the post-processing that maximises validation F1 in the bundle metadata."""
     bundle.network.eval()
-    probs, labels = [], []
+    probs, labels, distances = [], [], []
     for item in val_data:
         image, truth = item.image, item.labels
         options = SegmentOptions(device=config.device, diameter="native")
@@ -251,8 +271,9 @@ def _tune(bundle, val_data, config, should_stop):
             options.diameter = bundle.diameter
         result = yield from segment_iter(bundle, image, options, should_stop)
         probs.append(result.probabilities)
+        distances.append(result.distance)
         labels.append(truth)
-    settings, f1 = tune_postprocess(probs, labels, bundle.diameter)
+    settings, f1 = tune_postprocess(probs, labels, bundle.diameter, distances)
     if settings:
         bundle.metadata["postprocess"] = {**bundle.postprocess, **settings}
     return f1
@@ -330,18 +351,15 @@ def train_iter(
         picks, order = order[: config.batch_size], order[config.batch_size :]
         while len(picks) < config.batch_size:  # fill the last batch of an epoch
             picks.append(int(rng.integers(len(samples))))
-        images, targets, weights = _batch(samples, picks, geometry, config, rng, geometry.margin)
+        images, targets, weights, distances = _batch(
+            samples, picks, geometry, config, rng, geometry.margin
+        )
         lr_scale = _lr_schedule(progress_fraction())
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate * lr_scale
         with settings.autocast():
             logits = network(settings.to_device(images))
-        loss = segmentation_loss(
-            logits.float(),
-            targets.to(settings.device),
-            weights.to(settings.device),
-            config.dice_weight,
-        )
+        loss = _loss(logits.float(), targets, weights, distances, bundle, config, settings)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -393,6 +411,21 @@ def train_iter(
         history,
         validation,
     )
+
+
+def _loss(logits, targets, weights, distances, bundle, config, settings):
+    """Class loss, plus the distance channel's loss for models with a distance head."""
+    n_classes = bundle.config.n_classes
+    targets = targets.to(settings.device)
+    loss = segmentation_loss(
+        logits[:, :n_classes], targets, weights.to(settings.device), config.dice_weight
+    )
+    if distances is not None:
+        distance = distances.to(settings.device)
+        loss = loss + config.distance_weight * distance_loss(
+            logits[:, n_classes], distance, targets
+        )
+    return loss
 
 
 def _lr_schedule(fraction: float) -> float:

@@ -36,6 +36,13 @@ SIZE_TYPED = "diameter (px)"
 TTA_MODES = {"model default": None, "on (8x slower)": True, "off": False}
 FOREGROUND_STYLE = {"colormap": "magma", "contrast_limits": (0.0, 1.0), "blending": "additive"}
 UNCERTAINTY_STYLE = {"colormap": "magma", "contrast_limits": (0.0, 1.0), "blending": "additive"}
+#: The predicted distance to the object edge (distance-head models): hidden by default.
+DISTANCE_STYLE = {
+    "colormap": "viridis",
+    "contrast_limits": (0.0, 1.0),
+    "blending": "additive",
+    "visible": False,
+}
 #: Key of ``layer.metadata`` naming the model (name or path) that produced a result layer.
 MODEL_KEY = "segloop_model"
 
@@ -59,9 +66,10 @@ class SegmentWidget(JobWidget):
     """Pick an image, a model and a device; Run adds/updates the result layers.
 
     Results go to ``"<image> classes"`` (Labels, argmax class, coloured and named by the
-    model's class legend), ``"<image> foreground"`` (Image, foreground probability 0..1)
-    and ``"<image> instances"`` (Labels). Re-running updates these layers instead of
-    adding new ones.
+    model's class legend), ``"<image> foreground"`` (Image, foreground probability 0..1),
+    for models with a distance head ``"<image> distance"`` (Image, hidden: the predicted
+    distance to the object edge whose peaks seeded the objects) and ``"<image> instances"``
+    (Labels). Re-running updates these layers instead of adding new ones.
     """
 
     run_text = "Run"
@@ -262,6 +270,12 @@ class SegmentWidget(JobWidget):
         }
         if class_model:  # "foreground" = not class 1: meaningless for a class map
             del outputs["foreground"]
+        if seg.distance is not None:  # below the instances, hidden until asked for
+            outputs = {
+                **{k: v for k, v in outputs.items() if k != "instances"},
+                "distance": ("image", seg.distance, dict(DISTANCE_STYLE)),
+                "instances": outputs["instances"],
+            }
         if result.uncertainty is not None:
             outputs["uncertainty"] = ("image", result.uncertainty, dict(UNCERTAINTY_STYLE))
         for suffix, (kind, data, style) in outputs.items():

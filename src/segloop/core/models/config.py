@@ -30,6 +30,11 @@ class ModelConfig:
         Image channels the network reads (1 for grayscale).
     n_classes : int
         Output channels (softmax classes).
+    distance_head : bool
+        One more output channel after the classes: a per-pixel regression (sigmoid) of
+        the distance to the object's edge, divided by the object's largest such distance
+        (1 at its centre, 0 at its edge and on background). Instance models use it to seed
+        and split touching objects (see :func:`segloop.core.targets.normalized_distance`).
     convs_per_level : tuple of int or None
         SegNet only: 3x3 convolutions per encoder level (VGG16: 2, 2, 3, 3, 3).
     """
@@ -42,6 +47,12 @@ class ModelConfig:
     in_channels: int = 1
     n_classes: int = 3
     convs_per_level: tuple[int, ...] | None = None
+    distance_head: bool = False
+
+    @property
+    def n_outputs(self) -> int:
+        """Channels the network's head produces (classes, then the distance if any)."""
+        return self.n_classes + int(self.distance_head)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -60,6 +71,8 @@ class ModelConfig:
         out = asdict(self)
         if out["convs_per_level"] is not None:
             out["convs_per_level"] = list(out["convs_per_level"])
+        if not out["distance_head"]:
+            del out["distance_head"]  # files without the head stay as before
         return out
 
     @classmethod

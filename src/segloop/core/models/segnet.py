@@ -51,10 +51,10 @@ class SegNet(nn.Module):
                 last = i == convs[level] - 1
                 layers += _conv_bn_relu(width, out_width if last else width)
             self.decoder.append(nn.Sequential(*layers))
-        self.head = nn.Conv2d(widths[0], config.n_classes, kernel_size=1)
+        self.head = nn.Conv2d(widths[0], config.n_outputs, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return class logits (N, n_classes, H, W)."""
+        """Return class logits, then the distance logit if any (N, n_outputs, H, W)."""
         indices: list[torch.Tensor] = []
         sizes: list[torch.Size] = []
         for block in self.encoder:

@@ -53,10 +53,10 @@ class UNet(nn.Module):
         for width in reversed(widths[:-1]):
             self.upconv.append(nn.ConvTranspose2d(width * 2, width, kernel_size=2, stride=2))
             self.up.append(conv_block(width * 2, width, pad, config.batch_norm))
-        self.head = nn.Conv2d(widths[0], config.n_classes, kernel_size=1)
+        self.head = nn.Conv2d(widths[0], config.n_outputs, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return class logits (N, n_classes, H_out, W_out)."""
+        """Return class logits, then the distance logit if any (N, n_outputs, H_out, W_out)."""
         skips = []
         for level, block in enumerate(self.down):
             x = block(x)
