@@ -211,6 +211,12 @@ def main(argv=None) -> int:
         help="rescale every training pair so its objects are this many pixels across "
         "(default: the recipe's choice)",
     )
+    parser.add_argument(
+        "--learning-rate", type=float, default=None, help="override the recipe's (or stage's)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="override the recipe's (or stage's) seed"
+    )
     parser.add_argument("--evaluate-only", action="store_true")
     parser.add_argument(
         "--skip-test",
@@ -262,6 +268,10 @@ def main(argv=None) -> int:
         epochs = args.epochs or (None if args.minutes else recipe["epochs"])
         if args.target_diameter:
             train_options["target_diameter"] = args.target_diameter
+        if args.learning_rate:
+            train_options["learning_rate"] = args.learning_rate
+        if args.seed is not None:
+            train_options["seed"] = args.seed
         config = TrainConfig(minutes=args.minutes, epochs=epochs, **train_options)
         start = time.time()
         work = out.with_suffix(".work.safetensors")
