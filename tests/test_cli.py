@@ -297,8 +297,20 @@ def test_train_with_a_distance_head_new_and_from_init(folders, class_folders, tm
     for path in (new, grown):
         assert main(["info", str(path)]) == 0
         assert json.loads(capsys.readouterr().out)["config"]["distance_head"] is True
-    assert main(["predict", "--model", str(grown), "--out", str(tmp_path / "p"), str(images)]) == 0
-    assert len(list((tmp_path / "p").glob("*_labels.tif"))) == 3
+    out = tmp_path / "p"
+    assert (
+        main(["predict", "--model", str(grown), "--out", str(out), "--probabilities", str(images)])
+        == 0
+    )
+    assert len(list(out.glob("*_labels.tif"))) == 3
+    distance = read_image(out / "f0_distance.tif")
+    assert distance.shape == (64, 64) and distance.dtype == np.float32
+    assert read_image(out / "f0_probabilities.tif").shape == (3, 64, 64)
+    plain_out = tmp_path / "plain_out"  # no distance head: no distance file
+    args = ["predict", "--model", str(plain), "--out", str(plain_out), "--probabilities"]
+    assert main([*args, str(images)]) == 0
+    assert (plain_out / "f0_probabilities.tif").exists()
+    assert not list(plain_out.glob("*_distance.tif"))
     class_images, class_masks = class_folders
     bad = tmp_path / "bad.safetensors"
     assert _train_classes(class_images, class_masks, bad, "--distance-head") == 1

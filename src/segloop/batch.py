@@ -31,7 +31,8 @@ def segment_file(bundle: ModelBundle, path: Path, options: SegmentOptions, progr
 
 
 def write_segmentation(result: Segmentation, out_dir: Path, stem: str, probabilities: bool):
-    """Write ``<stem>_labels.tif`` / ``<stem>_classes.tif`` (and probabilities)."""
+    """Write ``<stem>_labels.tif`` / ``<stem>_classes.tif`` (and probabilities, plus the
+    predicted distance map ``<stem>_distance.tif`` for models with a distance head)."""
     labels_path = out_dir / f"{stem}_labels.tif"
     classes_path = out_dir / f"{stem}_classes.tif"
     write_tiff(labels_path, result.instances.astype(label_dtype(result.instances)))
@@ -41,6 +42,10 @@ def write_segmentation(result: Segmentation, out_dir: Path, stem: str, probabili
         probs_path = out_dir / f"{stem}_probabilities.tif"
         write_tiff(probs_path, result.probabilities.astype(np.float32))
         written.append(probs_path)
+        if result.distance is not None:
+            distance_path = out_dir / f"{stem}_distance.tif"
+            write_tiff(distance_path, result.distance.astype(np.float32))
+            written.append(distance_path)
     return written
 
 

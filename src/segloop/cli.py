@@ -337,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--probabilities",
         action="store_true",
-        help="also write <stem>_probabilities.tif (float32, C x H x W)",
+        help="also write <stem>_probabilities.tif (float32, C x H x W) and, for models "
+        "with a distance head, <stem>_distance.tif (float32, H x W)",
     )
     predict.add_argument(
         "--dask",
