@@ -185,9 +185,9 @@ def stage_summary(metadata: dict) -> dict:
     training = metadata.get("training", {})
     return {
         "training": {k: v for k, v in training.items() if k != "images"},
-        "resumed_from": metadata.pop("resumed_from", None),
+        "resumed_from": metadata.get("resumed_from"),
         "validation": metadata.get("validation"),
-        "metrics": metadata.pop("metrics", None),
+        "metrics": metadata.get("metrics"),
     }
 
 
@@ -253,6 +253,8 @@ def main(argv=None) -> int:
             train_options.update(stage)
             bundle = with_distance_head(load_model(out))
             bundle.metadata["stage_1"] = stage_summary(bundle.metadata)
+            for stale in ("resumed_from", "metrics"):  # they describe stage 1, kept above
+                bundle.metadata.pop(stale, None)
         elif args.resume:
             bundle = load_model(out)
             previous = bundle.metadata.get("training", {})

@@ -94,18 +94,18 @@ def _seeded_watershed(
     return remove_small(labels, min_size)
 
 
-def _foreground_and_interior(
+def _foreground_and_seed_map(
     probs: np.ndarray, fg_threshold: float, smooth: float, distance: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hole-filled foreground mask (``1 - p_bg > fg_threshold``) and the map that seeds
     and floods the watershed: the predicted distance if given, else the interior
     probability; both after an optional Gaussian of sigma ``smooth``."""
     p_bg = probs[0].astype(np.float32, copy=False)
-    p_int = (probs[1] if distance is None else distance).astype(np.float32, copy=False)
+    seed_map = (probs[1] if distance is None else distance).astype(np.float32, copy=False)
     if smooth > 0:
         p_bg = ndi.gaussian_filter(p_bg, smooth)
-        p_int = ndi.gaussian_filter(p_int, smooth)
-    return ndi.binary_fill_holes((1.0 - p_bg) > fg_threshold), p_int
+        seed_map = ndi.gaussian_filter(seed_map, smooth)
+    return ndi.binary_fill_holes((1.0 - p_bg) > fg_threshold), seed_map
 
 
 def instances_from_probabilities(
@@ -160,10 +160,10 @@ def instances_from_probabilities(
             f"probs must have shape (C, H, W) with C >= 2 (background, interior[, border]), "
             f"got {probs.shape}; use per_frame() for a (T, C, H, W) stack"
         )
-    mask, p_int = _foreground_and_interior(probs, fg_threshold, smooth, distance)
-    seeds, _ = ndi.label((p_int > seed_threshold) & mask)
+    mask, seed_map = _foreground_and_seed_map(probs, fg_threshold, smooth, distance)
+    seeds, _ = ndi.label((seed_map > seed_threshold) & mask)
     seeds = remove_small(seeds, min_seed_size)
-    return _seeded_watershed(-p_int, seeds, mask, min_size)
+    return _seeded_watershed(-seed_map, seeds, mask, min_size)
 
 
 def refine_outlines(
@@ -204,12 +204,12 @@ def refine_outlines(
         int32 labels (H, W), 0 = background, objects 1..N.
     """
     coarse_labels = _check_2d(coarse_labels, "coarse_labels")
-    mask, p_int = _foreground_and_interior(fine_probs, fg_threshold, smooth, fine_distance)
+    mask, seed_map = _foreground_and_seed_map(fine_probs, fg_threshold, smooth, fine_distance)
     coarse_seed_map = coarse_probs[1] if coarse_distance is None else coarse_distance
     seeds = np.where(mask & (coarse_seed_map > seed_threshold), coarse_labels, 0)
     if seeds.max(initial=0) == 0:
         return np.zeros(coarse_labels.shape, np.int32)
-    labels = watershed(-p_int, markers=seeds.astype(np.int32), mask=mask)
+    labels = watershed(-seed_map, markers=seeds.astype(np.int32), mask=mask)
     return remove_small(labels, min_size)
 
 

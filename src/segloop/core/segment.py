@@ -231,13 +231,13 @@ def segment_iter(
     probs, distances = zip(*(_split_outputs(bundle, frame) for frame in outputs), strict=True)
     pick = (lambda arrays: np.stack(arrays)) if is_stack else (lambda arrays: arrays[0])
     return Segmentation(
-        np.ascontiguousarray(pick(probs)),
+        pick(probs),
         pick(classes),
         pick(labels),
         list(diameters),
         list(factors),
         settings.describe(),
-        None if distances[0] is None else np.ascontiguousarray(pick(distances)),
+        None if distances[0] is None else pick(distances),
     )
 
 

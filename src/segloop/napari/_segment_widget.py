@@ -265,17 +265,13 @@ class SegmentWidget(JobWidget):
         class_model = result.target == "classes"
         outputs = {
             "classes": ("labels", seg.classes, {"opacity": 0.5, "visible": class_model}),
-            "foreground": ("image", seg.foreground.astype("float32"), dict(FOREGROUND_STYLE)),
-            "instances": ("labels", seg.instances, {"opacity": 0.6}),
         }
-        if class_model:  # "foreground" = not class 1: meaningless for a class map
-            del outputs["foreground"]
+        if not class_model:  # "foreground" = not class 1: meaningless for a class map
+            foreground = seg.foreground.astype("float32")
+            outputs["foreground"] = ("image", foreground, dict(FOREGROUND_STYLE))
         if seg.distance is not None:  # below the instances, hidden until asked for
-            outputs = {
-                **{k: v for k, v in outputs.items() if k != "instances"},
-                "distance": ("image", seg.distance, dict(DISTANCE_STYLE)),
-                "instances": outputs["instances"],
-            }
+            outputs["distance"] = ("image", seg.distance, dict(DISTANCE_STYLE))
+        outputs["instances"] = ("labels", seg.instances, {"opacity": 0.6})
         if result.uncertainty is not None:
             outputs["uncertainty"] = ("image", result.uncertainty, dict(UNCERTAINTY_STYLE))
         for suffix, (kind, data, style) in outputs.items():
