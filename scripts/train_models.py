@@ -162,23 +162,34 @@ def network_scale_pairs(bundle, val_data, diameter):
 
 def retune(bundle, val_data):
     """Pick the default object-size mode (native scale or measured) and the
-    post-processing settings on the validation split; both are stored in the metadata."""
+    post-processing settings on the validation split (best F1 minus median count error);
+    both are stored in the metadata."""
     best = None
     for diameter in ("native", "auto"):
         probs, labels, distances = zip(
             *network_scale_pairs(bundle, val_data, diameter), strict=True
         )
-        settings, f1 = tune_postprocess(probs, labels, bundle.diameter, distances)
-        print(f"val ({diameter}): F1 {f1:.4f} with {settings}", file=sys.stderr)
-        if best is None or f1 > best[2]:
-            best = (diameter, settings, f1)
-    diameter, settings, f1 = best
-    bundle.metadata["postprocess"] = {**bundle.postprocess, **settings}
+        tuned = tune_postprocess(probs, labels, bundle.diameter, distances)
+        print(
+            f"val ({diameter}): F1 {tuned.f1:.4f}, median count error "
+            f"{tuned.count_error:.4f} with {tuned.settings}",
+            file=sys.stderr,
+        )
+        if best is None or tuned.score > best[1].score:
+            best = (diameter, tuned)
+    diameter, tuned = best
+    bundle.metadata["postprocess"] = {**bundle.postprocess, **tuned.settings}
     bundle.metadata["predict"] = {**bundle.metadata.get("predict", {}), "diameter": diameter}
     bundle.metadata.setdefault("validation", []).append(
-        {"tuned_f1": f1, "retuned": True, "diameter": diameter, "n_images": len(val_data)}
+        {
+            "tuned_f1": tuned.f1,
+            "tuned_count_error": tuned.count_error,
+            "retuned": True,
+            "diameter": diameter,
+            "n_images": len(val_data),
+        }
     )
-    return {**settings, "diameter": diameter}, f1
+    return {**tuned.settings, "diameter": diameter}, tuned.f1
 
 
 def stage_summary(metadata: dict) -> dict:

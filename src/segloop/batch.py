@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .core.counting import count_table, frame_counts, write_csv
 from .core.imageio import read_image, write_tiff
-from .core.instances import count_table, frame_counts, write_csv
 from .core.modelio import ModelBundle, load_model
 from .core.progress import Progress, run_to_end
 from .core.segment import Segmentation, SegmentOptions, segment_iter

@@ -1,7 +1,9 @@
 import numpy as np
 
 from segloop.core.evaluation import tune_postprocess
+from segloop.core.instances import instances_from_probabilities
 from segloop.core.scale import rescale_raw_image
+from segloop.core.targets import normalized_distance
 
 from ..conftest import disks_image
 
@@ -23,9 +25,23 @@ def test_tuning_finds_the_seed_threshold_that_splits_touching_objects():
     _, labels = disks_image([(40, 40), (40, 58), (90, 90)], [10, 10, 8])
     # interior probability only 0.45: default seeds (0.5) would find nothing
     probs = probabilities_for(labels, 0.45)
-    settings, f1 = tune_postprocess([probs], [labels], diameter=18)
-    assert f1 == 1.0
-    assert settings["seed_threshold"] < 0.45
+    tuned = tune_postprocess([probs], [labels], diameter=18)
+    assert tuned.f1 == 1.0 and tuned.count_error == 0.0
+    assert tuned.settings["seed_threshold"] < 0.45
+
+
+def test_tuning_drops_faint_false_objects_by_their_peak():
+    _, labels = disks_image([(40, 40), (40, 80), (90, 60)], [10, 10, 10])
+    distance = normalized_distance(labels)
+    faint = np.zeros_like(labels)
+    faint[95:110, 10:25] = 1  # a blob the network calls foreground, with a weak centre
+    probs = probabilities_for(labels + 9 * faint, 0.9)
+    distance = np.where(faint > 0, 0.58 * normalized_distance(faint), distance)
+    tuned = tune_postprocess([probs], [labels], diameter=20, distances=[distance])
+    assert tuned.f1 == 1.0 and tuned.count_error == 0.0
+    assert tuned.settings["min_peak"] > 0.58
+    kept = instances_from_probabilities(probs, distance=distance, **tuned.settings)
+    assert kept.max() == 3
 
 
 def test_rescale_raw_image_keeps_colour_axis_last():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -10,16 +9,13 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.draw import disk
 
+from segloop.core.counting import count_table, frame_counts
 from segloop.core.instances import (
-    TABLE_COLUMNS,
     connected_components,
-    count_table,
-    frame_counts,
     instances_from_class_map,
     instances_from_probabilities,
     per_frame,
     split_touching,
-    write_csv,
 )
 from segloop.core.metrics import match_instances
 from segloop.core.targets import normalized_distance
@@ -110,6 +106,24 @@ def test_unseeded_component_kept_and_min_size() -> None:
     assert split_touching(labels > 0, min_size=5).max() == 1
 
 
+def test_min_peak_drops_weak_objects_and_keeps_confident_ones() -> None:
+    labels = disks([(30, 30), (30, 70)], radius=10, shape=(60, 100))
+    distance = normalized_distance(labels)
+    distance[labels == 2] *= 0.55  # the network only half believes in object 2
+    probs = three_class_probs(labels)
+    assert instances_from_probabilities(probs, distance=distance).max() == 2
+    kept = instances_from_probabilities(probs, distance=distance, min_peak=0.6)
+    assert kept.max() == 1
+    assert kept[30, 30] == 1 and kept[30, 70] == 0
+    # an unseeded blob (peak below the seed threshold) goes too
+    labels[50:54, 90:94] = 3
+    probs = three_class_probs(labels)
+    distance = normalized_distance(labels) * 0.4
+    distance[labels == 1] /= 0.4
+    assert instances_from_probabilities(probs, distance=distance).max() == 3
+    assert instances_from_probabilities(probs, distance=distance, min_peak=0.5).max() == 1
+
+
 def test_min_seed_size_drops_tiny_seeds() -> None:
     probs = three_class_probs(disks([(30, 30)], shape=(60, 60)))
     probs[1, 30, 30] = 0.0  # nothing changes for a big seed
@@ -126,62 +140,6 @@ def test_per_frame_stack(touching: np.ndarray) -> None:
     assert per_frame(instances_from_probabilities, probs).max(axis=(1, 2)).tolist() == [2, 2]
     with pytest.raises(ValueError, match="stack"):
         per_frame(split_touching, touching)
-
-
-def test_count_table_rectangle() -> None:
-    labels = np.zeros((20, 30), dtype=np.int32)
-    labels[2:6, 3:11] = 5  # 4 x 8 rectangle
-    intensity = np.zeros((20, 30), dtype=np.float32)
-    intensity[2:6, 3:11] = 7.0
-    table = count_table(labels, intensity)
-    assert tuple(table) == TABLE_COLUMNS
-    assert table["label"].tolist() == [5]
-    assert table["frame"].tolist() == [0]
-    assert table["area"].tolist() == [32]
-    assert table["centroid_y"][0] == pytest.approx(3.5)
-    assert table["centroid_x"][0] == pytest.approx(6.5)
-    bbox = [table[k][0] for k in ("bbox_min_y", "bbox_min_x", "bbox_max_y", "bbox_max_x")]
-    assert bbox == [2, 3, 6, 11]
-    assert table["equivalent_diameter"][0] == pytest.approx(np.sqrt(4 * 32 / np.pi))
-    assert table["mean_intensity"][0] == pytest.approx(7.0)
-    assert np.isnan(count_table(labels)["mean_intensity"][0])
-    with pytest.raises(ValueError, match="same shape"):
-        count_table(labels, intensity[:10])
-
-
-def test_stack_table_and_frame_counts_with_empty_frame() -> None:
-    frame0 = disks([(15, 15), (40, 50)])
-    stack = np.stack([frame0, np.zeros_like(frame0), disks([(30, 30)])])
-    counts = frame_counts(stack)
-    assert counts["frame"].tolist() == [0, 1, 2]
-    assert counts["count"].tolist() == [2, 0, 1]
-    table = count_table(stack)
-    assert table["frame"].tolist() == [0, 0, 2]
-    assert table["label"].tolist() == [1, 2, 1]
-    empty = count_table(np.zeros((10, 10), dtype=np.int32))
-    assert all(len(v) == 0 for v in empty.values())
-
-
-def test_write_csv_round_trip(tmp_path: Path) -> None:
-    labels = disks([(15, 15), (40, 50)])
-    table = count_table(labels, labels.astype(float) * 1.2345678)
-    path = tmp_path / "sub" / "counts.csv"
-    write_csv(table, path, extra_columns={"image": "a.tif"})
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["image", *TABLE_COLUMNS]
-    assert len(rows) == 2
-    assert rows[0]["image"] == "a.tif"
-    assert int(rows[1]["label"]) == 2
-    assert int(rows[0]["area"]) == table["area"][0]
-    assert rows[1]["mean_intensity"] == "2.46914"  # 6 significant digits
-    assert float(rows[0]["centroid_y"]) == pytest.approx(table["centroid_y"][0], rel=1e-5)
-    assert [p.name for p in path.parent.iterdir()] == ["counts.csv"]  # no temp file left
-    write_csv(count_table(labels), path)  # overwrite; NaN column
-    with open(path, newline="") as handle:
-        assert next(csv.DictReader(handle))["mean_intensity"] == "nan"
-    with pytest.raises(ValueError, match="same length"):
-        write_csv({"a": np.arange(2), "b": np.arange(3)}, path)
 
 
 @pytest.mark.shared_data

@@ -13,6 +13,7 @@ from segloop.core.metrics import (
     count_error,
     dice_coefficient,
     match_instances,
+    matched_predictions,
     pixel_iou,
     seg_counts,
     seg_score,
@@ -200,3 +201,18 @@ def test_shape_mismatch_and_bad_labels() -> None:
         match_instances(np.zeros((4, 4)), np.zeros((4, 4)))
     with pytest.raises(ValueError, match="non-negative"):
         seg_score(-np.ones((4, 4), dtype=int), np.zeros((4, 4), dtype=int))
+
+
+def test_matched_predictions_flags_each_predicted_object() -> None:
+    true = np.zeros((20, 40), np.int32)
+    true[2:10, 2:10], true[2:10, 20:30] = 1, 2
+    pred = np.zeros_like(true)
+    pred[2:10, 2:10] = 1  # exact
+    pred[2:10, 20:23] = 2  # IoU 0.3
+    pred[15:18, 35:38] = 3  # nothing there
+    assert matched_predictions(true, pred).tolist() == [True, False, False]
+    assert matched_predictions(true, np.zeros_like(true)).tolist() == []
+    with pytest.raises(ValueError, match="sequential"):
+        matched_predictions(true, pred * 2)
+    with pytest.raises(ValueError, match="at least 0.5"):
+        matched_predictions(true, pred, 0.3)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from segloop.core.evaluation import LabelledImage
+from segloop.core.evaluation import POSTPROCESS_GRID, LabelledImage
 from segloop.core.metrics import match_instances
 from segloop.core.modelio import load_model, new_bundle
 from segloop.core.models import ModelConfig
@@ -143,6 +143,9 @@ def test_distance_head_learns_the_distance_and_splits_touching():
     bundle = new_bundle(ModelConfig(depth=3, base_channels=8, distance_head=True), "dist")
     config = TrainConfig(epochs=100, crop=96, batch_size=4, val_interval_s=1e9, learning_rate=3e-3)
     train(bundle, data, config)
+    tuned = bundle.metadata["validation"][-1]  # post-processing tuned on the val images
+    assert tuned["tuned_f1"] > 0.8 and tuned["tuned_count_error"] < 0.2
+    assert bundle.postprocess["min_peak"] in POSTPROCESS_GRID["min_peak"]
     image, labels = random_disks(200)
     result = segment(bundle, image)
     assert result.probabilities.shape == (3, *labels.shape)

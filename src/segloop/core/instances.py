@@ -1,9 +1,10 @@
-"""Instance labels from network outputs, touching-object splitting and object counting.
+"""Instance labels from network outputs, and splitting of touching objects.
 
 The U-Net predicts softmax probabilities ``probs`` of shape ``(C, H, W)`` with channel 0
 background, 1 interior and 2 border (the "3-class" target: a border band separates
 touching objects).  This module turns such outputs (or hard class maps, or plain binary
-masks) into int32 instance labels (0 = background, objects 1..N) and measures them.
+masks) into int32 instance labels (0 = background, objects 1..N); :mod:`.counting`
+measures them.
 
 All labelling functions work on one 2D frame; use :func:`per_frame` for a ``(T, ...)``
 stack.
@@ -11,35 +12,14 @@ stack.
 
 from __future__ import annotations
 
-import csv
-import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.measure import label as sk_label
-from skimage.measure import regionprops_table
 from skimage.segmentation import relabel_sequential, watershed
-
-from segloop.core.imageio import atomic_output
-
-TABLE_COLUMNS = (
-    "label",
-    "frame",
-    "area",
-    "centroid_y",
-    "centroid_x",
-    "bbox_min_y",
-    "bbox_min_x",
-    "bbox_max_y",
-    "bbox_max_x",
-    "equivalent_diameter",
-    "mean_intensity",
-)
-_INT_COLUMNS = ("label", "frame", "area", "bbox_min_y", "bbox_min_x", "bbox_max_y", "bbox_max_x")
 
 
 def _check_2d(array: np.ndarray, name: str) -> np.ndarray:
@@ -76,6 +56,35 @@ def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
             labels = np.where(small[labels], 0, labels)
     relabelled, _, _ = relabel_sequential(labels.astype(np.int32, copy=False))
     return relabelled.astype(np.int32, copy=False)
+
+
+def object_peaks(labels: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Highest ``values`` inside each object: ``peaks[i]`` is object ``i + 1``'s.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Sequential int labels 1..N (0 = background).
+    values : np.ndarray
+        Map of the same shape, for example a predicted distance.
+    """
+    n_objects = int(labels.max(initial=0))
+    if n_objects == 0:
+        return np.zeros(0, np.float32)
+    index = np.arange(1, n_objects + 1)
+    return np.asarray(ndi.maximum(values, labels, index), dtype=np.float32)
+
+
+def drop_weak_objects(labels: np.ndarray, values: np.ndarray, min_peak: float) -> np.ndarray:
+    """Remove objects whose highest ``values`` is below ``min_peak``; relabel 1..N.
+
+    With a distance head the peak is how deep the network thinks the object's centre
+    is (1 = a full nucleus); faint blobs it only half believes in stay far below that.
+    """
+    if min_peak <= 0 or labels.max(initial=0) == 0:
+        return labels
+    keep = np.concatenate([[False], object_peaks(labels, values) >= min_peak])
+    return remove_small(np.where(keep[labels], labels, 0), 0)
 
 
 def _seeded_watershed(
@@ -116,6 +125,7 @@ def instances_from_probabilities(
     min_seed_size: int = 3,
     smooth: float = 0.0,
     distance: np.ndarray | None = None,
+    min_peak: float = 0.0,
 ) -> np.ndarray:
     """Instance labels from 3-class (background, interior, border) probabilities.
 
@@ -124,7 +134,7 @@ def instances_from_probabilities(
     ``min_seed_size`` pixels are dropped). A seeded watershed on ``-p_interior`` then
     shares the foreground (border band included) among the seeds. Foreground components
     that received no seed (for example small cells predicted as border only) become
-    objects of their own, so they are not lost.
+    objects of their own, unless ``min_peak`` drops them.
 
     Parameters
     ----------
@@ -148,6 +158,9 @@ def instances_from_probabilities(
         Predicted normalised distance to the object edge ``(H, W)`` (a model's distance
         head). When given it replaces the interior probability for the seeds
         (``distance > seed_threshold``) and the watershed landscape.
+    min_peak : float, optional
+        Objects whose highest seed-map value (distance, else interior probability) is
+        below this are dropped, unseeded ones included; 0 (default) keeps them all.
 
     Returns
     -------
@@ -163,7 +176,8 @@ def instances_from_probabilities(
     mask, seed_map = _foreground_and_seed_map(probs, fg_threshold, smooth, distance)
     seeds, _ = ndi.label((seed_map > seed_threshold) & mask)
     seeds = remove_small(seeds, min_seed_size)
-    return _seeded_watershed(-seed_map, seeds, mask, min_size)
+    labels = _seeded_watershed(-seed_map, seeds, mask, min_size)
+    return drop_weak_objects(labels, seed_map, min_peak)
 
 
 def refine_outlines(
@@ -350,142 +364,3 @@ def per_frame(func: Callable[..., np.ndarray], stack: np.ndarray, **kw: Any) -> 
     if stack.ndim < 3:
         raise ValueError(f"per_frame expects a stack with a leading frame axis, got {stack.shape}")
     return np.stack([func(frame, **kw) for frame in stack])
-
-
-def _frames(labels: np.ndarray) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim == 2:
-        return labels[np.newaxis]
-    if labels.ndim == 3:
-        return labels
-    raise ValueError(f"labels must be (H, W) or (T, H, W), got shape {labels.shape}")
-
-
-def count_table(labels: np.ndarray, intensity: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Measure every object: one row per (frame, label).
-
-    Parameters
-    ----------
-    labels : np.ndarray
-        Integer labels ``(H, W)`` (frame 0) or ``(T, H, W)`` (labels per frame).
-    intensity : np.ndarray, optional
-        Intensity image of exactly ``labels.shape`` for ``mean_intensity``; NaN if None.
-
-    Returns
-    -------
-    dict of str to np.ndarray
-        Columns :data:`TABLE_COLUMNS`. Integer columns are int64, others float64.
-        ``bbox_max_*`` are exclusive (slice ends), as in scikit-image. Areas in pixels.
-    """
-    frames = _frames(labels)
-    if intensity is not None:
-        intensity = np.asarray(intensity)
-        if intensity.shape != np.shape(labels):
-            raise ValueError(
-                f"intensity must have the same shape as labels {np.shape(labels)}, "
-                f"got {intensity.shape}"
-            )
-        intensity_frames = _frames(intensity)
-    props = ("label", "area", "centroid", "bbox", "equivalent_diameter_area")
-    rename = {
-        "centroid-0": "centroid_y",
-        "centroid-1": "centroid_x",
-        "bbox-0": "bbox_min_y",
-        "bbox-1": "bbox_min_x",
-        "bbox-2": "bbox_max_y",
-        "bbox-3": "bbox_max_x",
-        "equivalent_diameter_area": "equivalent_diameter",
-    }
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in TABLE_COLUMNS}
-    for t, frame in enumerate(frames):
-        frame_int = frame.astype(np.int64, copy=False)
-        if intensity is None:
-            table = regionprops_table(frame_int, properties=props)
-            table["intensity_mean"] = np.full(len(table["label"]), np.nan)
-        else:
-            image = intensity_frames[t].astype(np.float64, copy=False)
-            table = regionprops_table(
-                frame_int, intensity_image=image, properties=(*props, "intensity_mean")
-            )
-        n = len(table["label"])
-        parts["frame"].append(np.full(n, t, dtype=np.int64))
-        parts["mean_intensity"].append(np.asarray(table.pop("intensity_mean")))
-        for key, values in table.items():
-            parts[rename.get(key, key)].append(np.asarray(values))
-    return {
-        name: np.concatenate(chunks).astype(np.int64 if name in _INT_COLUMNS else np.float64)
-        for name, chunks in parts.items()
-    }
-
-
-def frame_counts(labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Number of objects per frame, empty frames included.
-
-    Parameters
-    ----------
-    labels : np.ndarray
-        Integer labels ``(H, W)`` (one frame, index 0) or ``(T, H, W)``.
-
-    Returns
-    -------
-    dict of str to np.ndarray
-        ``frame`` and ``count`` (int64), one row per frame.
-    """
-    frames = _frames(labels)
-    counts = [np.count_nonzero(np.unique(frame)) for frame in frames]
-    return {
-        "frame": np.arange(len(frames), dtype=np.int64),
-        "count": np.asarray(counts, dtype=np.int64),
-    }
-
-
-def _format_value(value: object) -> str:
-    if isinstance(value, bool | np.bool_):
-        return str(bool(value))
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
-        value = float(value)
-        return "nan" if math.isnan(value) else f"{value:.6g}"
-    return str(value)
-
-
-def write_csv(
-    table: dict[str, np.ndarray],
-    path: str | Path,
-    extra_columns: dict[str, object] | None = None,
-) -> None:
-    """Write a column table as CSV, atomically.
-
-    Parameters
-    ----------
-    table : dict of str to np.ndarray
-        Equal-length columns (for example from :func:`count_table`).
-    path : str or Path
-        Output file; parent folders are created. Written to a temporary file in the same
-        folder, then moved into place with ``os.replace``.
-    extra_columns : dict of str to object, optional
-        Constant columns (e.g. ``{"image": "a.tif"}``) written first, repeated on every
-        row.
-
-    Notes
-    -----
-    Floats are written with up to 6 significant digits (``nan`` for missing values),
-    integers exactly.
-    """
-    extra = dict(extra_columns or {})
-    lengths = {name: len(np.asarray(column)) for name, column in table.items()}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"all table columns must have the same length, got {lengths}")
-    clash = set(extra) & set(table)
-    if clash:
-        raise ValueError(f"extra_columns repeat table columns: {sorted(clash)}")
-    n_rows = next(iter(lengths.values()), 0)
-    header = [*extra, *table]
-    columns = [np.asarray(column) for column in table.values()]
-    extra_cells = [_format_value(value) for value in extra.values()]
-    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for i in range(n_rows):
-            writer.writerow(extra_cells + [_format_value(column[i]) for column in columns])

@@ -270,6 +270,24 @@ def match_instances(
     return MatchCounts(tp=tp, fp=ov.n_pred - tp, fn=ov.n_true - tp, sum_iou=float(matched.sum()))
 
 
+def matched_predictions(
+    true_labels: np.ndarray, pred_labels: np.ndarray, iou_threshold: float = 0.5
+) -> np.ndarray:
+    """Whether each predicted object is matched (IoU > ``iou_threshold``, at least 0.5).
+
+    For sequential predicted labels ``1..N``: entry ``i`` is object ``i + 1``'s. As such
+    matches are unique, leaving out unmatched or matched objects changes no other pair.
+    """
+    if iou_threshold < 0.5:
+        raise ValueError("matched_predictions needs an IoU threshold of at least 0.5")
+    ov = _overlap(true_labels, pred_labels)
+    if ov.n_pred != int(np.max(pred_labels, initial=0)):
+        raise ValueError("predicted labels must be sequential 1..N")
+    matched = np.zeros(ov.n_pred, bool)
+    matched[ov.pred_idx[ov.iou > iou_threshold]] = True
+    return matched
+
+
 def seg_counts(true_labels: np.ndarray, pred_labels: np.ndarray) -> tuple[float, int]:
     """Sum of the CTC SEG Jaccard indices and number of reference objects.
 

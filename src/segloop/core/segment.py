@@ -42,6 +42,7 @@ class SegmentOptions:
     fg_threshold: float | None = None
     seed_threshold: float | None = None
     min_size: int | None = None
+    min_peak: float | None = None
     unknown_threshold: float = 0.0
     tta: bool | None = None
 
@@ -83,6 +84,7 @@ def _instance_settings(
         "min_size": int(round(pick("min_size") * area_scale)),
         "min_seed_size": max(1, int(round(post["min_seed_size"] * area_scale))),
         "smooth": float(post.get("smooth", 0.0)) * math.sqrt(area_scale),
+        "min_peak": float(pick("min_peak")),
     }
 
 
@@ -183,7 +185,8 @@ def _segment_frame(bundle, frame, options, settings, should_stop, stage):
 def _refine(bundle, labels, probs, fine_probs, options, fine_factor):
     """:func:`refine_outlines` with the post-processing settings of the fine pass."""
     settings = _instance_settings(bundle, options, 1.0 / fine_factor**2)
-    del settings["min_seed_size"]  # the coarse objects are the seeds
+    # the coarse objects are the seeds, already filtered by size and peak
+    del settings["min_seed_size"], settings["min_peak"]
     probs, distance = _split_outputs(bundle, probs)
     fine_probs, fine_distance = _split_outputs(bundle, fine_probs)
     return refine_outlines(

@@ -258,7 +258,8 @@ def _validate(bundle, val_data, config, should_stop):
 
 
 def _tune(bundle, val_data, config, should_stop):
-    """Store the post-processing that maximises validation F1 in the bundle metadata."""
+    """Store the post-processing that scores best on the validation images (F1 minus
+    median count error, see :func:`tune_postprocess`) in the bundle metadata."""
     bundle.network.eval()
     probs, labels, distances = [], [], []
     for item in val_data:
@@ -273,10 +274,10 @@ def _tune(bundle, val_data, config, should_stop):
         probs.append(result.probabilities)
         distances.append(result.distance)
         labels.append(truth)
-    settings, f1 = tune_postprocess(probs, labels, bundle.diameter, distances)
-    if settings:
-        bundle.metadata["postprocess"] = {**bundle.postprocess, **settings}
-    return f1
+    tuned = tune_postprocess(probs, labels, bundle.diameter, distances)
+    if tuned.settings:
+        bundle.metadata["postprocess"] = {**bundle.postprocess, **tuned.settings}
+    return tuned
 
 
 def train_iter(
@@ -395,8 +396,16 @@ def train_iter(
     network.eval()
     if not stopped and config.tune_postprocess and bundle.target == "instances" and val_data:
         yield Progress("tune", 0, 1, "tuning post-processing on the validation images")
-        tuned_f1 = yield from _tune(bundle, val_data, config, should_stop)
-        validation.append({"step": step, "seconds": time.monotonic() - start, "tuned_f1": tuned_f1})
+        tuned = yield from _tune(bundle, val_data, config, should_stop)
+        seconds = time.monotonic() - start
+        validation.append(
+            {
+                "step": step,
+                "seconds": seconds,
+                "tuned_f1": tuned.f1,
+                "tuned_count_error": tuned.count_error,
+            }
+        )
     _record(bundle, config, data, samples, history, validation, step, start)
     bundle.metadata["training"]["stopped"] = stopped
     if out_path is not None:

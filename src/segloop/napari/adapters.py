@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segloop.core import imageio, instances
+from segloop.core import counting, imageio, instances
 from segloop.core.progress import Progress, StopCheck, check_stop
 from segloop.core.uncertainty import entropy_uncertainty
 from segloop.core.weightmap import weight_map
@@ -390,12 +390,12 @@ class Counts:
 
 
 def count(labels: np.ndarray, intensity: np.ndarray | None = None) -> Counts:
-    """Measure every object (see :func:`segloop.core.instances.count_table`)."""
+    """Measure every object (see :func:`segloop.core.counting.count_table`)."""
     try:
-        table = instances.count_table(labels, intensity)
+        table = counting.count_table(labels, intensity)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    return Counts(table, instances.frame_counts(labels))
+    return Counts(table, counting.frame_counts(labels))
 
 
 def write_counts(counts: Counts, path: str | os.PathLike, source: str = "") -> Path:
@@ -405,7 +405,7 @@ def write_counts(counts: Counts, path: str | os.PathLike, source: str = "") -> P
         path = path.with_name(path.name + ".csv")
     extra = {"source": source} if source else None
     try:
-        instances.write_csv(counts.table, path, extra_columns=extra)
+        counting.write_csv(counts.table, path, extra_columns=extra)
     except OSError as exc:
         raise UserError(f"Cannot write {path}: {exc}") from None
     return path
