@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from segloop.core.evaluation import tune_postprocess
 from segloop.core.instances import instances_from_probabilities
@@ -40,6 +41,7 @@ def test_tuning_drops_faint_false_objects_by_their_peak():
     tuned = tune_postprocess([probs], [labels], diameter=20, distances=[distance])
     assert tuned.f1 == 1.0 and tuned.count_error == 0.0
     assert tuned.settings["min_peak"] > 0.58
+    assert tuned.settings["split_large"] in (0.0, 1.5, 2.0)
     kept = instances_from_probabilities(probs, distance=distance, **tuned.settings)
     assert kept.max() == 3
 
@@ -48,3 +50,8 @@ def test_rescale_raw_image_keeps_colour_axis_last():
     rgb = np.random.default_rng(0).random((20, 30, 3)).astype(np.float32)
     assert rescale_raw_image(rgb, 2.0).shape == (40, 60, 3)
     assert rescale_raw_image(rgb[..., 0], 0.5).shape == (10, 15)
+
+
+def test_tuning_without_images_is_a_clear_error():
+    with pytest.raises(ValueError, match="at least one"):
+        tune_postprocess([], [], diameter=18)

@@ -124,6 +124,38 @@ def test_min_peak_drops_weak_objects_and_keeps_confident_ones() -> None:
     assert instances_from_probabilities(probs, distance=distance, min_peak=0.5).max() == 1
 
 
+def test_split_large_splits_a_shared_seed_but_not_single_objects() -> None:
+    centres = [(20, 20), (20, 60), (20, 100), (60, 20), (60, 100)]
+    labels = disks(centres, radius=9, shape=(90, 130))
+    pair = disks([(62, 52), (62, 68)], radius=9, shape=(90, 130))  # two touching nuclei
+    labels[pair > 0] = pair[pair > 0] + 5
+    distance = normalized_distance(labels)
+    # the network's distance does not dip between the pair down to the seed threshold
+    rows, cols = np.ogrid[:90, :130]
+    bridge = (pair > 0) & (np.abs(cols - 60) < 6) & (np.abs(rows - 62) < 3)
+    distance[bridge] = np.maximum(distance[bridge], 0.55)
+    probs = three_class_probs(labels > 0)
+    merged = instances_from_probabilities(probs, seed_threshold=0.4, distance=distance)
+    assert merged.max() == 6
+    split = instances_from_probabilities(
+        probs, seed_threshold=0.4, distance=distance, split_large=1.5
+    )
+    assert split.max() == 7
+    assert match_instances(labels, split).tp == 7
+    # one big nucleus among small ones stays whole: its seed never breaks up
+    big = disks([(45, 60)], radius=25, shape=(90, 130))
+    alone = labels.copy()
+    alone[pair > 0] = 0
+    alone[big > 0] = 9
+    found = instances_from_probabilities(
+        three_class_probs(alone > 0),
+        seed_threshold=0.4,
+        distance=normalized_distance(alone),
+        split_large=1.5,
+    )
+    assert found.max() == 6
+
+
 def test_min_seed_size_drops_tiny_seeds() -> None:
     probs = three_class_probs(disks([(30, 30)], shape=(60, 60)))
     probs[1, 30, 30] = 0.0  # nothing changes for a big seed

@@ -115,6 +115,8 @@ POSTPROCESS_GRID = {
     "seed_threshold": (0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
     "smooth": (0.0, 1.0, 2.0),
     "min_peak": (0.0, 0.5, 0.55, 0.6, 0.65, 0.7),
+    # tried last, with the best of the rest fixed
+    "split_large": (1.5, 2.0),
 }
 
 
@@ -167,13 +169,16 @@ def tune_postprocess(
     distances: Sequence[np.ndarray | None] | None = None,
 ) -> TunedPostprocess:
     """Grid-search the instance post-processing (:data:`POSTPROCESS_GRID`) for the best
-    pooled F1@0.5 minus median count error.
+    pooled F1@0.5 minus median count error; then try splitting large seeds
+    (``split_large``) with the best of the rest.
 
     ``min_size`` is tried at 0 and at a few fractions of the typical object area (from
     ``diameter``); probabilities must be at the network's scale (not rescaled) for the
     sizes to mean what they say. ``distances``: the predicted distance maps of a model
     with a distance head (seeds come from them).
     """
+    if not len(probabilities):
+        raise ValueError("tune_postprocess needs at least one validation image")
     if distances is None:
         distances = [None] * len(probabilities)
     min_sizes = [0]
@@ -201,4 +206,27 @@ def tune_postprocess(
         ):
             if f1 - error > best.score:
                 best = TunedPostprocess({**settings, "min_peak": min_peak}, f1, error, f1 - error)
+    best.settings["split_large"] = 0.0
+    for split_large in POSTPROCESS_GRID["split_large"]:
+        settings = {**best.settings, "split_large": split_large}
+        tried = _score_settings(probabilities, labels, distances, settings)
+        if tried.score > best.score:
+            best = tried
     return best
+
+
+def _score_settings(
+    probabilities: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    distances: Sequence[np.ndarray | None],
+    settings: dict[str, float],
+) -> TunedPostprocess:
+    """Pooled F1, median count error and their difference for one set of settings."""
+    total = MatchCounts(0, 0, 0, 0.0)
+    errors = []
+    for probs, true, distance in zip(probabilities, labels, distances, strict=True):
+        pred = instances_from_probabilities(probs, distance=distance, **settings)
+        total = total + match_instances(true, pred)
+        errors.append(count_error(true, pred))
+    error = float(np.median(errors))
+    return TunedPostprocess(settings, total.f1, error, total.f1 - error)

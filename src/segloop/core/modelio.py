@@ -34,6 +34,7 @@ DEFAULT_POSTPROCESS = {
     "min_seed_size": 3,
     "smooth": 1.0,
     "min_peak": 0.0,
+    "split_large": 0.0,
 }
 DEFAULT_PREPROCESS = {"invert": "never", "percentiles": [1.0, 99.8]}
 #: Prediction defaults a model may override in ``metadata["predict"]`` (chosen on its

@@ -43,6 +43,7 @@ class SegmentOptions:
     seed_threshold: float | None = None
     min_size: int | None = None
     min_peak: float | None = None
+    split_large: float | None = None
     unknown_threshold: float = 0.0
     tta: bool | None = None
 
@@ -85,6 +86,7 @@ def _instance_settings(
         "min_seed_size": max(1, int(round(post["min_seed_size"] * area_scale))),
         "smooth": float(post.get("smooth", 0.0)) * math.sqrt(area_scale),
         "min_peak": float(pick("min_peak")),
+        "split_large": float(pick("split_large")),
     }
 
 
@@ -186,7 +188,7 @@ def _refine(bundle, labels, probs, fine_probs, options, fine_factor):
     """:func:`refine_outlines` with the post-processing settings of the fine pass."""
     settings = _instance_settings(bundle, options, 1.0 / fine_factor**2)
     # the coarse objects are the seeds, already filtered by size and peak
-    del settings["min_seed_size"], settings["min_peak"]
+    del settings["min_seed_size"], settings["min_peak"], settings["split_large"]
     probs, distance = _split_outputs(bundle, probs)
     fine_probs, fine_distance = _split_outputs(bundle, fine_probs)
     return refine_outlines(
