@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage as ndi
 
-from .instances import instances_from_probabilities, object_peaks
+from .instances import instances_from_probabilities, object_peaks, seed_map_of
 from .metrics import (
     MatchCounts,
     count_error,
@@ -131,7 +130,11 @@ class TunedPostprocess:
     settings: dict[str, float]
     f1: float
     count_error: float
-    score: float
+
+    @property
+    def score(self) -> float:
+        """Pooled F1 minus median count error (higher is better)."""
+        return self.f1 - self.count_error
 
 
 def _peak_variants(
@@ -157,8 +160,7 @@ def _peak_variants(
             n_kept = int(np.count_nonzero(kept))
             tp, fp, fn = tp + hits, fp + n_kept - hits, fn + n_true - hits
             errors.append(abs(n_kept - n_true) / max(n_true, 1))
-        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
-        results.append((f1, float(np.median(errors))))
+        results.append((MatchCounts(tp, fp, fn, 0.0).f1, float(np.median(errors))))
     return results
 
 
@@ -185,7 +187,13 @@ def tune_postprocess(
     if diameter:
         area = np.pi * diameter**2 / 4
         min_sizes += [int(area * f) for f in (0.05, 0.15)]
-    best = TunedPostprocess({}, -1.0, float("inf"), -float("inf"))
+    best = TunedPostprocess({}, -1.0, float("inf"))
+    # the seed maps depend on the smoothing only: computed once, not per grid point
+    pairs = list(zip(probabilities, distances, strict=True))
+    seed_maps = {
+        smooth: [seed_map_of(probs, smooth, distance) for probs, distance in pairs]
+        for smooth in POSTPROCESS_GRID["smooth"]
+    }
     grid = itertools.product(
         POSTPROCESS_GRID["fg_threshold"],
         POSTPROCESS_GRID["seed_threshold"],
@@ -195,17 +203,16 @@ def tune_postprocess(
     for fg, seed, min_size, smooth in grid:
         settings = {"fg_threshold": fg, "seed_threshold": seed, "min_size": min_size}
         settings["smooth"] = smooth
-        preds, seed_maps = [], []
-        for probs, distance in zip(probabilities, distances, strict=True):
-            preds.append(instances_from_probabilities(probs, distance=distance, **settings))
-            seed_map = np.asarray(probs[1] if distance is None else distance, np.float32)
-            seed_maps.append(ndi.gaussian_filter(seed_map, smooth) if smooth > 0 else seed_map)
+        preds = [
+            instances_from_probabilities(probs, distance=distance, **settings)
+            for probs, distance in pairs
+        ]
         min_peaks = POSTPROCESS_GRID["min_peak"]
         for min_peak, (f1, error) in zip(
-            min_peaks, _peak_variants(preds, labels, seed_maps, min_peaks), strict=True
+            min_peaks, _peak_variants(preds, labels, seed_maps[smooth], min_peaks), strict=True
         ):
             if f1 - error > best.score:
-                best = TunedPostprocess({**settings, "min_peak": min_peak}, f1, error, f1 - error)
+                best = TunedPostprocess({**settings, "min_peak": min_peak}, f1, error)
     best.settings["split_large"] = 0.0
     for split_large in POSTPROCESS_GRID["split_large"]:
         settings = {**best.settings, "split_large": split_large}
@@ -228,5 +235,4 @@ def _score_settings(
         pred = instances_from_probabilities(probs, distance=distance, **settings)
         total = total + match_instances(true, pred)
         errors.append(count_error(true, pred))
-    error = float(np.median(errors))
-    return TunedPostprocess(settings, total.f1, error, total.f1 - error)
+    return TunedPostprocess(settings, total.f1, float(np.median(errors)))

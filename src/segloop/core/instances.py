@@ -156,18 +156,26 @@ def _seeded_watershed(
     return remove_small(labels, min_size)
 
 
+def seed_map_of(
+    probs: np.ndarray, smooth: float = 0.0, distance: np.ndarray | None = None
+) -> np.ndarray:
+    """The map that seeds and floods the watershed (and whose per-object peak
+    ``min_peak`` reads): the predicted distance if given, else the interior probability,
+    after an optional Gaussian of sigma ``smooth``; float32."""
+    seed_map = (probs[1] if distance is None else distance).astype(np.float32, copy=False)
+    return ndi.gaussian_filter(seed_map, smooth) if smooth > 0 else seed_map
+
+
 def _foreground_and_seed_map(
     probs: np.ndarray, fg_threshold: float, smooth: float, distance: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Hole-filled foreground mask (``1 - p_bg > fg_threshold``) and the map that seeds
-    and floods the watershed: the predicted distance if given, else the interior
-    probability; both after an optional Gaussian of sigma ``smooth``."""
+    """Hole-filled foreground mask (``1 - p_bg > fg_threshold``, after the same optional
+    Gaussian) and :func:`seed_map_of`."""
     p_bg = probs[0].astype(np.float32, copy=False)
-    seed_map = (probs[1] if distance is None else distance).astype(np.float32, copy=False)
     if smooth > 0:
         p_bg = ndi.gaussian_filter(p_bg, smooth)
-        seed_map = ndi.gaussian_filter(seed_map, smooth)
-    return ndi.binary_fill_holes((1.0 - p_bg) > fg_threshold), seed_map
+    mask = ndi.binary_fill_holes((1.0 - p_bg) > fg_threshold)
+    return mask, seed_map_of(probs, smooth, distance)
 
 
 def instances_from_probabilities(
