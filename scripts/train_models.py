@@ -5,6 +5,7 @@ Usage::
     python scripts/train_models.py nuclei            # recipe's step budget
     python scripts/train_models.py nuclei --add-distance-head --skip-test
     python scripts/train_models.py nuclei --evaluate-only --tune
+    python scripts/train_models.py nuclei --widen 24 --minutes 70   # wider U-Net, same start
     python scripts/train_models.py ecoli
     bash scripts/retrain_nuclei.sh                  # the shipped nuclei model's runs, in order
 
@@ -30,7 +31,7 @@ import numpy as np
 from segloop.cli import ProgressPrinter
 from segloop.core.datasets import load_pairs
 from segloop.core.evaluation import evaluate_iter, tune_postprocess
-from segloop.core.modelio import load_model, new_bundle, save_model, with_distance_head
+from segloop.core.modelio import load_model, new_bundle, save_model, widened, with_distance_head
 from segloop.core.models import preset
 from segloop.core.progress import run_to_end
 from segloop.core.scale import rescale_labels, rescale_raw_image
@@ -253,6 +254,14 @@ def main(argv=None) -> int:
         "(the recipe's second stage)",
     )
     parser.add_argument(
+        "--widen",
+        type=int,
+        default=None,
+        metavar="BASE",
+        help="widen the existing U-Net model file to BASE channels at its first level "
+        "(same output to start with) and fine-tune it",
+    )
+    parser.add_argument(
         "--tune",
         action="store_true",
         help="with --evaluate-only: re-tune post-processing on the val split first",
@@ -273,6 +282,9 @@ def main(argv=None) -> int:
             bundle.metadata["stage_1"] = stage_summary(bundle.metadata)
             for stale in ("resumed_from", "metrics"):  # they describe stage 1, kept above
                 bundle.metadata.pop(stale, None)
+        elif args.widen:
+            bundle = widened(load_model(out), args.widen)
+            bundle.metadata.setdefault("before_widening", stage_summary(bundle.metadata))
         elif args.resume:
             bundle = load_model(out)
             previous = bundle.metadata.get("training", {})

@@ -111,3 +111,27 @@ def test_adding_a_distance_head_keeps_the_class_outputs(tmp_path):
     assert loaded.config == extended.config
     with pytest.raises(ValueError, match="already has a distance head"):
         with_distance_head(extended)
+
+
+def test_widening_a_unet_keeps_its_output_and_trains_the_new_channels():
+    from segloop.core.modelio import widened
+
+    torch.manual_seed(0)
+    bundle = new_bundle(ModelConfig(depth=3, base_channels=4, distance_head=True), "w")
+    with torch.no_grad():  # non-trivial batch-norm running statistics
+        for _ in range(3):
+            bundle.network.train()(torch.rand(2, 1, 32, 32) * 3)
+    wide = widened(bundle, 6)
+    assert wide.config.base_channels == 6 and wide.metadata["widened_from"] == 4
+    assert wide.config.distance_head and wide.config.depth == 3
+    image = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(wide.network.eval()(image), bundle.network.eval()(image), atol=1e-5)
+        assert torch.allclose(wide.network.train()(image), bundle.network.train()(image), atol=1e-5)
+    wide.network.train()(image).square().mean().backward()
+    head_grad = wide.network.head.weight.grad[:, 4:]  # outgoing weights of the added channels
+    assert head_grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="must exceed"):
+        widened(bundle, 4)
+    with pytest.raises(ValueError, match="only U-Nets"):
+        widened(new_bundle(preset("segnet"), "s"), 32)

@@ -146,6 +146,66 @@ def with_distance_head(bundle: ModelBundle) -> ModelBundle:
     return ModelBundle(config, network, copy.deepcopy(bundle.metadata))
 
 
+def widened(bundle: ModelBundle, base_channels: int) -> ModelBundle:
+    """A copy of a U-Net with more channels per level that computes the same output.
+
+    Each level keeps its old channels first; the added ones start with fresh random
+    incoming weights and zero outgoing weights, so the wider network's output equals the
+    old one until fine-tuning uses the new channels (Net2Net-style widening; Chen et al.
+    2016). Skip concatenations map the two halves separately.
+
+    Parameters
+    ----------
+    bundle : ModelBundle
+        A U-Net model.
+    base_channels : int
+        Channels at the first level; more than the model's.
+    """
+    if bundle.config.arch != "unet":
+        raise ValueError("only U-Nets can be widened")
+    if base_channels <= bundle.config.base_channels:
+        raise ValueError(f"base_channels must exceed {bundle.config.base_channels}")
+    config = replace(bundle.config, base_channels=base_channels)
+    network = build_network(config)
+    old_state = {k: v.float() for k, v in bundle.network.state_dict().items()}
+    new_state = network.state_dict()
+    input_dims = {}  # parameter name -> (dim holding input channels, halves concatenated)
+    for name, module in network.named_modules():
+        if isinstance(module, nn.ConvTranspose2d):
+            input_dims[f"{name}.weight"] = (0, False)
+        elif isinstance(module, nn.Conv2d):
+            input_dims[f"{name}.weight"] = (1, name.startswith("up.") and name.endswith(".0"))
+    for key, fresh in new_state.items():
+        old = old_state[key]
+        if old.shape == fresh.shape:
+            new_state[key] = old
+            continue
+        target = fresh.clone()
+        in_dim, concat = input_dims.get(key, (None, False))
+        index = [
+            _old_positions(o, n, concat and dim == in_dim)
+            for dim, (o, n) in enumerate(zip(old.shape, fresh.shape, strict=True))
+        ]
+        if in_dim is not None:  # added input channels must not change the old outputs
+            added = torch.ones(fresh.shape[in_dim], dtype=torch.bool)
+            added[index[in_dim]] = False
+            target.index_fill_(in_dim, torch.nonzero(added).ravel(), 0.0)
+        target[torch.meshgrid(*index, indexing="ij")] = old
+        new_state[key] = target
+    network.load_state_dict(new_state)
+    metadata = copy.deepcopy(bundle.metadata)
+    metadata["widened_from"] = bundle.config.base_channels
+    return ModelBundle(config, network, metadata)
+
+
+def _old_positions(old: int, new: int, concatenated: bool) -> torch.Tensor:
+    """Where the old channels of one dimension sit in the widened dimension."""
+    if not concatenated:
+        return torch.arange(old)
+    half_old, half_new = old // 2, new // 2
+    return torch.cat([torch.arange(half_old), half_new + torch.arange(half_old)])
+
+
 def shipped_models() -> dict[str, Path]:
     """Models that ship inside the package, by name."""
     if not SHIPPED_DIR.is_dir():
