@@ -15,7 +15,9 @@ from .metrics import (
     count_error,
     match_instances,
     matched_predictions,
+    n_objects,
     pixel_iou,
+    relative_count_error,
     seg_counts,
 )
 from .modelio import ModelBundle
@@ -148,7 +150,7 @@ def _peak_variants(
     unique and dropping objects changes no other pair."""
     per_image = []
     for pred, true, seed_map in zip(labels, truths, seed_maps, strict=True):
-        n_true = int(np.unique(true[true > 0]).size)
+        n_true = n_objects(true)
         per_image.append((n_true, matched_predictions(true, pred), object_peaks(pred, seed_map)))
     results = []
     for min_peak in min_peaks:
@@ -159,7 +161,7 @@ def _peak_variants(
             hits = int(np.count_nonzero(matched & kept))
             n_kept = int(np.count_nonzero(kept))
             tp, fp, fn = tp + hits, fp + n_kept - hits, fn + n_true - hits
-            errors.append(abs(n_kept - n_true) / max(n_true, 1))
+            errors.append(relative_count_error(n_true, n_kept))
         results.append((MatchCounts(tp, fp, fn, 0.0).f1, float(np.median(errors))))
     return results
 
@@ -200,14 +202,18 @@ def tune_postprocess(
         min_sizes,
         POSTPROCESS_GRID["smooth"],
     )
+    min_peaks = POSTPROCESS_GRID["min_peak"]
     for fg, seed, min_size, smooth in grid:
-        settings = {"fg_threshold": fg, "seed_threshold": seed, "min_size": min_size}
-        settings["smooth"] = smooth
+        settings = {
+            "fg_threshold": fg,
+            "seed_threshold": seed,
+            "min_size": min_size,
+            "smooth": smooth,
+        }
         preds = [
             instances_from_probabilities(probs, distance=distance, **settings)
             for probs, distance in pairs
         ]
-        min_peaks = POSTPROCESS_GRID["min_peak"]
         for min_peak, (f1, error) in zip(
             min_peaks, _peak_variants(preds, labels, seed_maps[smooth], min_peaks), strict=True
         ):

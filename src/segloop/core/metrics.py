@@ -344,6 +344,14 @@ def count_error(true_labels: np.ndarray, pred_labels: np.ndarray) -> float:
         The relative count error (objects are distinct positive labels).
     """
     true_labels, pred_labels = _check_labels(true_labels, pred_labels)
-    n_true = int(np.count_nonzero(np.unique(true_labels)))
-    n_pred = int(np.count_nonzero(np.unique(pred_labels)))
+    return relative_count_error(n_objects(true_labels), n_objects(pred_labels))
+
+
+def n_objects(labels: np.ndarray) -> int:
+    """Number of distinct positive labels."""
+    return int(np.count_nonzero(np.unique(labels)))
+
+
+def relative_count_error(n_true: int, n_pred: int) -> float:
+    """``|n_pred - n_true| / max(n_true, 1)``, from the two counts."""
     return abs(n_pred - n_true) / max(n_true, 1)
