@@ -236,6 +236,17 @@ def main(argv=None) -> int:
         default=None,
         help="validate checkpoints on this many val images (default: the recipe's)",
     )
+    parser.add_argument(
+        "--distance-weight-map",
+        action="store_true",
+        help="weigh the distance loss with the U-Net weight map as well",
+    )
+    parser.add_argument(
+        "--skip-tune",
+        action="store_true",
+        help="skip the post-processing tuning at the end of training "
+        "(run --evaluate-only --tune afterwards)",
+    )
     parser.add_argument("--evaluate-only", action="store_true")
     parser.add_argument(
         "--skip-test",
@@ -306,6 +317,10 @@ def main(argv=None) -> int:
             train_options["seed"] = args.seed
         if args.val_images:
             train_options["val_max_images"] = args.val_images
+        if args.distance_weight_map:
+            train_options["distance_weight_map"] = True
+        if args.skip_tune:
+            train_options["tune_postprocess"] = False
         config = TrainConfig(minutes=args.minutes, epochs=epochs, **train_options)
         start = time.time()
         work = out.with_suffix(".work.safetensors")

@@ -147,3 +147,20 @@ def test_distance_loss_ignores_unlabelled_pixels_and_is_lowest_at_the_target() -
     )
     none = torch.full_like(target, -1)
     assert float(distance_loss(logit, distance, none).detach()) == 0.0
+
+
+def test_distance_loss_weight_map_scales_each_pixels_share() -> None:
+    target = torch.tensor([[[0, 1, 1, -1]]])
+    distance = torch.tensor([[[0.0, 1.0, 1.0, 0.5]]])
+    logit = torch.zeros(1, 1, 4, requires_grad=True)
+    weight = torch.tensor([[[1.0, 1.0, 8.0, 100.0]]])
+    loss = distance_loss(logit, distance, target, weight)
+    loss.backward()
+    # labelled pixels only: each pixel's gradient is proportional to its weight
+    assert logit.grad[0, 0, 3] == 0
+    assert torch.isclose(logit.grad[0, 0, 2], 8 * logit.grad[0, 0, 1])
+    # a uniform weight gives the plain mean
+    plain = distance_loss(torch.zeros(1, 1, 4), distance, target)
+    assert torch.isclose(loss.detach(), plain)  # every pixel here has the same BCE
+    uniform = distance_loss(torch.zeros(1, 1, 4), distance, target, torch.full((1, 1, 4), 3.0))
+    assert torch.isclose(uniform, plain)

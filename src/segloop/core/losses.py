@@ -157,7 +157,9 @@ def segmentation_loss(
     return loss
 
 
-def distance_loss(logit: Tensor, distance: Tensor, target: Tensor) -> Tensor:
+def distance_loss(
+    logit: Tensor, distance: Tensor, target: Tensor, weight: Tensor | None = None
+) -> Tensor:
     """Binary cross-entropy of the distance channel against a ``[0, 1]`` distance map.
 
     Parameters
@@ -168,13 +170,22 @@ def distance_loss(logit: Tensor, distance: Tensor, target: Tensor) -> Tensor:
         Target normalised distances ``(N, H, W)`` in ``[0, 1]`` (0 on background).
     target : Tensor
         The class target ``(N, H, W)``; pixels where it is ``-1`` are ignored.
+    weight : Tensor, optional
+        Per-pixel weights ``(N, H, W)`` (e.g. the U-Net weight map, high in the gaps
+        between touching objects); None weighs every labelled pixel equally.
 
     Returns
     -------
     Tensor
-        Scalar mean over the labelled pixels (0 if there are none).
+        Scalar (weighted) mean over the labelled pixels (0 if there are none).
     """
     labelled = target >= 0
     if not bool(labelled.any()):
         return logit.sum() * 0.0
-    return F.binary_cross_entropy_with_logits(logit[labelled], distance[labelled])
+    if weight is None:
+        return F.binary_cross_entropy_with_logits(logit[labelled], distance[labelled])
+    per_pixel = F.binary_cross_entropy_with_logits(
+        logit[labelled], distance[labelled], reduction="none"
+    )
+    pixel_weight = weight[labelled]
+    return (per_pixel * pixel_weight).sum() / pixel_weight.sum().clamp_min(1e-6)

@@ -64,6 +64,8 @@ class TrainConfig:
     sigma: float = 5.0
     dice_weight: float = 0.0
     distance_weight: float = 1.0
+    #: weigh the distance loss with the weight map too (stresses the gaps between nuclei)
+    distance_weight_map: bool = False
     border_width: int = 2
     target_diameter: float | str | None = None
     device: str = "auto"
@@ -431,8 +433,9 @@ def _loss(logits, targets, weights, distances, bundle, config, settings):
     )
     if distances is not None:
         distance = distances.to(settings.device)
+        pixel_weight = weights.to(settings.device) if config.distance_weight_map else None
         loss = loss + config.distance_weight * distance_loss(
-            logits[:, n_classes], distance, targets
+            logits[:, n_classes], distance, targets, pixel_weight
         )
     return loss
 
