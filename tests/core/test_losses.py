@@ -159,8 +159,10 @@ def test_distance_loss_weight_map_scales_each_pixels_share() -> None:
     # labelled pixels only: each pixel's gradient is proportional to its weight
     assert logit.grad[0, 0, 3] == 0
     assert torch.isclose(logit.grad[0, 0, 2], 8 * logit.grad[0, 0, 1])
-    # a uniform weight gives the plain mean
-    plain = distance_loss(torch.zeros(1, 1, 4), distance, target)
-    assert torch.isclose(loss.detach(), plain)  # every pixel here has the same BCE
-    uniform = distance_loss(torch.zeros(1, 1, 4), distance, target, torch.full((1, 1, 4), 3.0))
+    # a uniform weight gives the plain mean; an uneven one shifts it towards heavy pixels
+    varied = torch.tensor([[[0.3, -1.0, 2.0, 0.0]]])
+    plain = distance_loss(varied, distance, target)
+    uniform = distance_loss(varied, distance, target, torch.full((1, 1, 4), 3.0))
     assert torch.isclose(uniform, plain)
+    uneven = distance_loss(varied, distance, target, weight)
+    assert uneven < plain  # the heavy pixel (logit 2, target 1) has the lowest loss
