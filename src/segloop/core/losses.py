@@ -182,10 +182,10 @@ def distance_loss(
     labelled = target >= 0
     if not bool(labelled.any()):
         return logit.sum() * 0.0
-    if weight is None:
-        return F.binary_cross_entropy_with_logits(logit[labelled], distance[labelled])
     per_pixel = F.binary_cross_entropy_with_logits(
         logit[labelled], distance[labelled], reduction="none"
     )
+    if weight is None:
+        return per_pixel.mean()
     pixel_weight = weight[labelled]
     return (per_pixel * pixel_weight).sum() / pixel_weight.sum().clamp_min(1e-6)

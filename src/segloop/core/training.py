@@ -427,13 +427,11 @@ def train_iter(
 def _loss(logits, targets, weights, distances, bundle, config, settings):
     """Class loss, plus the distance channel's loss for models with a distance head."""
     n_classes = bundle.config.n_classes
-    targets = targets.to(settings.device)
-    loss = segmentation_loss(
-        logits[:, :n_classes], targets, weights.to(settings.device), config.dice_weight
-    )
+    targets, weights = targets.to(settings.device), weights.to(settings.device)
+    loss = segmentation_loss(logits[:, :n_classes], targets, weights, config.dice_weight)
     if distances is not None:
         distance = distances.to(settings.device)
-        pixel_weight = weights.to(settings.device) if config.distance_weight_map else None
+        pixel_weight = weights if config.distance_weight_map else None
         loss = loss + config.distance_weight * distance_loss(
             logits[:, n_classes], distance, targets, pixel_weight
         )
