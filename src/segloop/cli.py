@@ -374,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="show a model's config and metadata")
     info.add_argument("model")
     info.set_defaults(func=cmd_info)
+    from .cli_finetune import add_commands  # project, finetune
+
+    add_commands(sub)
     return parser
 
 

@@ -1,13 +1,11 @@
-"""Qt-free helpers of the Fine-tune widget: frames, version rows, time left, Stop latch."""
+"""Qt-free helpers of the Fine-tune widget: frames, version rows, time left."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
 
-from segloop.core.progress import Cancelled, Progress
 from segloop.napari.adapters import UserError
 from segloop.napari.finetune_adapters import (
     Version,
@@ -15,7 +13,7 @@ from segloop.napari.finetune_adapters import (
     parse_frames,
     version_row,
 )
-from segloop.napari.train_adapters import StopLatch, remaining_seconds
+from segloop.napari.train_adapters import remaining_seconds
 
 
 def test_parse_frames():
@@ -72,37 +70,3 @@ def test_remaining_seconds():
     assert remaining_seconds(0.5, 30.0, 2.0) == 90.0
     assert remaining_seconds(0.25, 30.0, None) == 90.0
     assert remaining_seconds(0.0, 3.0, None) is None
-
-
-def _events(stages):
-    for stage in stages:
-        yield Progress(stage, 0, 1)
-    return "result"
-
-
-def test_stop_is_delivered_once_at_a_training_step():
-    stop = threading.Event()
-    latch = StopLatch(stop)
-    run = latch.drive(_events(["evaluate", "prepare", "train", "segment", "train", "evaluate"]))
-    assert next(run).stage == "evaluate" and not latch()
-    next(run)  # prepare
-    next(run)  # train
-    stop.set()
-    assert latch() is True  # the training loop sees it
-    assert latch() is False  # ...once: scoring and saving run to the end
-    assert [e.stage for e in run] == ["segment", "train", "evaluate"]
-
-
-def test_stop_before_training_cancels():
-    stop = threading.Event()
-    latch = StopLatch(stop)
-    run = latch.drive(_events(["evaluate", "segment", "prepare"]))
-    next(run)
-    stop.set()
-    with pytest.raises(Cancelled):
-        next(run)
-
-
-def test_hard_stop_always_answers_true():
-    latch = StopLatch(threading.Event(), hard=lambda: True)
-    assert latch() and latch()

@@ -36,7 +36,9 @@ def finetune(dock, base_model, tmp_path):
     viewer, widget = dock(FinetuneWidget)
     widget.pairs.set_folder(tmp_path / "project")
     widget.options.add_model_file(base_model)
-    widget.options.budget_spin.setValue(2)  # epochs
+    budget = widget.options.budget_combo
+    budget.setCurrentIndex(budget.findData("epochs"))
+    widget.options.budget_spin.setValue(2)
     widget.options.crop_spin.setValue(48)
     widget.options.batch_spin.setValue(2)
     widget.config_overrides = {"val_interval_s": 1e9, "tune_postprocess": False}
@@ -178,8 +180,9 @@ def test_unwritable_folder_and_bad_model_are_errors(finetune, qtbot, notes, tmp_
     blocker = tmp_path / "a file"
     blocker.write_text("not a folder")
     widget.pairs.set_folder(blocker / "project")
-    assert widget.run() is None
+    _train(qtbot, widget)  # the folder is opened in the worker thread, not the GUI's
     assert any("Cannot use project folder" in m for m in errors(notes))
+    assert widget.progress.format() == "failed"
     widget.pairs.set_folder(tmp_path / "project")
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"not a model")
@@ -303,3 +306,50 @@ def test_class_names_and_layer_colours_go_into_the_version(finetune, qtbot, note
     assert meta["class_names"] == ["bright", "dark"]
     expected = ["#" + "".join(f"{round(v * 255):02x}" for v in row) for row in painted]
     assert meta["class_colors"] == expected
+
+
+def test_resegmenting_and_retraining_never_lose_the_users_corrections(
+    finetune, qtbot, notes, base_model, tmp_path
+):
+    """Segment -> correct -> Add pair -> Train -> Re-segment now with v1 -> Train again."""
+    from segloop.core.imageio import read_image
+
+    viewer, widget = finetune
+    image = viewer.add_image(noisy_image(disks(CENTRES, radius=8, shape=SHAPE)), name="cells")
+    _, segment = viewer.window.add_plugin_dock_widget("napari-segloop", "Segment")
+    segment.add_model_file(base_model)
+    segment.image_combo.set_layer(image)
+    segment.run()
+    wait_idle(qtbot, segment)
+    instances = viewer.layers["cells instances"]
+    draft = instances.data.copy()
+    instances.data = disks(CENTRES, radius=8, shape=SHAPE)  # the user's corrected objects
+    instances.paint((50, 10), 7, refresh=True)
+    edited = instances.data.copy()
+    assert not np.array_equal(edited, draft)
+    widget.pairs.add_pair(image, instances)
+    _train(qtbot, widget)
+    saved_path = tmp_path / "project" / "corrections" / "cells_labels.tif"
+    np.testing.assert_array_equal(read_image(saved_path), edited)
+
+    widget.select_version(1)
+    widget.resegment_now()  # Segment with v1 on the same image
+    wait_idle(qtbot, segment)
+    np.testing.assert_array_equal(viewer.layers["cells instances"].data, edited)  # kept
+    redone = viewer.layers["cells instances [1]"]  # the new result went to a new layer
+    assert redone.metadata["segloop_model"] == segment.model_ref()
+    _train(qtbot, widget)  # re-saves the listed pair: still the user's edits
+    np.testing.assert_array_equal(read_image(saved_path), edited)
+
+    # Training on the model's unedited output never replaces the saved correction.
+    widget.pairs.remove_selected()
+    widget.pairs.add_pair(image, redone)
+    notes.clear()
+    _train(qtbot, widget)
+    np.testing.assert_array_equal(read_image(saved_path), edited)
+    assert any("Kept the saved correction" in message for _, message in notes), notes
+    # Re-segmenting again rewrites the unedited result layer in place.
+    segment.run()
+    wait_idle(qtbot, segment)
+    assert "cells instances [2]" not in viewer.layers
+    assert not errors(notes), notes

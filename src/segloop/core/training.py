@@ -24,7 +24,7 @@ from .imageio import prepare_image
 from .losses import distance_loss, segmentation_loss
 from .modelio import ModelBundle, save_model
 from .models import tile_geometry
-from .progress import Progress, StopCheck, run_to_end
+from .progress import Progress, StopCheck, check_stop, run_to_end
 from .scale import estimate_diameter, rescale_image, rescale_labels, rescale_raw_image
 from .segment import SegmentOptions, segment_iter
 from .targets import (
@@ -289,10 +289,18 @@ def train_iter(
     val_data: Sequence[LabelledImage] | None = None,
     out_path: str | Path | None = None,
     should_stop: StopCheck = None,
+    should_cancel: StopCheck = None,
 ) -> Generator[Progress, None, TrainResult]:
-    """Train ``bundle.network`` in place on ``data``; see the module docstring."""
+    """Train ``bundle.network`` in place on ``data``; see the module docstring.
+
+    ``should_stop`` ends training at the top of the next step (the best weights so far
+    are kept and returned); ``should_cancel`` aborts the run anywhere, validation
+    passes included, by raising :class:`~segloop.core.progress.Cancelled`. A
+    ``should_stop`` alone also aborts validation passes (as before).
+    """
     if not data:
         raise ValueError("no training images given")
+    passes_stop = should_stop if should_cancel is None else should_cancel
     if val_data is None:
         data, val_data = split_validation(data, config.val_fraction, config.seed)
     val_data = list(val_data)[: config.val_max_images]
@@ -346,6 +354,7 @@ def train_iter(
                 save_model(bundle, out_path)
 
     while progress_fraction() < 1.0:
+        check_stop(should_cancel)
         if should_stop is not None and should_stop():
             stopped = True
             break
@@ -378,7 +387,7 @@ def train_iter(
         )
         data_out = dict(history[-1])
         if val_data and time.monotonic() - last_val >= config.val_interval_s:
-            score, metrics = yield from _validate(bundle, val_data, config, should_stop)
+            score, metrics = yield from _validate(bundle, val_data, config, passes_stop)
             checkpoint(score, metrics)
             last_val = time.monotonic()
             data_out["validation"] = metrics
@@ -390,7 +399,7 @@ def train_iter(
             data_out,
         )
     if not stopped and val_data:
-        score, metrics = yield from _validate(bundle, val_data, config, should_stop)
+        score, metrics = yield from _validate(bundle, val_data, config, passes_stop)
         checkpoint(score, metrics)
         yield Progress("validate", 1, 1, "final validation", {"validation": metrics})
     if best_state is not None:
@@ -398,7 +407,7 @@ def train_iter(
     network.eval()
     if not stopped and config.tune_postprocess and bundle.target == "instances" and val_data:
         yield Progress("tune", 0, 1, "tuning post-processing on the validation images")
-        tuned = yield from _tune(bundle, val_data, config, should_stop)
+        tuned = yield from _tune(bundle, val_data, config, passes_stop)
         seconds = time.monotonic() - start
         validation.append(
             {

@@ -5,12 +5,13 @@ Kept free of torch so the napari widgets can list versions without slowing start
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .metadata import read_metadata
 
 VERSION_NAME = re.compile(r"v(\d+)\.safetensors")
 
@@ -34,15 +35,6 @@ class VersionInfo:
     @property
     def stopped(self) -> bool:
         return bool(self.finetune.get("stopped"))
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """Metadata JSON of a segloop model file, read from its header only."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as handle:
-        header = handle.metadata() or {}
-    return json.loads(header.get("metadata", "{}"))
 
 
 def list_versions(models_dir: str | os.PathLike) -> list[VersionInfo]:

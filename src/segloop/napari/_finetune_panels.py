@@ -23,6 +23,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from segloop.core.recipe import DEFAULTS
+
 from . import adapters, finetune_adapters, train_adapters
 from ._common import LayerCombo, same_layer
 
@@ -193,17 +195,17 @@ class OptionsPanel(QWidget):
             "colours of the first pair's Labels layer are stored in the model and shown "
             "on its class map."
         )
-        self.budget_combo = _combo({"epochs": "epochs", "minutes": "minutes"})
-        self.budget_spin = _double(0.1, 10_000, 20, 1, 0)
-        self.lr_spin = _double(1e-6, 1.0, train_adapters.LEARNING_RATES["model"], 1e-4, 5)
+        self.budget_combo = _combo({"minutes": "minutes", "epochs": "epochs"})
+        self.budget_spin = _double(0.1, 10_000, DEFAULTS.minutes, 0.5, 1)
+        self.lr_spin = _double(1e-6, 1.0, DEFAULTS.learning_rate, 1e-4, 5)
         self.augment_check = QCheckBox("flips, rotations, elastic, intensity")
         self.augment_check.setChecked(True)
         self.weight_check = QCheckBox("U-Net weight map")
         self.weight_check.setChecked(True)
         self.w0_spin = _double(0.0, 100.0, 10.0, 1.0, 1)
         self.sigma_spin = _double(0.5, 100.0, 5.0, 0.5, 1)
-        self.crop_spin = _int_spin(32, 1024, 256, 32)
-        self.batch_spin = _int_spin(1, 64, 4, 1)
+        self.crop_spin = _int_spin(32, 1024, DEFAULTS.crop, 32)
+        self.batch_spin = _int_spin(1, 64, DEFAULTS.batch_size, 1)
         self.val_list = QListWidget()
         self.val_list.setMaximumHeight(64)
         self.val_list.setToolTip(
@@ -335,7 +337,9 @@ class OptionsPanel(QWidget):
         ):
             widget.setEnabled(visible)
             self._form.setRowVisible(widget, visible)
-        self.lr_spin.setValue(train_adapters.LEARNING_RATES[start])
+        self.lr_spin.setValue(
+            DEFAULTS.learning_rate_scratch if start == "scratch" else DEFAULTS.learning_rate
+        )
         self._on_target_changed()
 
     def _on_target_changed(self, *_args) -> None:
@@ -354,7 +358,7 @@ class OptionsPanel(QWidget):
     def _on_budget_changed(self, *_args) -> None:
         minutes = self.budget_combo.currentData() == "minutes"
         self.budget_spin.setDecimals(1 if minutes else 0)
-        self.budget_spin.setValue(5.0 if minutes else 20)
+        self.budget_spin.setValue(DEFAULTS.minutes if minutes else 20)
 
     def _on_weight_toggled(self, on: bool) -> None:
         self.w0_spin.setEnabled(on)

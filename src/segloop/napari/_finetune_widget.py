@@ -33,7 +33,7 @@ from ._loss_plot import LossPlot, validation_point
 from ._segment_widget import MODEL_KEY, SegmentWidget, find_segment_widget
 from .legend import layer_class_colors, layer_class_names
 from .train_adapters import TrainOutput, remaining_seconds
-from .workers import Outcome, TrainJob
+from .workers import Job, Outcome, TrainJob, save_job
 
 if TYPE_CHECKING:
     import napari
@@ -94,6 +94,7 @@ class FinetuneWidget(JobWidget):
         self.resegment_button.setToolTip("Use the selected version and run Segment on its image")
         self._add_results_area()
         self._events: dict = {}
+        self._save_job: Job | None = None
         self.pairs.save_button.clicked.connect(self.save_corrections)
         self.pairs.folder_edit.editingFinished.connect(self.refresh_project)
         self.table.itemSelectionChanged.connect(self._on_version_selected)
@@ -136,39 +137,54 @@ class FinetuneWidget(JobWidget):
             show_info(f"Skipped frames with empty labels: {', '.join(skipped)}")
         return corrections
 
-    def _save(self) -> list[str]:
-        corrections = self._snapshot()
-        project = finetune_adapters.open_project(self.pairs.folder())
-        return finetune_adapters.save_corrections(project, corrections, self.pairs.sparse())
+    def save_corrections(self) -> Job | None:
+        """Store the chosen frames of every pair in the project (in a worker thread).
 
-    def save_corrections(self) -> list[str] | None:
-        """Store the chosen frames of every pair in the project; returns their ids."""
+        Returns the started job (None when the pairs were refused). A frame that only
+        holds a model's unedited output never replaces a saved correction.
+        """
         try:
-            ids = self._save()
+            corrections = self._snapshot()
         except adapters.UserError as exc:
             show_error(str(exc))
             return None
+        folder, sparse = self.pairs.folder(), self.pairs.sparse()
+        self.pairs.save_button.setEnabled(False)
+        self._save_job = save_job(folder, corrections, sparse, on_done=self._saved)
+        return self._save_job.start()
+
+    def _saved(self, outcome: Outcome) -> None:
+        self._save_job = None
+        self.pairs.save_button.setEnabled(True)
+        if outcome.error is not None:
+            if not outcome.crashed:
+                show_error(outcome.error)
+            return
+        if outcome.cancelled:
+            return
+        saved, kept = outcome.value
         self.refresh_project()
-        show_info(f"Saved {len(ids)} correction(s) in {self.pairs.folder()}: {', '.join(ids)}")
-        return ids
+        _report_saved(self.pairs.folder(), saved, kept)
 
     # ------------------------------------------------------------------ training
 
     def make_job(self, **callbacks) -> TrainJob:
+        """Snapshot the pairs and the options (GUI thread); saving and training run in
+        the worker."""
         self.options.refresh_models(self.versions)
         request = self.options.request(self.pairs.folder())
         if self.pairs.pairs:
-            self._save()
-        elif not finetune_adapters.correction_ids(request.folder):
+            request.corrections = self._snapshot()
+            request.sparse = self.pairs.sparse()
+        elif not finetune_adapters.correction_ids(request.folder):  # a glob: well under 1 ms
             raise adapters.UserError(
                 "Nothing to train on: add a pair (image + corrected labels) in "
                 "'1 · Corrections', or pick a project folder with saved corrections."
             )
-        self.refresh_project()
         request.overrides = dict(self.config_overrides)
         if request.target == "classes" and self.pairs.pairs:
             request.class_colors = layer_class_colors(
-                self.pairs.pairs[0][1], train_adapters.MAX_CLASSES
+                self.pairs.pairs[0][1], train_adapters.DEFAULTS.max_classes
             )
             request.layer_class_names = layer_class_names(self.pairs.pairs[0][1])
         self.plot.clear("accuracy" if request.target == "classes" else "F1")
@@ -186,7 +202,7 @@ class FinetuneWidget(JobWidget):
             self.plot.add_loss(data.get("step", 0), data.get("loss", 0.0))
             self._events["step"] = data.get("step", 0)
             self._show_time(fraction, float(data.get("seconds", 0.0)))
-        elif not (self.job and self.job.stop_requested.is_set()):
+        elif not (isinstance(self.job, TrainJob) and self.job.control.stop_requested):
             text = STAGE_TEXT.get(event.stage) or event.message or event.stage
             if event.stage in ("evaluate", "segment") or event.stage.startswith(("frame", "pred")):
                 trained = self._events.get("trained")
@@ -230,16 +246,25 @@ class FinetuneWidget(JobWidget):
             self.job = None
             self._set_running(False)
             self.progress.setFormat("cancelled")
-            show_info("Training stopped before its first step; no version was saved.")
+            show_info("Training cancelled; no version was saved.")
+            self.refresh_project()
             return
         super()._on_done(outcome)
+        if outcome.error is not None:
+            self.refresh_project()  # the corrections may have been saved before the error
 
     def job_done(self, outcome: Outcome) -> None:
         result: TrainOutput = outcome.value
+        self.refresh_project(select=result.version.version if result.version else None)
+        if result.kept:
+            _report_saved(self.pairs.folder(), result.saved, result.kept)
+        if result.version is None:
+            self.progress.setFormat("stopped before training: nothing saved")
+            show_info("Training stopped before its first step; no version was saved.")
+            return
         version = result.version
         self.progress.setFormat("stopped: best model saved" if result.stopped else "done")
         self.time_label.setText(f"took {_clock(result.seconds)}, {result.steps} steps")
-        self.refresh_project(select=version.version)
         how = "stopped early; " if result.stopped else ""
         show_info(f"Saved v{version.version} ({how}{result.steps} steps): {version.path}")
 
@@ -327,6 +352,17 @@ class FinetuneWidget(JobWidget):
             show_warning("The Segment widget is busy; wait for it or press its Cancel.")
             return
         segment.run()
+
+
+def _report_saved(folder, saved: list[str], kept: list[str]) -> None:
+    """Notify which corrections were stored and which saved ones were kept."""
+    if saved:
+        show_info(f"Saved {len(saved)} correction(s) in {folder}: {', '.join(saved)}")
+    if kept:
+        show_info(
+            f"Kept the saved correction(s) {', '.join(kept)}: the layer only holds a "
+            "model's unedited output, which never replaces your corrections."
+        )
 
 
 def _label(version: finetune_adapters.Version) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari.layers import Image
+from napari.utils.notifications import show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -19,7 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from . import adapters
+from . import adapters, edits
 from ._common import JobWidget, LayerCombo
 from .legend import apply_legend
 from .workers import Job, Outcome, segment_job
@@ -276,14 +277,41 @@ class SegmentWidget(JobWidget):
             outputs["uncertainty"] = ("image", result.uncertainty, dict(UNCERTAINTY_STYLE))
         for suffix, (kind, data, style) in outputs.items():
             name = f"{layer.name} {suffix}"
+            if kind == "labels":
+                name = self._writable_labels_name(name, frame)
             if frame is not None:
                 shape = (layer.data.shape[0], *data.shape)
                 data = adapters.frame_into(self.viewer, name, kind, data, frame, shape)
             out = adapters.upsert_layer(self.viewer, name, data, kind, like=layer, **style)
             if kind == "labels":
                 out.metadata[MODEL_KEY] = model
+                written = result.digests.get(suffix, {})
+                if frame is not None:
+                    written = {frame: written[edits.WHOLE]} if edits.WHOLE in written else {}
+                edits.record_written(out, written, replace=frame is None)
             if suffix == "classes" and result.legend:
                 apply_legend(out, result.legend)
+
+    def _writable_labels_name(self, name: str, frame: int | None) -> str:
+        """``name``, or ``name [k]`` when that layer holds user edits in the frames this
+        run replaces: the first candidate that is free or only holds model output."""
+        from napari.layers import Labels
+
+        frames = None if frame is None else [frame]
+        candidate, index = name, 0
+        while True:
+            existing = adapters.find_layer(self.viewer, candidate)
+            if existing is None or not isinstance(existing, Labels):
+                break
+            if not edits.has_user_edits(existing, frames):
+                break
+            index += 1
+            candidate = f"{name} [{index}]"
+        if candidate != name:
+            show_info(
+                f"'{name}' holds your edits, so it was kept; the new result is '{candidate}'."
+            )
+        return candidate
 
 
 def _diameter_text(diameters: list) -> str:

@@ -299,6 +299,8 @@ class SegmentOutput:
     target: str = "instances"
     uncertainty: np.ndarray | None = None
     legend: list = field(default_factory=list)  # core.classes.ClassEntry per class value
+    #: digests of the labels outputs ("instances", "classes"), see :mod:`.edits`
+    digests: dict[str, dict[int, str]] = field(default_factory=dict)
 
 
 def segment_run(request: SegmentRequest, should_stop: StopCheck = None) -> Generator:
@@ -320,7 +322,10 @@ def segment_run(request: SegmentRequest, should_stop: StopCheck = None) -> Gener
     )
     seg = yield from segment_iter(bundle, request.image, options, should_stop)
     uncertainty = entropy_uncertainty(seg.probabilities) if request.uncertainty else None
-    return SegmentOutput(seg, bundle.target, uncertainty, bundle.legend)
+    from .edits import frame_digests
+
+    digests = {"instances": frame_digests(seg.instances), "classes": frame_digests(seg.classes)}
+    return SegmentOutput(seg, bundle.target, uncertainty, bundle.legend, digests)
 
 
 # --------------------------------------------------------------------------- labels work

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from segloop.core.progress import Progress
 from segloop.core.versions import VersionInfo as Version
 from segloop.core.versions import list_versions as _list_versions
 
 from .adapters import UserError, image_data, labels_data
+from .edits import is_model_output
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
@@ -44,6 +46,8 @@ class Correction:
     labels: np.ndarray
     frame: int | None = None
     model_version: str | None = None
+    #: "user" (edited labels) or "model" (a model's output exactly as Segment wrote it)
+    origin: str = "user"
 
 
 def default_project_folder(image_name: str | None) -> Path:
@@ -60,25 +64,13 @@ def parse_frames(text: str, n_frames: int, current: int) -> list[int]:
     UserError
         For text that is none of these, or a frame outside ``0..n_frames-1``.
     """
-    text = text.strip().lower()
-    if text in ("", "current"):
-        return [current]
-    if text == "all":
-        return list(range(n_frames))
-    frames: list[int] = []
-    for part in filter(None, re.split(r"[,;\s]+", text)):
-        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not match:
-            raise UserError(
-                f"Frames {text!r}: write 'current', 'all' or frame numbers like 3,5,9 or 2-6."
-            )
-        first = int(match.group(1))
-        last = int(match.group(2) or first)
-        frames += range(first, last + 1)
-    bad = [f for f in frames if not 0 <= f < n_frames]
-    if bad:
-        raise UserError(f"Frame {bad[0]} does not exist: the stack has frames 0..{n_frames - 1}.")
-    return sorted(set(frames))
+    from segloop.core.project import parse_frames as core_parse_frames
+
+    try:
+        return core_parse_frames(text, n_frames, current)
+    except ValueError as exc:
+        message = str(exc)
+        raise UserError(message[0].upper() + message[1:] + ".") from None
 
 
 def check_pair_shapes(image: Image, labels: Labels) -> tuple[int, ...]:
@@ -148,6 +140,7 @@ def pair_corrections(
                 np.array(frame_labels, dtype=np.int32, copy=True),
                 frame,
                 model_version,
+                "model" if is_model_output(labels, frame) else "user",
             )
         )
     if not out:
@@ -188,31 +181,56 @@ def open_project(folder: str | os.PathLike, base_model: str | None = None) -> An
     return project
 
 
-def save_corrections(project: Any, corrections: Sequence[Correction], sparse: bool) -> list[str]:
-    """Store each correction in ``project``; returns their ids.
+def save_corrections(
+    project: Any, corrections: Sequence[Correction], sparse: bool
+) -> tuple[list[str], list[str]]:
+    """Store each correction in ``project`` (worker thread).
+
+    Returns
+    -------
+    saved, kept
+        Ids stored, and ids whose saved correction was kept because the layer only
+        held a model's unedited output (a model never replaces the user's work).
 
     Raises
     ------
     UserError
         When the core refuses a pair or a file cannot be written.
     """
-    ids = []
+    saved, kept = [], []
     for item in corrections:
         try:
-            ids.append(
-                project.add_correction(
-                    item.image,
-                    item.labels,
-                    item.name,
-                    source=item.name,
-                    frame=item.frame,
-                    model_version=item.model_version,
-                    sparse=sparse,
-                )
+            ident = project.add_correction(
+                item.image,
+                item.labels,
+                item.name,
+                source=item.name,
+                frame=item.frame,
+                model_version=item.model_version,
+                sparse=sparse,
+                origin=item.origin,
             )
         except (OSError, ValueError) as exc:
             raise UserError(f"Cannot save correction '{item.name}': {exc}") from None
-    return ids
+        if ident is None:
+            from segloop.core.project import correction_id
+
+            kept.append(correction_id(item.name, item.frame))
+        else:
+            saved.append(ident)
+    return saved, kept
+
+
+def save_run(
+    folder: str | os.PathLike,
+    corrections: Sequence[Correction],
+    sparse: bool,
+    should_stop: Any = None,
+) -> Generator[Progress, None, tuple[list[str], list[str]]]:
+    """Store corrections in the project at ``folder`` (worker thread); see
+    :func:`save_corrections` for the returned ``(saved, kept)`` ids."""
+    yield Progress("save", 0, max(1, len(corrections)), "saving corrections")
+    return save_corrections(open_project(folder), corrections, sparse)
 
 
 def correction_ids(folder: str | os.PathLike) -> list[str]:

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from napari.qt.threading import GeneratorWorker, thread_worker
 
-from segloop.core.progress import Cancelled, Progress
+from segloop.core.progress import Cancelled, Progress, RunControl
 
-from . import adapters, train_adapters
+from . import adapters, finetune_adapters, train_adapters
 
 log = logging.getLogger(__name__)
 
@@ -190,16 +190,16 @@ def instances_job(
 
 
 class TrainJob(Job):
-    """A training job with two ways to end it early.
+    """A training job with the core's two ways to end it early (a ``RunControl``).
 
     :meth:`request_stop` (the Stop button) ends *training* at the next step; the run
     then scores and saves the best weights so far, and returns normally.
-    :meth:`cancel` (closing the widget) aborts the whole run; nothing is returned.
+    :meth:`cancel` (closing the widget) aborts the whole run; nothing is saved.
 
     Parameters
     ----------
     request : TrainRequest
-        What to train.
+        What to train, with the corrections to store first (in the worker thread).
     on_event : callable, optional
         Called in the GUI thread with every raw ``Progress`` (for the live plot).
     **callbacks
@@ -212,17 +212,30 @@ class TrainJob(Job):
         on_event: Callable[[Progress], None] | None = None,
         **callbacks: Any,
     ) -> None:
-        self.stop_requested = threading.Event()
+        self.control = RunControl()
         self._on_event = on_event
-        super().__init__(
-            train_adapters.train_run, request, stop_request=self.stop_requested, **callbacks
-        )
+        super().__init__(_train, request, control=self.control, **callbacks)
 
     def request_stop(self) -> None:
         """End training at the next step; the version is still scored and saved."""
-        self.stop_requested.set()
+        self.control.stop()
+
+    def cancel(self) -> None:
+        """Abort the run: nothing is saved."""
+        self.control.cancel()
+        super().cancel()
 
     def _yielded(self, event: Progress) -> None:
         super()._yielded(event)
         if self._on_event is not None and isinstance(event, Progress):
             self._on_event(event)
+
+
+def _train(request, control, should_stop=None):
+    """``train_run`` as a Job's run (the Job's own stop flag is the control's cancel)."""
+    return train_adapters.train_run(request, control)
+
+
+def save_job(folder: Any, corrections: list, sparse: bool, **callbacks: Any) -> Job:
+    """Job storing corrections (snapshots taken in the GUI thread) in a project folder."""
+    return Job(finetune_adapters.save_run, folder, corrections, sparse, **callbacks)

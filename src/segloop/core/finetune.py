@@ -1,0 +1,451 @@
+"""Correct-and-retrain: the one training recipe behind the Fine-tune widget,
+``segloop finetune`` and ``segloop train --init``.
+
+A run trains on *all* corrections of a :class:`~segloop.core.project.Project` (minus
+the held-out ones), plus a replay sample of the start model's own training images (when
+the model ships some) so it does not forget what it knew, and saves the next version
+``models/v<N>.safetensors`` with one :class:`VersionRecord` in its metadata. Every
+default lives in :data:`DEFAULTS`; the widget, the CLI and the benchmarks read them
+from there.
+
+:class:`RunControl` carries the two ways to end a run early, from any thread:
+``stop()`` ends training at the next step and saves the best weights so far as a
+version; ``cancel()`` aborts the run and saves nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .evaluation import LabelledImage, evaluate_iter
+from .modelio import ModelBundle, load_model, new_bundle, save_model
+from .progress import Progress, RunControl
+from .project import Project
+from .recipe import ARCHITECTURES, DEFAULTS, SCRATCH, TARGETS
+from .segment import SegmentOptions
+from .training import NATIVE_RANGE, TrainConfig, TrainResult, median_diameter, train_iter
+from .versions import VersionInfo
+
+REPLAY_ROOT = Path(__file__).resolve().parent.parent / "data" / "replay"
+
+
+def recipe_config(scratch: bool = False, **overrides: Any) -> TrainConfig:
+    """The recipe's :class:`TrainConfig`, with ``overrides`` (TrainConfig fields) last.
+
+    Without ``minutes`` or ``epochs`` in ``overrides`` the run gets
+    :attr:`Defaults.minutes`.
+    """
+    options: dict[str, Any] = {
+        "learning_rate": DEFAULTS.learning_rate_scratch if scratch else DEFAULTS.learning_rate,
+        "crop": DEFAULTS.crop,
+        "batch_size": DEFAULTS.batch_size,
+        "val_interval_s": DEFAULTS.val_interval_s,
+        "val_fraction": DEFAULTS.val_fraction,
+        "target_diameter": "auto",
+    }
+    if overrides.get("minutes") is None and overrides.get("epochs") is None:
+        overrides = {**overrides, "minutes": DEFAULTS.minutes, "epochs": None}
+    return TrainConfig(**{**options, **overrides})
+
+
+@dataclass
+class FinetuneRequest:
+    """What to train: the start model (or scratch), the recipe and the held-out ids.
+
+    Parameters
+    ----------
+    start : str
+        A shipped model's name or a model file to fine-tune, or :data:`SCRATCH`.
+    arch, target : str
+        Architecture and target of a new network (``start == SCRATCH`` only).
+    class_names, class_colors : list of str, optional
+        Names / ``#rrggbb`` colours of class ids 1..K of a new class model.
+    config : TrainConfig
+        Training options; :func:`recipe_config` by default.
+    val_ids : list of str, optional
+        Correction ids held out for validation; None: :func:`split_corrections`' rule.
+    replay_fraction : float
+        Replay images per training correction.
+    score_base : bool
+        Score the start model's own validation images before and after (where
+        forgetting shows; costs a few seconds).
+    """
+
+    start: str = "nuclei"
+    arch: str = "unet"
+    target: str = "instances"
+    class_names: list[str] | None = None
+    class_colors: list[str] | None = None
+    config: TrainConfig = field(default_factory=recipe_config)
+    val_ids: list[str] | None = None
+    replay_fraction: float = DEFAULTS.replay_fraction
+    score_base: bool = True
+
+    @property
+    def scratch(self) -> bool:
+        return self.start == SCRATCH
+
+
+@dataclass
+class VersionRecord:
+    """``metadata["finetune"]`` of a saved version (keys: :data:`~.metadata.FINETUNE_KEYS`)."""
+
+    base: str
+    base_version: int
+    trained_on: list[str]
+    validated_on: list[str]
+    replay_images: int
+    n_corrected_objects: int
+    seconds: float
+    steps: int
+    stopped: bool
+    seed: int
+    recipe: dict[str, Any]
+    metrics: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FinetuneResult:
+    """A finished run: the saved version (None when Stop came before the first step)."""
+
+    version: VersionInfo | None
+    training: TrainResult | None
+    stopped: bool
+
+    @property
+    def steps(self) -> int:
+        return self.training.steps if self.training else 0
+
+    @property
+    def seconds(self) -> float:
+        return self.training.seconds if self.training else 0.0
+
+
+def build_request(
+    start: str,
+    *,
+    minutes: float | None = None,
+    epochs: int | None = None,
+    learning_rate: float | None = None,
+    crop: int | None = None,
+    batch_size: int | None = None,
+    augment: bool = True,
+    weight_map: bool = True,
+    w0: float = 10.0,
+    sigma: float = 5.0,
+    seed: int = 0,
+    val_ids: Sequence[str] | None = None,
+    replay_fraction: float | None = None,
+    arch: str = "unet",
+    target: str = "instances",
+    class_names: Sequence[str] | None = None,
+    class_colors: Sequence[str] | None = None,
+    device: str = "auto",
+    **config_overrides: Any,
+) -> FinetuneRequest:
+    """One request from the options the widget and ``segloop finetune`` both offer
+    (None = the recipe's default); ``config_overrides`` are extra ``TrainConfig`` fields."""
+    from .augment import AugmentConfig
+
+    options: dict[str, Any] = {
+        "minutes": minutes,
+        "epochs": epochs,
+        "learning_rate": learning_rate,
+        "crop": crop,
+        "batch_size": batch_size,
+    }
+    options = {key: value for key, value in options.items() if value is not None}
+    no_augment = AugmentConfig(
+        flips=False, rot90=False, elastic=False, intensity=False, noise=False
+    )
+    options.update(
+        augment=AugmentConfig() if augment else no_augment,
+        use_weight_map=weight_map,
+        w0=w0,
+        sigma=sigma,
+        seed=seed,
+        device=device,
+        **config_overrides,
+    )
+    return FinetuneRequest(
+        start=start,
+        arch=arch,
+        target=target,
+        class_names=list(class_names) if class_names else None,
+        class_colors=list(class_colors) if class_colors else None,
+        config=recipe_config(scratch=start == SCRATCH, **options),
+        val_ids=list(val_ids) if val_ids is not None else None,
+        replay_fraction=DEFAULTS.replay_fraction if replay_fraction is None else replay_fraction,
+    )
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def split_corrections(
+    items: Sequence[LabelledImage],
+    val_ids: Sequence[str] | None = None,
+    seed: int = 0,
+    fraction: float = DEFAULTS.val_fraction,
+) -> tuple[list[LabelledImage], list[LabelledImage]]:
+    """The one validation rule: ``val_ids`` when given, else none held out with fewer
+    than two items, else a random ``fraction`` (at least one, never all).
+
+    Raises
+    ------
+    ValueError
+        When every item would be held out.
+    """
+    if val_ids is not None:
+        held = set(val_ids)
+        train = [c for c in items if c.name not in held]
+        val = [c for c in items if c.name in held]
+    elif len(items) < 2 or fraction <= 0:
+        train, val = list(items), []
+    else:
+        order = np.random.default_rng(seed).permutation(len(items))
+        n_val = min(len(items) - 1, max(1, round(len(items) * fraction)))
+        train = [items[i] for i in order[n_val:]]
+        val = [items[i] for i in order[:n_val]]
+    if not train:
+        raise ValueError("every correction is held out for validation; keep one for training")
+    return train, val
+
+
+def replay_data(bundle: ModelBundle, part: str) -> list[LabelledImage]:
+    """Images the model ships for replay (``part="train"``) or validation (``"val"``)."""
+    folder = REPLAY_ROOT / str(bundle.metadata.get("replay", bundle.name)) / part
+    if not folder.is_dir():
+        return []
+    from .imageio import read_image
+
+    data = []
+    for mask in sorted(folder.glob("*_masks.png")):
+        image = mask.with_name(mask.name.replace("_masks", ""))
+        data.append(LabelledImage(read_image(image), read_image(mask).astype(np.int32), image.name))
+    return data
+
+
+def replay_sample(
+    bundle: ModelBundle, n_train: int, fraction: float, seed: int
+) -> list[LabelledImage]:
+    """``ceil(n_train * fraction)`` of the model's replay images, drawn with ``seed``."""
+    replay = replay_data(bundle, "train")
+    if not replay or fraction <= 0:
+        return []
+    count = min(len(replay), int(np.ceil(n_train * fraction)))
+    picks = np.random.default_rng(seed).choice(len(replay), count, replace=False)
+    return [replay[i] for i in picks]
+
+
+def fine_tune_scale(
+    bundle: ModelBundle, target_diameter: float | str | None, measured: float | None
+) -> float | str | None:
+    """The training ``target_diameter`` for fine-tuning ``bundle`` on objects
+    ``measured`` pixels across.
+
+    With ``"auto"``, a model trained at native scale keeps native scale while the
+    corrected objects are within :data:`NATIVE_RANGE`; outside it (e.g. 110 px DIC cells
+    for an 18 px nuclei model) they are rescaled to the model's diameter, so the network
+    sees objects of the size it knows. Rescaled models always rescale.
+    """
+    if target_diameter != "auto" or bundle.target != "instances":
+        return target_diameter
+    if bundle.metadata.get("rescaled") or not bundle.diameter or measured is None:
+        return target_diameter
+    inside = NATIVE_RANGE[0] <= measured <= NATIVE_RANGE[1]
+    return target_diameter if inside else bundle.diameter
+
+
+def n_classes_of(items: Sequence[LabelledImage], target: str) -> int:
+    """Output classes of a new model: 3 for instances, else the largest class id (>= 2)."""
+    if target == "instances":
+        return 3
+    top = max(int(c.labels.max()) for c in items)
+    if top > DEFAULTS.max_classes:
+        raise ValueError(
+            f"the labels hold values up to {top}: for target 'classes' paint class ids "
+            "(1, 2, 3... with 0 = unlabelled), or choose target 'instances'"
+        )
+    return max(top, 2)
+
+
+def check_start_model(bundle: ModelBundle, items: Sequence[LabelledImage]) -> None:
+    """Raise ValueError unless a class model has outputs for every class id used."""
+    if bundle.target != "classes":
+        return
+    top = max((int(c.labels.max()) for c in items), default=0)
+    if top > bundle.config.n_classes:
+        raise ValueError(
+            f"model {bundle.name!r} knows classes 1..{bundle.config.n_classes} but the "
+            f"corrections use class {top}; train a new class model from scratch instead"
+        )
+
+
+def new_model(request: FinetuneRequest, items: Sequence[LabelledImage], name: str) -> ModelBundle:
+    """A fresh network for ``request`` (scratch), sized for the class ids in ``items``."""
+    from .classes import class_style_metadata
+    from .models import preset
+
+    if request.arch not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}")
+    if request.target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}")
+    config = preset(request.arch, n_classes_of(items, request.target))
+    bundle = new_bundle(config, name, target=request.target, seed=request.config.seed)
+    bundle.metadata["arch"] = request.arch
+    if request.target == "classes":
+        colors = request.class_colors
+        colors = colors[: config.n_classes] if colors and len(colors) >= config.n_classes else None
+        bundle.metadata.update(class_style_metadata(config.n_classes, request.class_names, colors))
+    return bundle
+
+
+def _score(bundle, data, should_cancel):
+    if not data:
+        return None
+    report = yield from evaluate_iter(
+        bundle, data, SegmentOptions(), should_cancel, true_diameter=True
+    )
+    return {"f1": report.matches.f1, "seg": report.seg, "n_images": len(data)}
+
+
+def adapt_iter(
+    bundle: ModelBundle,
+    train_set: Sequence[LabelledImage],
+    val_set: Sequence[LabelledImage],
+    config: TrainConfig,
+    replay: Sequence[LabelledImage] = (),
+    control: RunControl | None = None,
+    out_path: str | Path | None = None,
+) -> Generator[Progress, None, TrainResult]:
+    """Train ``bundle`` in place on ``train_set`` + ``replay`` with the recipe's scale
+    rule, tuning post-processing on ``val_set``; the objects of ``train_set`` (not the
+    replay's) set the version's diameter. ``out_path`` is passed to
+    :func:`~segloop.core.training.train_iter` (``segloop train --init``)."""
+    control = control or RunControl()
+    config.tune_postprocess = bool(val_set) and config.tune_postprocess
+    measured = median_diameter(train_set) if bundle.target == "instances" else None
+    if "training" in bundle.metadata:  # an existing model: rescale as fine_tune_scale says
+        config.target_diameter = fine_tune_scale(bundle, config.target_diameter, measured)
+    result = yield from train_iter(
+        bundle,
+        list(train_set) + list(replay),
+        config,
+        list(val_set),
+        out_path,
+        should_stop=lambda: control.stop_requested or control.cancel_requested,
+        should_cancel=lambda: control.cancel_requested,
+    )
+    if measured is not None:
+        bundle.metadata["native_diameter"] = measured
+        if not bundle.metadata.get("rescaled"):
+            bundle.metadata["diameter"] = measured
+    return result
+
+
+def recipe_summary(config: TrainConfig, replay_fraction: float) -> dict[str, Any]:
+    """The recipe facts stored in a version record."""
+    return {
+        "learning_rate": config.learning_rate,
+        "minutes": config.minutes,
+        "epochs": config.epochs,
+        "crop": config.crop,
+        "batch_size": config.batch_size,
+        "replay_fraction": replay_fraction,
+        "target_diameter": config.target_diameter,
+    }
+
+
+def _score_after(bundle, result, val_set, base_val, control):
+    """Scores of the new version; a class model reports its best validation accuracy."""
+    if bundle.target == "classes":
+        accuracy = [v["accuracy"] for v in result.validation if "accuracy" in v]
+        return {"corrections": {"accuracy": max(accuracy)} if accuracy else None}
+    yield Progress("evaluate", 0, 1, "scoring the new version")
+    cancel = lambda: control.cancel_requested  # noqa: E731
+    after = {"corrections": (yield from _score(bundle, val_set, cancel))}
+    if not result.stopped:  # Stop asks to finish fast: skip the slower base scoring
+        after["base_validation"] = yield from _score(bundle, base_val, cancel)
+    return after
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def finetune_iter(
+    project: Project, request: FinetuneRequest, control: RunControl | None = None
+) -> Generator[Progress, None, FinetuneResult]:
+    """Train on every correction of ``project`` and save the next version.
+
+    Yields :class:`Progress` (stages ``load``, ``evaluate``, ``prepare``, ``train``,
+    ``validate``, ``tune``, ``save``) and returns a :class:`FinetuneResult`.
+
+    Raises
+    ------
+    ValueError
+        No corrections, nothing left to train on, or a start model that does not fit.
+    Cancelled
+        After :meth:`RunControl.cancel`; nothing is written then.
+    """
+    control = control or RunControl()
+    yield Progress("load", 0, 1, "reading the corrections")
+    corrections = project.load_corrections()
+    if not corrections:
+        raise ValueError("no corrections saved yet: correct a frame and save it first")
+    config = request.config
+    train_set, val_set = split_corrections(corrections, request.val_ids, config.seed)
+    out_path = project.next_version_path()
+    number = int(out_path.stem[1:])
+    name = f"{project.root.name}-v{number}"
+    if request.scratch:
+        bundle = new_model(request, corrections, name)
+        base, base_version, base_val, replay = f"{SCRATCH}:{request.arch}", 0, [], []
+    else:
+        bundle = load_model(request.start)
+        check_start_model(bundle, corrections)
+        base, base_version = str(request.start), int(bundle.metadata.get("version", 0))
+        base_val = replay_data(bundle, "val") if request.score_base else []
+        replay = replay_sample(bundle, len(train_set), request.replay_fraction, config.seed)
+        bundle.metadata.update(parent=str(bundle.path), name=name)
+    control.check_cancel()
+    before = {}
+    if not request.scratch:
+        yield Progress("evaluate", 0, 1, "scoring the start model")
+        before = {
+            "corrections": (yield from _score(bundle, val_set, lambda: control.cancel_requested)),
+            "base_validation": (
+                yield from _score(bundle, base_val, lambda: control.cancel_requested)
+            ),
+        }
+    result = yield from adapt_iter(bundle, train_set, val_set, config, replay, control)
+    if result.steps == 0:  # Stop before the first step: nothing new to keep
+        return FinetuneResult(None, result, True)
+    after = yield from _score_after(bundle, result, val_set, base_val, control)
+    record = VersionRecord(
+        base=base,
+        base_version=base_version,
+        trained_on=[c.name for c in train_set],
+        validated_on=[c.name for c in val_set],
+        replay_images=len(replay),
+        n_corrected_objects=int(sum(len(np.unique(c.labels)) - 1 for c in train_set)),
+        seconds=round(result.seconds, 1),
+        steps=result.steps,
+        stopped=result.stopped,
+        seed=config.seed,
+        recipe=recipe_summary(config, request.replay_fraction if replay else 0.0),
+        metrics={"before": before, "after": after},
+    )
+    bundle.metadata.update(version=number, finetune=record.to_dict())
+    control.check_cancel()
+    yield Progress("save", 0, 1, f"saving {out_path.name}")
+    save_model(bundle, out_path)
+    return FinetuneResult(VersionInfo(number, out_path, bundle.metadata), result, result.stopped)

@@ -1,0 +1,92 @@
+"""Model metadata keys, declared once, and the model-file header reader (torch-free).
+
+A segloop model file is a ``.safetensors`` file whose string header holds
+``{"format": "segloop-model/1", "config": <json>, "metadata": <json>}``. This module
+reads that header with ``safetensors`` alone, so the napari widgets can list models and
+versions without importing torch. :data:`METADATA_KEYS` says what every metadata key
+holds; :data:`FINETUNE_KEYS` does the same for the version record of a fine-tune run
+(``metadata["finetune"]``, written by :mod:`segloop.core.finetune`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+#: Header ``format`` value of segloop model files.
+FORMAT = "segloop-model/1"
+
+#: Metadata key -> (JSON type, meaning).
+METADATA_KEYS: dict[str, tuple[str, str]] = {
+    "name": ("str", "model name shown in lists"),
+    "version": ("int", "version number (1 for a new model, parent's + 1 when fine-tuned)"),
+    "parent": ("str | null", "path or name of the model this one was fine-tuned from"),
+    "created": ("str", "ISO-8601 UTC time the model was first created"),
+    "description": ("str", "one line shown by `segloop models`"),
+    "target": ("str", "'instances' (background/interior/border) or 'classes' (user classes)"),
+    "arch": ("str", "architecture preset ('unet', 'unet-classic', 'segnet')"),
+    "preprocess": ("dict", "input normalisation: invert, percentiles"),
+    "postprocess": ("dict", "instance post-processing thresholds (tuned on validation)"),
+    "predict": ("dict", "prediction defaults: diameter, tta"),
+    "diameter": ("float", "median object diameter (px) as the network saw it"),
+    "native_diameter": ("float", "median object diameter (px) of the training images"),
+    "rescaled": ("bool", "training images were rescaled to `diameter`"),
+    "class_names": ("list[str]", "names of class ids 1..K (class models)"),
+    "class_colors": ("list[str]", "#rrggbb colours of class ids 1..K (class models)"),
+    "replay": ("str", "folder under segloop/data/replay with the images this model replays"),
+    "training": ("dict", "training facts: config, images, steps, seconds, stopped"),
+    "history": ("list[dict]", "loss curve (thinned): step, epoch, loss, seconds"),
+    "validation": ("list[dict]", "validation checks: step, seconds, f1/seg/ap or accuracy"),
+    "finetune": ("dict", "version record of a fine-tune run (see FINETUNE_KEYS)"),
+    "widened_from": ("int", "base channels of the network this one was widened from"),
+}
+
+#: ``metadata["finetune"]`` key -> (JSON type, meaning).
+FINETUNE_KEYS: dict[str, tuple[str, str]] = {
+    "base": ("str", "model the run started from (name or path), or 'scratch:<arch>'"),
+    "base_version": ("int", "version number of that model (0 for scratch)"),
+    "trained_on": ("list[str]", "correction ids trained on"),
+    "validated_on": ("list[str]", "correction ids held out for validation and scores"),
+    "replay_images": ("int", "images of the base model's own training data replayed"),
+    "n_corrected_objects": ("int", "objects in the corrections trained on"),
+    "seconds": ("float", "training wall-clock seconds"),
+    "steps": ("int", "optimizer steps"),
+    "stopped": ("bool", "ended early by Stop (the best weights so far were kept)"),
+    "seed": ("int", "random seed of the run"),
+    "recipe": ("dict", "learning rate, crop, batch, budget, replay fraction used"),
+    "metrics": ("dict", "before/after scores on the corrections and the base validation"),
+}
+
+
+class HeaderError(ValueError):
+    """A file is not a readable segloop model file."""
+
+
+def read_model_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The JSON config and metadata stored in a model file's header (no weights read).
+
+    Raises
+    ------
+    HeaderError
+        When the file is not a safetensors file or not a segloop model.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            header = handle.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types
+        raise HeaderError(f"{path}: not a readable model file ({exc})") from exc
+    if header.get("format") != FORMAT:
+        raise HeaderError(f"{path}: not a segloop model (format {header.get('format')!r})")
+    try:
+        return json.loads(header["config"]), json.loads(header.get("metadata", "{}"))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise HeaderError(f"{path}: broken model header ({exc})") from exc
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """Metadata JSON of a segloop model file, read from its header only."""
+    return read_model_header(Path(path))[1]

@@ -1,0 +1,39 @@
+"""The correct-and-retrain recipe's defaults, in one torch-free place.
+
+The Fine-tune widget (which must not import torch when napari starts), ``segloop
+finetune``, ``segloop train --init`` and the benchmarks all read them from here;
+:func:`segloop.core.finetune.recipe_config` turns them into a ``TrainConfig``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: ``FinetuneRequest.start`` value that trains a new network instead of fine-tuning.
+SCRATCH = "scratch"
+ARCHITECTURES = ("unet", "segnet", "unet-classic")
+TARGETS = ("instances", "classes")
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Every default of the recipe (see docs/benchmarks.md for how each was chosen)."""
+
+    #: learning rate when fine-tuning a model and when training from scratch
+    learning_rate: float = 1e-3
+    learning_rate_scratch: float = 1e-3
+    #: training budget in minutes when neither minutes nor epochs are given
+    minutes: float = 2.0
+    #: seconds between validation checks during training
+    val_interval_s: float = 30.0
+    #: share of corrections held out for validation (at least one once there are two)
+    val_fraction: float = 0.2
+    #: replay images of the start model per training correction (0 disables replay)
+    replay_fraction: float = 1.0
+    crop: int = 256
+    batch_size: int = 4
+    #: most class ids a new class model may have (more means the labels are instances)
+    max_classes: int = 20
+
+
+DEFAULTS = Defaults()

@@ -1,0 +1,80 @@
+"""Which frames of a Labels layer hold the user's edits, and which a model's raw output.
+
+When the Segment widget writes a Labels layer it records a digest of every frame it
+wrote in ``layer.metadata[WRITTEN_KEY]`` (computed in the worker thread). A frame whose
+data still has that digest is a model's unedited output; any other frame (painted,
+erased, filled, or never written by segloop) is the user's work. Two rules use this:
+
+- re-segmenting never overwrites a layer with user edits in the frames it would
+  replace: the new result goes to a new layer (:func:`has_user_edits`);
+- saving a frame that is a model's unedited output never replaces a saved correction
+  (:func:`is_model_output`, the project's ``origin="model"``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from napari.layers import Labels
+
+#: ``layer.metadata`` key: {frame index (-1 for a 2-D layer): digest of what Segment wrote}
+WRITTEN_KEY = "segloop_written"
+WHOLE = -1
+
+
+def digest(frame: np.ndarray) -> str:
+    """Content digest of one frame (shape, dtype-independent values)."""
+    array = np.ascontiguousarray(frame, dtype=np.int64 if frame.dtype.kind in "iub" else None)
+    hasher = hashlib.blake2b(digest_size=16)
+    hasher.update(str(array.shape).encode())
+    hasher.update(memoryview(array).cast("B"))
+    return hasher.hexdigest()
+
+
+def frame_digests(labels: np.ndarray, frame: int | None = None) -> dict[int, str]:
+    """Digests of what a segment run writes: one frame of a stack, each frame of a
+    stack (``labels`` 3-D, ``frame`` None), or a 2-D image (key :data:`WHOLE`)."""
+    if frame is not None:
+        return {int(frame): digest(labels)}
+    if labels.ndim == 3:
+        return {t: digest(labels[t]) for t in range(labels.shape[0])}
+    return {WHOLE: digest(labels)}
+
+
+def record_written(layer: Labels, digests: dict[int, str], replace: bool) -> None:
+    """Store the digests of the frames Segment just wrote into ``layer``."""
+    known = {} if replace else dict(layer.metadata.get(WRITTEN_KEY) or {})
+    layer.metadata[WRITTEN_KEY] = {**known, **digests}
+
+
+def _frame_data(layer: Labels, frame: int | None) -> np.ndarray:
+    data = np.asarray(layer.data)
+    return data if frame is None or frame == WHOLE or data.ndim == 2 else data[frame]
+
+
+def is_model_output(layer: Labels, frame: int | None = None) -> bool:
+    """True when ``frame`` of ``layer`` (None: a 2-D layer) is exactly what Segment wrote."""
+    written = layer.metadata.get(WRITTEN_KEY) or {}
+    key = WHOLE if frame is None else int(frame)
+    expected = written.get(key)
+    return expected is not None and digest(_frame_data(layer, frame)) == expected
+
+
+def has_user_edits(layer: Labels, frames: Iterable[int] | None = None) -> bool:
+    """True when any of ``frames`` (None: every frame) is not a model's unedited output.
+
+    Frames that are empty everywhere count as unedited (nothing of the user's is there).
+    """
+    data = np.asarray(layer.data)
+    if frames is None:
+        frames = range(data.shape[0]) if data.ndim == 3 else [None]
+    for frame in frames:
+        part = _frame_data(layer, frame)
+        if part.any() and not is_model_output(layer, frame):
+            return True
+    return False
