@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from . import cli_checks as checks
 
 EXIT_ERROR = 1
 
@@ -76,15 +79,18 @@ def _train_diameter(value: str) -> float | str | None:
 def cmd_train(args) -> int:
     from .core.augment import AugmentConfig
     from .core.datasets import load_pairs
-    from .core.modelio import load_model, new_bundle, save_model, with_distance_head
+    from .core.modelio import load_model, new_bundle, with_distance_head
     from .core.models import preset
     from .core.progress import run_to_end
-    from .core.training import TrainConfig, train_iter
+    from .core.training import TrainConfig, checkpoint_path, train_iter
 
     if args.minutes is None and args.epochs is None:
         args.minutes = 10.0
+    checks.check_model_out(args.out)
     data = load_pairs(args.images, args.masks)
     val_data = load_pairs(args.val_images, args.val_masks) if args.val_images else None
+    if args.target == "classes":
+        checks.check_class_ids(list(data) + list(val_data or []))
     target = args.target
     if args.init:
         bundle = load_model(args.init)
@@ -134,8 +140,14 @@ def cmd_train(args) -> int:
         use_weight_map=not args.no_weight_map,
     )
     printer = ProgressPrinter()
-    result = run_to_end(train_iter(bundle, data, config, val_data, args.out), printer)
-    save_model(result.bundle, args.out)
+    checks.check_model_out(args.out, checks.model_bytes(bundle))
+    side = checkpoint_path(args.out)
+    side_before = side.stat().st_mtime_ns if side.exists() else None
+    try:
+        result = run_to_end(train_iter(bundle, data, config, val_data, args.out), printer)
+    except KeyboardInterrupt as exc:
+        exc.detail = checks.interrupted_training(Path(args.out), side, side_before)
+        raise
     summary = {
         "model": str(args.out),
         "steps": result.steps,
@@ -145,7 +157,7 @@ def cmd_train(args) -> int:
         "diameter": result.bundle.diameter,
         "postprocess": result.bundle.postprocess,
     }
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(checks.json_safe(summary), indent=2))
     return 0
 
 
@@ -168,6 +180,7 @@ def _inputs(paths: Sequence[str]) -> list[Path]:
 def cmd_predict(args) -> int:
     from .batch import predict_files
 
+    checks.check_output_folder(args.out, "--out")
     written = predict_files(
         args.model,
         _inputs(args.inputs),
@@ -185,6 +198,9 @@ def cmd_predict(args) -> int:
 def cmd_count(args) -> int:
     from .batch import count_files
 
+    checks.check_output_file(args.csv, "--csv")
+    if args.objects:
+        checks.check_output_file(args.objects, "--objects")
     count_files(
         args.model,
         _inputs(args.inputs),
@@ -202,6 +218,7 @@ def cmd_weightmap(args) -> int:
     from .core.imageio import write_tiff
     from .core.weightmap import weight_map
 
+    checks.check_output_file(args.out, "--out")
     labels = load_labels(args.mask)
     write_tiff(args.out, weight_map(labels, w0=args.w0, sigma=args.sigma))
     print(args.out)
@@ -219,7 +236,8 @@ def cmd_evaluate(args) -> int:
     report = run_to_end(evaluate_iter(bundle, data, _segment_options(args)), ProgressPrinter())
     summary = report.summary()
     if args.json:
-        print(json.dumps({"summary": summary, "per_image": report.per_image}, indent=2))
+        report_json = {"summary": summary, "per_image": report.per_image}
+        print(json.dumps(checks.json_safe(report_json), indent=2, allow_nan=False))
     else:
         for key, value in summary.items():
             print(f"{key:>20}: {value:.4f}" if isinstance(value, float) else f"{key:>20}: {value}")
@@ -248,11 +266,24 @@ def cmd_info(args) -> int:
 
 def _add_segment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="shipped model name or model file path")
-    parser.add_argument("--tile", type=int, default=None, help="output tile side in pixels")
-    parser.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument(
+        "--tile",
+        type=checks.integer("--tile", *checks.TILE_RANGE),
+        default=None,
+        help="output tile side in pixels (16-4096)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=checks.integer("--batch", *checks.BATCH_RANGE),
+        default=4,
+        help="tiles per forward pass",
+    )
+    parser.add_argument(
+        "--device", type=checks.device, default="auto", help="auto, cpu, cuda or mps"
+    )
     parser.add_argument(
         "--diameter",
+        type=checks.diameter("--diameter", ("auto", "native")),
         default=None,
         help="object diameter in pixels, 'auto' (measure it with a first pass) or 'native' "
         "(no rescaling); default: the model's choice (`segloop info` shows it)",
@@ -264,10 +295,15 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
         help="test-time augmentation: average the 8 flips/rotations (8x slower); "
         "default: the model's choice",
     )
-    parser.add_argument("--min-size", type=int, default=None, help="smallest object area kept")
+    parser.add_argument(
+        "--min-size",
+        type=checks.integer("--min-size", 0, 10**9),
+        default=None,
+        help="smallest object area kept",
+    )
     parser.add_argument(
         "--unknown-threshold",
-        type=float,
+        type=checks.number("--unknown-threshold", 0.0, 1.0),
         default=0.0,
         help="class models: label 0 (unknown) where the top class probability is below this",
     )
@@ -275,7 +311,7 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (documented in README.md)."""
-    parser = argparse.ArgumentParser(prog="segloop", description=__doc__.splitlines()[0])
+    parser = checks.CheckedParser(prog="segloop", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train or fine-tune a model on image/mask folders")
@@ -290,10 +326,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--arch", default="unet", choices=["unet", "unet-classic", "segnet", "segnet-classic"]
     )
     budget = train.add_mutually_exclusive_group()
-    budget.add_argument("--minutes", type=float, default=None, help="CPU time budget (default 10)")
-    budget.add_argument("--epochs", type=int, default=None)
+    budget.add_argument(
+        "--minutes",
+        type=checks.number("--minutes", 0.0, checks.MAX_MINUTES, low_open=True),
+        default=None,
+        help="CPU time budget (default 10)",
+    )
+    budget.add_argument("--epochs", type=checks.integer("--epochs", 1, checks.MAX_EPOCHS))
     train.add_argument("--init", default=None, help="start from this model (fine-tune)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=checks.integer("--seed", *checks.SEED_RANGE), default=0)
     train.add_argument("--target", default="instances", choices=["instances", "classes"])
     train.add_argument(
         "--class-names",
@@ -308,19 +349,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--val-images", default=None)
     train.add_argument("--val-masks", default=None)
-    train.add_argument("--val-fraction", type=float, default=0.1)
-    train.add_argument("--crop", type=int, default=256)
-    train.add_argument("--batch", type=int, default=4)
-    train.add_argument("--lr", type=float, default=None)
+    train.add_argument(
+        "--val-fraction", type=checks.number("--val-fraction", 0.0, 0.9), default=0.1
+    )
+    train.add_argument("--crop", type=checks.integer("--crop", *checks.CROP_RANGE), default=256)
+    train.add_argument("--batch", type=checks.integer("--batch", *checks.BATCH_RANGE), default=4)
+    train.add_argument("--lr", type=checks.number("--lr", 0.0, 10.0, low_open=True), default=None)
     train.add_argument(
         "--diameter",
+        type=checks.diameter("--diameter", ("auto", "none")),
         default="auto",
         help="rescale training pairs so objects are this many pixels across; "
         "'auto' (default): only when objects are < 12 or > 45 px, or as "
         "the --init model was trained; 'none': native scale",
     )
     train.add_argument("--invert", default=None, choices=["never", "auto", "always"])
-    train.add_argument("--device", default="auto")
+    train.add_argument("--device", type=checks.device, default="auto")
     train.add_argument("--no-augment", action="store_true")
     train.add_argument("--no-weight-map", action="store_true")
     train.add_argument(
@@ -342,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--dask",
+        type=checks.dask_address,
         default=None,
         help="dask.distributed scheduler address, or local:N for N local workers",
     )
@@ -358,8 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     wmap = sub.add_parser("weightmap", help="U-Net boundary weight map of a label image")
     wmap.add_argument("mask")
     wmap.add_argument("--out", required=True)
-    wmap.add_argument("--w0", type=float, default=10.0)
-    wmap.add_argument("--sigma", type=float, default=5.0)
+    wmap.add_argument("--w0", type=checks.number("--w0", 0.0, 1e6), default=10.0)
+    wmap.add_argument("--sigma", type=checks.number("--sigma", 0.01, 1e4), default=5.0)
     wmap.set_defaults(func=cmd_weightmap)
 
     evaluate = sub.add_parser("evaluate", help="metrics of a model on image/mask folders")
@@ -380,18 +425,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (SIGINT): the command stops and cleans up."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``segloop`` console script."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        if exc.code == EXIT_ERROR:  # an option value refused by cli_checks (message printed)
+            return EXIT_ERROR
+        raise
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (e.g. called from a worker): no handler
+        previous = None
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("segloop: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        detail = getattr(exc, "detail", "")
+        print(
+            f"segloop: error: interrupted by {name}" + (f"; {detail}" if detail else ""),
+            file=sys.stderr,
+        )
+        return 143 if name == "SIGTERM" else 130
+    except MemoryError:
+        print(
+            "segloop: error: out of memory (try smaller images, --tile or --batch)", file=sys.stderr
+        )
+        return EXIT_ERROR
+    except ImportError as exc:
+        print(f"segloop: error: a module is missing: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     except (ValueError, OSError, RuntimeError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"segloop: error: {message}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -28,6 +28,18 @@ INVERT_MODES = ("never", "auto", "always")
 
 class ImageReadError(ValueError):
     """An image file exists but cannot be decoded; the message names file and reason."""
+
+
+class OutputWriteError(OSError):
+    """An output file could not be written (disk full, read-only folder...); the message
+    names the file. ``errno`` and ``strerror`` are the operating system's."""
+
+    def __init__(self, path: Path, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause) or type(cause).__name__)
+        self.filename = str(path)
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}"
 
 
 @contextlib.contextmanager
@@ -50,16 +62,27 @@ def atomic_output(path: str | Path, suffix: str = "") -> Iterator[Path]:
         Temporary file path in the same folder as ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent
-    )
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent
+        )
+    except OSError as exc:
+        raise OutputWriteError(path, exc) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, _default_file_mode())  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
+    except OutputWriteError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputWriteError(path, exc) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -120,13 +143,46 @@ def read_image(path: str | Path) -> np.ndarray:
         raise FileNotFoundError(f"Image file not found: {path}")
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
-            return np.asarray(tifffile.imread(path))
+            return _read_tiff(path)
         with Image.open(path) as img:
             img.load()
             return _pil_to_array(img)
-    except (OSError, ValueError, UnidentifiedImageError, tifffile.TiffFileError) as exc:
-        reason = str(exc) or type(exc).__name__
+    except ImageReadError:
+        raise
+    except MemoryError as exc:
+        raise ImageReadError(f"Cannot read image {path}: not enough memory") from exc
+    except Exception as exc:  # codecs raise their own types (e.g. imagecodecs.DeflateError)
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ImageReadError(f"Cannot read image {path}: {reason}") from exc
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """All pages of a TIFF: one series as stored, several series (pages written by
+    separate ``write()`` calls) stacked as frames when they have one shape.
+
+    Raises
+    ------
+    ImageReadError
+        If the series differ in shape (a multi-page TIFF is a time series of equal
+        frames; reading only the first page would silently drop the others).
+    """
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series
+        if not series:
+            raise ImageReadError(f"Cannot read image {path}: no image data in the TIFF")
+        if len(series) == 1:
+            return np.asarray(series[0].asarray())
+        shapes = [tuple(s.shape) for s in series]
+        if len(set(shapes)) > 1:
+            listed = ", ".join("x".join(map(str, shape)) for shape in shapes[:4])
+            more = ", ..." if len(shapes) > 4 else ""
+            raise ImageReadError(
+                f"Cannot read image {path}: its {len(shapes)} pages differ in size "
+                f"({listed}{more}); frames of a multi-page TIFF must have one size"
+            )
+        arrays = [np.asarray(s.asarray()) for s in series]
+    frames_axis = len(shapes[0]) >= 3 and not _has_channels(shapes[0])
+    return np.concatenate(arrays) if frames_axis else np.stack(arrays)
 
 
 def _natural_key(path: Path) -> list[object]:
@@ -344,6 +400,11 @@ def validate_image(image: np.ndarray, name: str = "image") -> None:
         axes = image_axes(image)
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from None
+    if axes == "TYX" and image.shape[-1] < MIN_SIDE and min(image.shape[:2]) >= MIN_SIDE:
+        raise ValueError(
+            f"{name} has shape {image.shape}: {image.shape[-1]} channels in the last axis; "
+            "segloop reads grayscale, RGB or RGBA images (save one channel, or 3 as RGB)"
+        )
     height, width = image.shape[axes.index("Y")], image.shape[axes.index("X")]
     if height < MIN_SIDE or width < MIN_SIDE:
         raise ValueError(
@@ -356,7 +417,11 @@ def validate_image(image: np.ndarray, name: str = "image") -> None:
 
 
 def prepare_image(
-    image: np.ndarray, invert: str = "never", low: float = 1.0, high: float = 99.8
+    image: np.ndarray,
+    invert: str = "never",
+    low: float = 1.0,
+    high: float = 99.8,
+    name: str = "image",
 ) -> np.ndarray:
     """Validate, convert to grayscale and normalise an image for the network.
 
@@ -370,6 +435,8 @@ def prepare_image(
         fluorescence; decided per frame. ``"always"`` flips every frame.
     low, high : float, optional
         Percentiles mapped to 0 and 1.
+    name : str, optional
+        What error messages call the image (a file name).
 
     Returns
     -------
@@ -379,7 +446,7 @@ def prepare_image(
     """
     if invert not in INVERT_MODES:
         raise ValueError(f"invert must be one of {INVERT_MODES}, got {invert!r}")
-    validate_image(image)
+    validate_image(image, name)
     gray = normalize_percentile(to_grayscale(image), low=low, high=high)
     frames = gray[np.newaxis] if gray.ndim == 2 else gray
     for i, frame in enumerate(frames):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -250,10 +251,26 @@ def save_model(bundle: ModelBundle, path: str | os.PathLike, half: bool = False)
         "config": json.dumps(bundle.config.to_dict()),
         "metadata": json.dumps(bundle.metadata, default=_json_default),
     }
-    with atomic_output(path) as tmp:
-        save_file(tensors, str(tmp), metadata=header)
+    try:
+        with atomic_output(path) as tmp:
+            save_file(tensors, str(tmp), metadata=header)
+    except OSError as exc:
+        raise OSError(f"cannot write model file {path}: {_io_reason(exc)}") from exc
+    except Exception as exc:  # safetensors' SafetensorError wraps the I/O error as text
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise OSError(f"cannot write model file {path}: {_io_reason(exc)}") from exc
     bundle.path = path
     return path
+
+
+def _io_reason(exc: BaseException) -> str:
+    """The operating system's reason in an I/O error (also inside safetensors' text)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    found = re.search(r'message: "([^"]+)"', text)
+    return found.group(1) if found else (text.splitlines()[0] if text else type(exc).__name__)
 
 
 def _json_default(value: Any) -> Any:
@@ -293,7 +310,10 @@ def load_model(ref: str | os.PathLike, device: str | torch.device = "cpu") -> Mo
         tensors = load_file(str(path), device="cpu")
     except Exception as exc:
         raise ModelFileError(f"{path}: weights cannot be read ({exc})") from exc
-    network = build_network(config)
+    try:
+        network = build_network(config)
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: {exc}") from exc
     expected = network.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

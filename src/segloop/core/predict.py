@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .device import ComputeSettings, compute_settings, prepare_network
+from .memory import activation_bytes, canvas_bytes, check_fits
 from .modelio import ModelBundle
 from .progress import Progress, StopCheck, check_stop, run_to_end
 from .tiling import pad_image, plan_tiles
@@ -67,6 +68,27 @@ def count_tiles(bundle: ModelBundle, shape: tuple[int, int], tile: int | None = 
     return len(plan_tiles(bundle.config, shape, tile or default_tile(bundle)).starts)
 
 
+def check_prediction_fits(bundle: ModelBundle, plan, batch: int, tta: bool = False) -> None:
+    """Refuse a tiled prediction whose canvas plus network activations cannot fit.
+
+    Raises
+    ------
+    InsufficientMemoryError
+        Naming the image size, the tile side and the batch.
+    """
+    (top, bottom), (left, right) = plan.pad
+    height, width = plan.shape[0] + top + bottom, plan.shape[1] + left + right
+    needed = canvas_bytes(height, width, bundle.config.n_outputs) + activation_bytes(
+        bundle.config, plan.input_size, max(1, batch)
+    )
+    check_fits(
+        needed,
+        f"predicting a {plan.shape[0]}x{plan.shape[1]} image in {plan.output_size}-px tiles "
+        f"({plan.input_size}-px network input), batch {batch}",
+        "use a smaller tile or batch, or a smaller image",
+    )
+
+
 def predict_probabilities_iter(
     bundle: ModelBundle,
     image: np.ndarray,
@@ -108,6 +130,7 @@ def predict_probabilities_iter(
     settings = settings or compute_settings("auto")
     network = prepare_network(bundle.network, settings).eval()
     plan = plan_tiles(bundle.config, image.shape[1:], tile or default_tile(bundle))
+    check_prediction_fits(bundle, plan, batch, tta)
     padded = pad_image(np.asarray(image, dtype=np.float32), plan)
     canvas = np.zeros((bundle.config.n_outputs, *plan.canvas_shape), np.float32)
     weights = np.zeros(plan.canvas_shape, np.float32)

@@ -12,6 +12,7 @@ import numpy as np
 from .device import compute_settings
 from .imageio import image_axes, prepare_image
 from .instances import connected_components, instances_from_probabilities, refine_outlines
+from .memory import FLOAT32, check_fits, frame_bytes
 from .modelio import ModelBundle
 from .predict import count_tiles, default_tile, predict_probabilities_iter
 from .progress import Progress, StopCheck, run_to_end
@@ -121,6 +122,14 @@ def _postprocess(
 
 def _predict_at_scale(bundle, frame, factor, options, settings, should_stop, stage, tta):
     """Probabilities for one normalised 2-D frame, predicted at ``factor`` x its size."""
+    if factor != 1.0:
+        height, width = (max(1, round(n * factor)) for n in frame.shape[-2:])
+        check_fits(
+            FLOAT32 * height * width * (2 + bundle.config.n_outputs),
+            f"rescaling a {frame.shape[-2]}x{frame.shape[-1]} frame {factor:.3g}x to the "
+            f"model's object size ({height}x{width}; diameter {options.diameter})",
+            "give the objects' true diameter in pixels, or diameter 'native'",
+        )
     scaled = rescale_image(frame, factor) if factor != 1.0 else frame
     probs = yield from predict_probabilities_iter(
         bundle, scaled, options.tile, options.batch, settings, should_stop, stage, tta
@@ -201,6 +210,27 @@ def _refine(bundle, labels, probs, fine_probs, options, fine_factor):
     )
 
 
+def check_segmentation_fits(bundle: ModelBundle, image: np.ndarray, is_stack: bool) -> None:
+    """Refuse, before any work, an image whose results and per-frame work cannot fit.
+
+    The estimate counts the normalised frames, the stacked outputs of every frame
+    (probabilities, classes, instances) and one frame's post-processing.
+    """
+    shape = np.shape(image)
+    n_frames = shape[0] if is_stack else 1
+    height, width = shape[1:3] if is_stack else shape[:2]
+    channels = bundle.config.n_outputs
+    pixels = int(height) * int(width)
+    needed = n_frames * pixels * (FLOAT32 * (2 + channels) + 1) + frame_bytes(
+        height, width, channels
+    )
+    check_fits(
+        needed,
+        f"segmenting {n_frames} frame(s) of {height}x{width} pixels",
+        "crop or split the image",
+    )
+
+
 def segment_iter(
     bundle: ModelBundle,
     image: np.ndarray,
@@ -217,6 +247,7 @@ def segment_iter(
     pre = bundle.preprocess
     low, high = pre["percentiles"]
     is_stack = image_axes(image).startswith("T")
+    check_segmentation_fits(bundle, image, is_stack)
     frames = prepare_image(image, invert=pre["invert"], low=low, high=high)
     if not is_stack:
         frames = frames[None]

@@ -22,6 +22,7 @@ from .device import compute_settings, prepare_network
 from .evaluation import LabelledImage, evaluate_iter, tune_postprocess
 from .imageio import prepare_image
 from .losses import distance_loss, segmentation_loss
+from .memory import check_fits
 from .modelio import ModelBundle, save_model
 from .models import tile_geometry
 from .progress import Progress, StopCheck, check_stop, run_to_end
@@ -33,7 +34,47 @@ from .targets import (
     instances_to_classes,
     normalized_distance,
 )
+from .weightmap import check_parameters as check_weight_parameters
 from .weightmap import weight_map
+
+#: Bounds of the training options (inclusive): a week of training, a crop the network
+#: and the memory can take, batches that fit.
+MAX_MINUTES = 7 * 24 * 60.0
+MAX_EPOCHS = 10**7
+CROP_RANGE = (16, 4096)
+BATCH_RANGE = (1, 1024)
+#: Object diameters (pixels) training may rescale to.
+DIAMETER_RANGE = (1.0, 10_000.0)
+#: Largest factor by which training may rescale a pair (either way).
+MAX_TRAIN_SCALE = 10.0
+
+
+def _check_number(
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    low_open: bool = False,
+    finite: bool = True,
+) -> None:
+    """``ValueError`` unless ``value`` is a (finite) number in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if math.isnan(value) or (finite and not math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number (got {value})")
+    if value < low or value > high or (low_open and value == low):
+        bound = f"above {low:g}" if low_open else f"at least {low:g}"
+        upper = f" and at most {high:g}" if math.isfinite(high) else ""
+        raise ValueError(f"{name} must be {bound}{upper} (got {value:g})")
+
+
+def _check_integer(name: str, value: Any, low: int, high: int) -> None:
+    """``ValueError`` unless ``value`` is an integer in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not low <= int(value) <= high:
+        raise ValueError(f"{name} must be between {low} and {high} (got {value})")
 
 
 @dataclass
@@ -74,10 +115,24 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.minutes is None and self.epochs is None:
             raise ValueError("give a time budget (minutes) or a number of epochs")
-        if (self.minutes is not None and self.minutes <= 0) or (
-            self.epochs is not None and self.epochs <= 0
-        ):
-            raise ValueError("minutes and epochs must be positive")
+        if self.minutes is not None:
+            _check_number("minutes", self.minutes, 0.0, MAX_MINUTES, low_open=True)
+        if self.epochs is not None:
+            _check_integer("epochs", self.epochs, 1, MAX_EPOCHS)
+        _check_integer("crop", self.crop, *CROP_RANGE)
+        _check_integer("batch_size", self.batch_size, *BATCH_RANGE)
+        _check_number("learning_rate", self.learning_rate, 0.0, 10.0, low_open=True)
+        _check_number("weight_decay", self.weight_decay, 0.0, 10.0)
+        _check_number("val_fraction", self.val_fraction, 0.0, 0.9)
+        _check_number("val_interval_s", self.val_interval_s, 0.0, math.inf, finite=False)
+        _check_integer("val_max_images", self.val_max_images, 1, 10**6)
+        _check_integer("border_width", self.border_width, 1, 64)
+        check_weight_parameters(self.w0, self.sigma)
+        value = self.target_diameter
+        if value is not None and value != "auto":
+            if isinstance(value, str):
+                raise ValueError(f"target_diameter must be a number, 'auto' or None, not {value!r}")
+            _check_number("target_diameter", value, *DIAMETER_RANGE)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -157,11 +212,55 @@ def pair_scale(labels: np.ndarray, target_diameter: float | None) -> float:
     return 1.0 if not measured or math.isnan(measured) else target_diameter / measured
 
 
+def checked_pair_scale(item: LabelledImage, target_diameter: float | None) -> float:
+    """:func:`pair_scale` of one training pair, refused beyond :data:`MAX_TRAIN_SCALE`.
+
+    Raises
+    ------
+    ValueError
+        Naming the image, when its objects would be enlarged or shrunk more than
+        :data:`MAX_TRAIN_SCALE` times (e.g. a mask whose only object is one pixel).
+    """
+    factor = pair_scale(item.labels, target_diameter)
+    if not 1.0 / MAX_TRAIN_SCALE <= factor <= MAX_TRAIN_SCALE:
+        measured = estimate_diameter(item.labels)
+        raise ValueError(
+            f"{item.name}: its objects are {measured:.1f} px across (median); rescaling them "
+            f"to {target_diameter:g} px would scale the image {factor:.3g}x (limit "
+            f"{MAX_TRAIN_SCALE:g}x either way); check the mask or train with --diameter none"
+        )
+    return factor
+
+
+#: Bytes per (rescaled) training pixel kept in memory by a Sample plus the transient
+#: arrays of the targets and the weight map (float64 distance planes).
+SAMPLE_BYTES_PER_PIXEL = 20 + 40
+
+
+def check_samples_fit(data: Sequence[LabelledImage], factors: Sequence[float]) -> None:
+    """Refuse, before any rescaling, training data that would not fit in memory."""
+    pixels = sum(
+        max(1, round(item.labels.shape[0] * f)) * max(1, round(item.labels.shape[1] * f))
+        for item, f in zip(data, factors, strict=True)
+    )
+    largest = max(factors) if factors else 1.0
+    check_fits(
+        pixels * SAMPLE_BYTES_PER_PIXEL,
+        f"training on {len(data)} image(s) ({pixels / 1e6:.1f} Mpixel after rescaling "
+        f"up to {largest:.3g}x)",
+        "use fewer or smaller images, or another --diameter",
+    )
+
+
 def make_sample(item: LabelledImage, bundle: ModelBundle, config: TrainConfig) -> Sample:
     """Normalise, rescale and turn one labelled image into network targets."""
     pre = bundle.preprocess
     image = prepare_image(
-        item.image, invert=pre["invert"], low=pre["percentiles"][0], high=pre["percentiles"][1]
+        item.image,
+        invert=pre["invert"],
+        low=pre["percentiles"][0],
+        high=pre["percentiles"][1],
+        name=item.name,
     )
     if image.ndim != 2:
         raise ValueError(f"{item.name}: training images must be single 2-D frames")
@@ -170,7 +269,9 @@ def make_sample(item: LabelledImage, bundle: ModelBundle, config: TrainConfig) -
             f"{item.name}: image shape {image.shape} differs from labels {item.labels.shape}"
         )
     labels, ignore = item.labels, item.ignore
-    factor = pair_scale(labels, config.target_diameter) if bundle.target == "instances" else 1.0
+    factor = 1.0
+    if bundle.target == "instances":
+        factor = checked_pair_scale(item, config.target_diameter)
     if factor != 1.0:
         image = rescale_image(image, factor)
         labels = rescale_labels(labels, factor)
@@ -282,6 +383,15 @@ def _tune(bundle, val_data, config, should_stop):
     return tuned
 
 
+def checkpoint_path(out_path: str | Path) -> Path:
+    """Side file :func:`train_iter` writes checkpoints to, ``<stem>.checkpoint.safetensors``
+    next to ``out_path``, so that the file at ``out_path`` is only replaced when the
+    training ends (an interrupted run leaves the previous model intact)."""
+    out = Path(out_path)
+    stem = out.name[: -len(".safetensors")] if out.name.endswith(".safetensors") else out.stem
+    return out.with_name(f"{stem}.checkpoint.safetensors")
+
+
 def train_iter(
     bundle: ModelBundle,
     data: Sequence[LabelledImage],
@@ -297,6 +407,12 @@ def train_iter(
     are kept and returned); ``should_cancel`` aborts the run anywhere, validation
     passes included, by raising :class:`~segloop.core.progress.Cancelled`. A
     ``should_stop`` alone also aborts validation passes (as before).
+
+    With ``out_path``, every better validated checkpoint is written atomically to
+    :func:`checkpoint_path` of it, and ``out_path`` itself is written (atomically) only
+    when training ends, normally or on a ``should_stop`` request; the side file is then
+    removed. An exception (e.g. ``KeyboardInterrupt``) leaves ``out_path`` untouched and
+    the best checkpoint so far in the side file.
     """
     if not data:
         raise ValueError("no training images given")
@@ -309,6 +425,10 @@ def train_iter(
     yield Progress("prepare", 0, len(data), "preparing training images")
     target_diameter = resolve_target_diameter(config.target_diameter, bundle, data)
     config = replace(config, target_diameter=target_diameter)
+    if bundle.target == "instances":
+        check_samples_fit(data, [checked_pair_scale(item, target_diameter) for item in data])
+    else:
+        check_samples_fit(data, [1.0] * len(data))
     samples = [make_sample(item, bundle, config) for item in data]
     if bundle.target == "instances":
         if not any(s.n_objects for s in samples):
@@ -334,6 +454,7 @@ def train_iter(
     best_score, best_state = -math.inf, None
     start = last_val = time.monotonic()
     step, stopped, order = 0, False, []
+    side_path = None if out_path is None else checkpoint_path(out_path)
 
     def progress_fraction() -> float:
         parts = []
@@ -349,9 +470,10 @@ def train_iter(
         if val_data and score > best_score:
             best_score = score
             best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
-            if out_path is not None:
+            if side_path is not None:
                 _record(bundle, config, data, samples, history, validation, step, start)
-                save_model(bundle, out_path)
+                bundle.metadata["training"]["checkpoint"] = True  # not the end of training
+                save_model(bundle, side_path)
 
     while progress_fraction() < 1.0:
         check_stop(should_cancel)
@@ -421,6 +543,8 @@ def train_iter(
     bundle.metadata["training"]["stopped"] = stopped
     if out_path is not None:
         save_model(bundle, out_path)
+        if side_path is not None:
+            side_path.unlink(missing_ok=True)
     return TrainResult(
         bundle,
         step,

@@ -23,6 +23,27 @@ _TOLERANCE = 1e-4
 """Largest border-term value that the windowed computation may drop."""
 _MAX_DIRECT_LABEL = 100_000
 """Largest label id handled without relabelling (``find_objects`` lists every id)."""
+W0_RANGE = (0.0, 1e6)
+"""Allowed border-term amplitudes: 0 turns the term off; larger ones overflow float32."""
+SIGMA_RANGE = (0.01, 1e4)
+"""Allowed border-term widths in pixels."""
+
+
+def check_parameters(w0: float, sigma: float) -> None:
+    """Raise ``ValueError`` unless ``w0`` and ``sigma`` are finite and in range.
+
+    Parameters
+    ----------
+    w0 : float
+        Border-term amplitude, within :data:`W0_RANGE`.
+    sigma : float
+        Border-term width in pixels, within :data:`SIGMA_RANGE`.
+    """
+    for name, value, (low, high) in (("w0", w0, W0_RANGE), ("sigma", sigma, SIGMA_RANGE)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        if not (math.isfinite(value) and low <= value <= high):
+            raise ValueError(f"{name} must be between {low:g} and {high:g} (got {value})")
 
 
 def _class_weights(labels: np.ndarray, class_balance: bool) -> np.ndarray:
@@ -120,6 +141,11 @@ def _check(labels: np.ndarray, sigma: float) -> np.ndarray:
     return labels
 
 
+def _check_all(labels: np.ndarray, w0: float, sigma: float) -> np.ndarray:
+    check_parameters(w0, sigma)
+    return _check(labels, sigma)
+
+
 def _two_smallest_distances(labels: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:
     """Distances to the nearest and second-nearest object, truncated at ``margin``.
 
@@ -191,9 +217,10 @@ def weight_map(
     Raises
     ------
     ValueError
-        If ``labels`` is not a non-negative integer array or ``sigma <= 0``.
+        If ``labels`` is not a non-negative integer array, or ``w0`` / ``sigma`` are not
+        finite or outside :data:`W0_RANGE` / :data:`SIGMA_RANGE`.
     """
-    labels = _check(labels, sigma)
+    labels = _check_all(labels, w0, sigma)
     weights = _class_weights(labels, class_balance)
     margin = _margin(w0, sigma)
     if margin == 0 or labels.size == 0:

@@ -23,7 +23,20 @@ __all__ = [
 
 
 def build_network(config: ModelConfig) -> nn.Module:
-    """Instantiate the torch module described by ``config``."""
+    """Instantiate the torch module described by ``config``.
+
+    Raises
+    ------
+    InsufficientMemoryError
+        Before allocating, when the weights alone would not fit in memory.
+    """
+    from ..memory import FLOAT32, check_fits, parameter_count
+
+    check_fits(
+        FLOAT32 * parameter_count(config),
+        f"a network with base_channels {config.base_channels} and depth {config.depth}",
+        "use fewer channels or levels",
+    )
     if config.arch == "unet":
         from .unet import UNet
 

@@ -7,6 +7,23 @@ from typing import Any
 
 ARCHITECTURES = ("unet", "segnet")
 PADDINGS = ("same", "valid")
+#: Allowed ranges of the integer fields (inclusive): anything outside cannot be a network
+#: that trains or runs on one machine (``depth`` 9 already needs 256-px-divisible input).
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "depth": (1, 8),
+    "base_channels": (1, 512),
+    "in_channels": (1, 16),
+    "n_classes": (2, 255),
+}
+MAX_CONVS_PER_LEVEL = 8
+
+
+def _check_int(name: str, value: Any) -> None:
+    low, high = INT_RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"model config {name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"model config {name} must be between {low} and {high} (got {value})")
 
 
 @dataclass(frozen=True)
@@ -59,10 +76,21 @@ class ModelConfig:
             raise ValueError(f"arch must be one of {ARCHITECTURES}, got {self.arch!r}")
         if self.padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
-        if self.depth < 1 or self.base_channels < 1 or self.in_channels < 1:
-            raise ValueError("depth, base_channels and in_channels must be positive")
-        if self.n_classes < 2:
-            raise ValueError("n_classes must be at least 2")
+        for name in INT_RANGES:
+            _check_int(name, getattr(self, name))
+        for name in ("batch_norm", "distance_head"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"model config {name} must be true or false")
+        if self.convs_per_level is not None:
+            convs = self.convs_per_level
+            if len(convs) != self.depth or not all(
+                isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= MAX_CONVS_PER_LEVEL
+                for c in convs
+            ):
+                raise ValueError(
+                    f"model config convs_per_level must hold {self.depth} integers between 1 "
+                    f"and {MAX_CONVS_PER_LEVEL}, got {list(convs)}"
+                )
         if self.arch == "segnet" and self.padding != "same":
             raise ValueError("SegNet uses same-padded convolutions only")
 
@@ -83,8 +111,11 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
         data = dict(data)
-        if data.get("convs_per_level") is not None:
-            data["convs_per_level"] = tuple(int(c) for c in data["convs_per_level"])
+        convs = data.get("convs_per_level")
+        if convs is not None:
+            if not isinstance(convs, (list, tuple)):
+                raise ValueError(f"model config convs_per_level must be a list, got {convs!r}")
+            data["convs_per_level"] = tuple(convs)
         return cls(**data)
 
     def with_classes(self, n_classes: int, in_channels: int | None = None) -> ModelConfig:
