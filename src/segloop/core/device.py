@@ -3,12 +3,47 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import logging
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+_log = logging.getLogger(__name__)
+# Exported by every libLLVM; found through dlopen(NULL) only when an LLVM sits in the
+# process's global symbol scope (Mesa's DRI loader opens its driver RTLD_GLOBAL).
+_LLVM_SYMBOLS = ("LLVMContextCreate", "_ZN4llvm12DebugCounter8instanceEv")
+
+
+def _llvm_in_global_scope() -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        process = ctypes.CDLL(None)
+    except OSError:
+        return False
+    return any(hasattr(process, name) for name in _LLVM_SYMBOLS)
+
+
+def avoid_triton_crash() -> bool:
+    """Make ``import triton`` fail cleanly where loading it would segfault; True if blocked.
+
+    torch's optimizers import ``torch._dynamo``, which imports triton when it is installed
+    (the CUDA wheels ship it). ``libtriton.so`` bundles its own LLVM with exported symbols;
+    once Mesa's llvmpipe has put ``libLLVM-N.so`` in the global scope (napari's GL context),
+    libtriton binds to that LLVM instead and crashes in its static initializers. Then torch
+    is told there is no triton (``sys.modules["triton"] = None``), which a CPU run never needs.
+    Call it after the GL context exists and before the first optimizer is built.
+    """
+    if "triton" in sys.modules or not _llvm_in_global_scope():
+        return False
+    sys.modules["triton"] = None
+    _log.warning("an LLVM (Mesa GL) is loaded process-wide: triton disabled to avoid a crash")
+    return True
 
 
 class DeviceError(ValueError):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .augment import AugmentConfig, augment_sample, random_crop
-from .device import compute_settings, prepare_network
+from .device import avoid_triton_crash, compute_settings, prepare_network
 from .evaluation import LabelledImage, evaluate_iter, tune_postprocess
 from .imageio import prepare_image
 from .losses import distance_loss, segmentation_loss
@@ -443,6 +443,7 @@ def train_iter(
     geometry = tile_geometry(bundle.config, min(config.crop, largest_side))
     settings = compute_settings(config.device, training=True)
     network = prepare_network(bundle.network, settings).train()
+    avoid_triton_crash()  # torch.optim imports torch._dynamo -> triton; see its docstring
     optimizer = torch.optim.AdamW(
         network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
