@@ -74,6 +74,9 @@ class FinetuneRequest:
     score_base : bool
         Score the start model's own validation images before and after (where
         forgetting shows; costs a few seconds).
+    tune_on_training : bool
+        With nothing held out, check and tune post-processing on the training
+        corrections themselves (in-sample) instead of not tuning at all.
     """
 
     start: str = "nuclei"
@@ -85,6 +88,7 @@ class FinetuneRequest:
     val_ids: list[str] | None = None
     replay_fraction: float = DEFAULTS.replay_fraction
     score_base: bool = True
+    tune_on_training: bool = False
 
     @property
     def scratch(self) -> bool:
@@ -426,7 +430,8 @@ def finetune_iter(
                 yield from _score(bundle, base_val, lambda: control.cancel_requested)
             ),
         }
-    result = yield from adapt_iter(bundle, train_set, val_set, config, replay, control)
+    check_set = val_set or (train_set if request.tune_on_training else [])
+    result = yield from adapt_iter(bundle, train_set, check_set, config, replay, control)
     if result.steps == 0:  # Stop before the first step: nothing new to keep
         return FinetuneResult(None, result, True)
     after = yield from _score_after(bundle, result, val_set, base_val, control)
@@ -441,7 +446,10 @@ def finetune_iter(
         steps=result.steps,
         stopped=result.stopped,
         seed=config.seed,
-        recipe=recipe_summary(config, request.replay_fraction if replay else 0.0),
+        recipe={
+            **recipe_summary(config, request.replay_fraction if replay else 0.0),
+            "tuned_on_training": bool(check_set) and not val_set,
+        },
         metrics={"before": before, "after": after},
     )
     bundle.metadata.update(version=number, finetune=record.to_dict())

@@ -1,0 +1,264 @@
+"""Leave one modality out: does the correct-and-retrain loop adapt a shipped model to a
+modality it never saw, in CPU-minutes?
+
+For every modality in ../shared/data the shipped ``nuclei`` model (trained on DSB2018
+only) is fine-tuned through the core service (:func:`segloop.core.finetune.finetune_iter`,
+what the Train button and ``segloop finetune`` run) on 1 or 2 "corrected" frames (their
+ground truth stands in for the user's corrections), for fixed budgets, and scored on
+frames never used: another sequence, far-apart frames, or other fields.
+
+    python benchmarks/finetune_modalities.py --configs today crop128 --frames 2 --budgets 120
+
+Each row goes to docs/results/finetune_modalities.json (appended, keyed by config,
+modality, frames, budget). ``--summary`` prints the per-modality table, the median across
+modalities, and which config a leave-one-modality-out choice picks for each modality
+(the config with the best median SEG over the *other* modalities).
+
+CTC and MICCAI data stay internal: projects and models go to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from skimage.measure import label as connected_components
+from skimage.segmentation import relabel_sequential
+
+from segloop.core.datasets import load_labels
+from segloop.core.evaluation import LabelledImage, evaluate_iter
+from segloop.core.finetune import build_request, finetune_iter
+from segloop.core.imageio import read_image
+from segloop.core.modelio import load_model
+from segloop.core.progress import run_to_end
+from segloop.core.project import Project
+from segloop.core.segment import SegmentOptions
+from segloop.core.training import median_diameter
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+OUT = ROOT / "docs" / "results" / "finetune_modalities.json"
+
+
+def _pairs(folder: Path, names: list[str], mask_folder: str = "masks") -> list[LabelledImage]:
+    out = []
+    for name in names:
+        image = next((folder / "images").glob(f"{name}.*"))
+        mask = next((folder / mask_folder).glob(f"{name}.*"))
+        labels = relabel_sequential(load_labels(mask).astype(np.int32))[0]
+        out.append(LabelledImage(read_image(image), labels, name))
+    return out
+
+
+def ecoli(indices: list[int]) -> list[LabelledImage]:
+    folder = SHARED / "ecoli_phase_vanvliet2018_subset"
+    images = read_image(folder / "images" / "trpL_150310-11.tif")
+    masks = read_image(folder / "masks" / "trpL_150310-11.tif")
+    return [
+        LabelledImage(images[t], relabel_sequential(masks[t].astype(np.int32))[0], f"ecoli_t{t}")
+        for t in indices
+    ]
+
+
+def isbi(indices: list[int]) -> list[LabelledImage]:
+    folder = SHARED / "isbi2012_em_membranes" / "train"
+    out = []
+    for index in indices:
+        image = read_image(folder / "images" / f"train_{index:02d}.png")
+        cells = read_image(folder / "masks" / f"train_{index:02d}.png") > 127
+        out.append(LabelledImage(image, connected_components(cells).astype(np.int32), str(index)))
+    return out
+
+
+#: modality -> (corrected frames in order, scored frames), each a loader.
+MODALITIES: dict[str, tuple[Callable[[], list], Callable[[], list]]] = {
+    "ecoli_phase": (lambda: ecoli([0, 1]), lambda: ecoli([6, 7, 8, 9])),
+    "dic_hela": (
+        lambda: _pairs(SHARED / "ctc_dic_c2dh_hela" / "gt_frames", ["01_t002", "01_t005"]),
+        lambda: _pairs(
+            SHARED / "ctc_dic_c2dh_hela" / "gt_frames", ["01_t039", "01_t054", "01_t067"]
+        ),
+    ),
+    "fluo_n2dl_hela": (  # corrected in sequence 01, scored on sequence 02
+        lambda: _pairs(SHARED / "ctc_fluo_n2dl_hela_dense_gt", ["01_t013", "01_t052"]),
+        lambda: _pairs(SHARED / "ctc_fluo_n2dl_hela_dense_gt", ["02_t075", "02_t079"]),
+    ),
+    "usiigaci_phase": (
+        lambda: _pairs(SHARED / "usiigaci_phase_nih3t3", ["train_set1", "train_set2"]),
+        lambda: _pairs(SHARED / "usiigaci_phase_nih3t3", ["val_set46", "val_set47", "val_set48"]),
+    ),
+    "bitdepth_dapi": (  # corrected: kidney 40x air; scored: other tissues and objectives
+        lambda: _pairs(
+            SHARED / "bitdepth_dapi_tissue_nuclei",
+            ["40x_air__kidney_40x_air_1", "40x_air__kidney_40x_air_2"],
+        ),
+        lambda: _pairs(
+            SHARED / "bitdepth_dapi_tissue_nuclei",
+            [
+                "20x__heart_20x_1",
+                "40x_oil__heart_40x_oil_3",
+                "63x_oil__liver_63x_oil_2",
+                "40x_air__muscle_40x_air_1",
+            ],
+        ),
+    ),
+    "miccai_he": (
+        lambda: _pairs(SHARED / "miccai2015_he_nuclei", ["image01", "image02"]),
+        lambda: _pairs(SHARED / "miccai2015_he_nuclei", ["image10", "image11", "image12"]),
+    ),
+    "isbi_em": (lambda: isbi([0, 1]), lambda: isbi([25, 27, 29])),
+}
+
+#: Recipes compared: FinetuneRequest options (None = the service's default).
+CONFIGS: dict[str, dict] = {
+    "today": {"crop": 256, "batch_size": 4},  # the widget's recipe before issue #19
+    "crop128": {"crop": 128, "batch_size": 4},
+    "crop128-all": {"crop": 128, "batch_size": 4, "val_ids": [], "tune_on_training": True},
+    "default": {},  # whatever segloop.core.recipe.DEFAULTS says now
+}
+
+
+def score(model, frames, diameter=None) -> dict:
+    bundle = load_model(model)
+    report = run_to_end(evaluate_iter(bundle, frames, SegmentOptions(diameter=diameter)))
+    return {"seg": round(report.seg, 4), "f1": round(report.matches.f1, 4)}
+
+
+def _load_rows() -> list[dict]:
+    return json.loads(OUT.read_text()) if OUT.exists() else []
+
+
+def _save(row: dict) -> None:
+    keys = ("config", "modality", "frames", "budget_s")
+    rows = [r for r in _load_rows() if tuple(r.get(k) for k in keys) != tuple(row[k] for k in keys)]
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps([*rows, row], indent=1))
+    print(json.dumps(row), flush=True)
+
+
+def run_one(modality: str, config: str, frames: int, budget: float, base: str) -> dict:
+    corrected, scored = (make() for make in MODALITIES[modality])
+    corrected = corrected[:frames]
+    options = dict(CONFIGS[config])
+    tune_on_training = options.pop("tune_on_training", False)
+    with tempfile.TemporaryDirectory() as tmp:
+        project = Project(Path(tmp) / "project", base_model=base)
+        for item in corrected:
+            project.add_correction(item.image, item.labels, item.name)
+        request = build_request(base, minutes=budget / 60, **options)
+        request.score_base = False
+        request.tune_on_training = tune_on_training
+        start = time.monotonic()
+        result = run_to_end(finetune_iter(project, request))
+        wall = time.monotonic() - start
+        after = score(result.version.path, scored)
+        meta = result.version.metadata
+    return {
+        "config": config,
+        "modality": modality,
+        "frames": frames,
+        "budget_s": budget,
+        "steps": result.steps,
+        "train_s": round(result.seconds, 1),
+        "steps_per_min": round(60 * result.steps / max(result.seconds, 1e-9), 1),
+        "wall_s": round(wall, 1),
+        "validated_on": meta["finetune"]["validated_on"],
+        "scale": "rescaled" if meta.get("rescaled") else "native",
+        **{f"after_{k}": v for k, v in after.items()},
+    }
+
+
+def before_row(modality: str, base: str) -> dict:
+    """The start model on the scored frames: native scale and the corrections' size."""
+    corrected, scored = (make() for make in MODALITIES[modality])
+    native = score(base, scored)
+    typed = median_diameter(corrected)
+    sized = score(base, scored, typed)
+    best = max(native, sized, key=lambda s: s["seg"])
+    return {"config": "before", "modality": modality, "frames": 0, "budget_s": 0, **best}
+
+
+def summary() -> None:
+    rows = _load_rows()
+    before = {r["modality"]: r for r in rows if r["config"] == "before"}
+    runs = [r for r in rows if r["config"] != "before"]
+    groups = sorted({(r["config"], r["frames"], r["budget_s"]) for r in runs})
+    for config, frames, budget in groups:
+        part = {
+            r["modality"]: r
+            for r in runs
+            if (r["config"], r["frames"], r["budget_s"]) == (config, frames, budget)
+        }
+        print(f"\n## {config}, {frames} frame(s), {budget:.0f} s")
+        print("| modality | SEG before | SEG after | gain | F1 before | F1 after | steps/min |")
+        print("|---|---|---|---|---|---|---|")
+        gains, segs, speeds = [], [], []
+        for modality, row in sorted(part.items()):
+            old = before.get(modality, {})
+            gain = row["after_seg"] - old.get("seg", float("nan"))
+            gains.append(gain)
+            segs.append(row["after_seg"])
+            speeds.append(row["steps_per_min"])
+            print(
+                f"| {modality} | {old.get('seg', float('nan')):.3f} | {row['after_seg']:.3f} | "
+                f"{gain:+.3f} | {old.get('f1', float('nan')):.3f} | {row['after_f1']:.3f} | "
+                f"{row['steps_per_min']:.0f} |"
+            )
+        print(
+            f"| **median ({len(segs)})** | | **{statistics.median(segs):.3f}** | "
+            f"**{statistics.median(gains):+.3f}** | | | {statistics.median(speeds):.0f} |"
+        )
+    _leave_one_out(runs)
+
+
+def _leave_one_out(runs: list[dict]) -> None:
+    """For each modality, the config with the best median SEG on the other modalities."""
+    for frames, budget in sorted({(r["frames"], r["budget_s"]) for r in runs}):
+        table = {}
+        for r in runs:
+            if (r["frames"], r["budget_s"]) == (frames, budget):
+                table.setdefault(r["config"], {})[r["modality"]] = r["after_seg"]
+        modalities = sorted(set.intersection(*(set(v) for v in table.values())))
+        if len(table) < 2 or len(modalities) < 2:
+            continue
+        print(f"\nleave-one-modality-out choice, {frames} frame(s), {budget:.0f} s:")
+        picked = []
+        for held in modalities:
+            others = [m for m in modalities if m != held]
+            best = max(table, key=lambda c: statistics.median(table[c][m] for m in others))
+            picked.append(table[best][held])
+            print(f"  {held}: {best} (SEG {table[best][held]:.3f})")
+        print(f"  median SEG of the left-out choices: {statistics.median(picked):.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--configs", nargs="+", default=["default"], choices=sorted(CONFIGS))
+    parser.add_argument("--modalities", nargs="+", default=sorted(MODALITIES))
+    parser.add_argument("--frames", type=int, nargs="+", default=[2])
+    parser.add_argument("--budgets", type=float, nargs="+", default=[120])
+    parser.add_argument("--base", default="nuclei")
+    parser.add_argument("--summary", action="store_true", help="print the tables and stop")
+    args = parser.parse_args()
+    if args.summary:
+        summary()
+        return
+    done = {(r["config"], r["modality"], r["frames"], r["budget_s"]) for r in _load_rows()}
+    for modality in args.modalities:
+        if ("before", modality, 0, 0) not in done:
+            _save(before_row(modality, args.base))
+    for config in args.configs:  # config-major: each config covers every modality first
+        for frames in args.frames:
+            for budget in args.budgets:
+                for modality in args.modalities:
+                    _save(run_one(modality, config, frames, budget, args.base))
+
+
+if __name__ == "__main__":
+    main()

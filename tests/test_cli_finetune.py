@@ -1,0 +1,127 @@
+"""``segloop project`` / ``segloop finetune``: the Fine-tune widget's loop from the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from segloop.cli import main
+from segloop.core.imageio import read_image, write_tiff
+from segloop.core.modelio import load_model, new_bundle, save_model
+from segloop.core.models import ModelConfig
+from segloop.core.progress import RunControl, run_to_end
+
+from .conftest import random_disks
+
+
+@pytest.fixture
+def base(tmp_path) -> Path:
+    return save_model(new_bundle(ModelConfig(depth=3, base_channels=8), "base"), tmp_path / "b.st")
+
+
+@pytest.fixture
+def frames(tmp_path) -> tuple[Path, Path]:
+    """A 3-frame stack (dark disks on bright) and its labels, as TIFF files."""
+    pairs = [random_disks(seed, n=6, shape=(64, 64)) for seed in range(3)]
+    image = tmp_path / "movie.tif"
+    labels = tmp_path / "movie_labels.tif"
+    write_tiff(image, np.stack([(1 - p[0]) * 1000 for p in pairs]).astype(np.uint16))
+    write_tiff(labels, np.stack([p[1] for p in pairs]).astype(np.uint16))
+    return image, labels
+
+
+TRAIN_OPTIONS = ["--epochs", "2", "--crop", "48", "--batch", "2", "--seed", "3"]
+
+
+def test_project_add_finetune_predict(tmp_path, base, frames, capsys):
+    project = tmp_path / "project"
+    image, labels = frames
+    assert main(["project", "add", "--project", str(project), str(image), str(labels)]) == 0
+    assert capsys.readouterr().out.split() == ["movie_t0", "movie_t1", "movie_t2"]
+    assert main(["project", "list", "--project", str(project), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [row["id"] for row in listed] == ["movie_t0", "movie_t1", "movie_t2"]
+    assert all(row["origin"] == "user" and row["history"] == 0 for row in listed)
+
+    args = ["finetune", "--project", str(project), "--init", str(base), *TRAIN_OPTIONS]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    model = Path(summary["model"])
+    assert summary["version"] == 1 and model == project / "models" / "v1.safetensors"
+    assert sorted(summary["trained_on"] + summary["validated_on"]) == [
+        "movie_t0",
+        "movie_t1",
+        "movie_t2",
+    ]
+    assert len(summary["validated_on"]) == 1  # the one split rule: one in five, at least one
+    assert main(["project", "versions", "--project", str(project), "--json"]) == 0
+    versions = json.loads(capsys.readouterr().out)
+    assert [v["version"] for v in versions] == [1] and versions[0]["base"] == str(base)
+
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(model), "--out", str(out), str(image)]) == 0
+    assert read_image(out / "movie_labels.tif").shape == (3, 64, 64)
+    # a second round starts from v1 and becomes v2
+    capsys.readouterr()
+    assert main(["finetune", "--project", str(project), "--init", str(model), "--epochs", "1"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["version"] == 2 and load_model(second["model"]).metadata["parent"] == str(model)
+
+
+def test_project_add_refuses_mismatched_and_empty_labels(tmp_path, frames, capsys):
+    image, labels = frames
+    small = tmp_path / "small.tif"
+    write_tiff(small, np.zeros((3, 32, 32), np.uint16))
+    project = str(tmp_path / "p")
+    assert main(["project", "add", "--project", project, str(image), str(small)]) == 1
+    assert "small.tif" in capsys.readouterr().err
+    write_tiff(small, np.zeros((3, 64, 64), np.uint16))
+    assert main(["project", "add", "--project", project, str(image), str(small)]) == 1
+    assert "empty" in capsys.readouterr().err
+    assert main(["project", "add", "--project", project, str(image), str(labels), "--frames", "9"])
+    assert "frame 9" in capsys.readouterr().err
+
+
+def test_cli_and_widget_runs_give_the_same_version(tmp_path, base, frames, capsys):
+    """``segloop finetune`` and the Train button's worker run build the same request and
+    train the same weights from the same corrections and seed."""
+    from segloop.cli import build_parser
+    from segloop.cli_finetune import finetune_request
+    from segloop.core.project import Project
+    from segloop.napari.finetune_adapters import Correction
+    from segloop.napari.train_adapters import TrainRequest, train_run
+    from segloop.napari.train_adapters import finetune_request as widget_request
+
+    image, labels = frames
+    cli_project = tmp_path / "cli"
+    main(["project", "add", "--project", str(cli_project), str(image), str(labels)])
+    capsys.readouterr()
+    args = ["finetune", "--project", str(cli_project), "--init", str(base), *TRAIN_OPTIONS]
+    assert main(args) == 0
+    cli_version = Path(json.loads(capsys.readouterr().out)["model"])
+
+    stack, masks = read_image(image), read_image(labels)
+    request = TrainRequest(
+        folder=tmp_path / "widget",
+        model=str(base),
+        minutes=None,
+        epochs=2,
+        crop=48,
+        batch_size=2,
+        seed=3,
+        corrections=[
+            Correction("movie", stack[t].copy(), masks[t].astype(np.int32), t) for t in range(3)
+        ],
+    )
+    parsed = build_parser().parse_args(args)
+    assert widget_request(request) == finetune_request(parsed, Project(cli_project))
+    output = run_to_end(train_run(request, RunControl()))
+    assert output.saved == ["movie_t0", "movie_t1", "movie_t2"]
+    widget_state = load_model(output.version.path).network.state_dict()
+    cli_state = load_model(cli_version).network.state_dict()
+    for key, value in cli_state.items():
+        assert torch.equal(value, widget_state[key]), key
