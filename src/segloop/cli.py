@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import cli_checks as checks
+from .core.recipe import DEFAULTS
 
 EXIT_ERROR = 1
 
@@ -124,12 +125,13 @@ def cmd_train(args) -> int:
         _store_class_style(bundle, args)
     elif args.class_names or args.class_colors:
         raise ValueError("--class-names/--class-colors need a class model (--target classes)")
+    recipe = DEFAULTS if args.init else None  # --init fine-tunes with the Train button's recipe
     config = TrainConfig(
         minutes=args.minutes,
         epochs=args.epochs,
-        crop=args.crop,
-        batch_size=args.batch,
-        learning_rate=args.lr or (3e-4 if args.init else 1e-3),
+        crop=args.crop or (recipe.crop if recipe else 256),
+        batch_size=args.batch or (recipe.batch_size if recipe else 4),
+        learning_rate=args.lr or (recipe.learning_rate if recipe else 1e-3),
         seed=args.seed,
         val_fraction=args.val_fraction,
         target_diameter=_train_diameter(args.diameter),
@@ -144,7 +146,11 @@ def cmd_train(args) -> int:
     side = checkpoint_path(args.out)
     side_before = side.stat().st_mtime_ns if side.exists() else None
     try:
-        result = run_to_end(train_iter(bundle, data, config, val_data, args.out), printer)
+        if args.init:
+            run = _fine_tune_run(bundle, data, val_data, config, args)
+        else:
+            run = train_iter(bundle, data, config, val_data, args.out)
+        result = run_to_end(run, printer)
     except KeyboardInterrupt as exc:
         exc.detail = checks.interrupted_training(Path(args.out), side, side_before)
         raise
@@ -159,6 +165,16 @@ def cmd_train(args) -> int:
     }
     print(json.dumps(checks.json_safe(summary), indent=2))
     return 0
+
+
+def _fine_tune_run(bundle, data, val_data, config, args):
+    """``train --init``: the fine-tune service's recipe (split rule, replay, scale rule)."""
+    from .core.finetune import adapt_iter, replay_sample, split_corrections
+
+    if val_data is None:
+        data, val_data = split_corrections(data, None, args.seed, args.val_fraction)
+    replay = replay_sample(bundle, len(data), DEFAULTS.replay_fraction, args.seed)
+    return adapt_iter(bundle, data, val_data, config, replay, out_path=args.out)
 
 
 def _store_class_style(bundle, args) -> None:
@@ -352,9 +368,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--val-fraction", type=checks.number("--val-fraction", 0.0, 0.9), default=0.1
     )
-    train.add_argument("--crop", type=checks.integer("--crop", *checks.CROP_RANGE), default=256)
-    train.add_argument("--batch", type=checks.integer("--batch", *checks.BATCH_RANGE), default=4)
-    train.add_argument("--lr", type=checks.number("--lr", 0.0, 10.0, low_open=True), default=None)
+    train.add_argument(
+        "--crop",
+        type=checks.integer("--crop", *checks.CROP_RANGE),
+        default=None,
+        help="crop side (default 256; with --init the fine-tune recipe's)",
+    )
+    train.add_argument(
+        "--batch",
+        type=checks.integer("--batch", *checks.BATCH_RANGE),
+        default=None,
+        help="crops per step (default 4; with --init the fine-tune recipe's)",
+    )
+    train.add_argument(
+        "--lr",
+        type=checks.number("--lr", 0.0, 10.0, low_open=True),
+        default=None,
+        help="learning rate (default 1e-3; with --init the fine-tune recipe's)",
+    )
     train.add_argument(
         "--diameter",
         type=checks.diameter("--diameter", ("auto", "none")),
