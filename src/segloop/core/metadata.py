@@ -82,9 +82,12 @@ def read_model_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str
     if header.get("format") != FORMAT:
         raise HeaderError(f"{path}: not a segloop model (format {header.get('format')!r})")
     try:
-        return json.loads(header["config"]), json.loads(header.get("metadata", "{}"))
+        config, metadata = json.loads(header["config"]), json.loads(header.get("metadata", "{}"))
     except (KeyError, ValueError, TypeError) as exc:
-        raise HeaderError(f"{path}: broken model header ({exc})") from exc
+        raise HeaderError(f"{path}: broken model config ({exc})") from exc
+    if not isinstance(config, dict) or not isinstance(metadata, dict):
+        raise HeaderError(f"{path}: broken model config (config and metadata must be objects)")
+    return config, metadata
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:

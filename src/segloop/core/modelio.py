@@ -22,9 +22,9 @@ from torch import nn
 
 from .classes import ClassEntry, class_legend
 from .imageio import atomic_output
+from .metadata import FORMAT, HeaderError, read_model_header
 from .models import ModelConfig, build_network
 
-FORMAT = "segloop-model/1"
 MODEL_SUFFIX = ".safetensors"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -283,19 +283,13 @@ def _json_default(value: Any) -> Any:
 
 def read_header(ref: str | os.PathLike) -> tuple[ModelConfig, dict[str, Any], Path]:
     """Config and metadata of a model file without loading its weights."""
-    from safetensors import safe_open
-
     path = resolve_model_path(ref)
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-    except Exception as exc:  # safetensors raises its own error types
-        raise ModelFileError(f"{path}: not a readable model file ({exc})") from exc
-    if header.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a segloop model (format {header.get('format')!r})")
+        config_dict, metadata = read_model_header(path)
+    except HeaderError as exc:
+        raise ModelFileError(str(exc)) from exc
     try:
-        config = ModelConfig.from_dict(json.loads(header["config"]))
-        metadata = json.loads(header.get("metadata", "{}"))
+        config = ModelConfig.from_dict(config_dict)
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelFileError(f"{path}: broken model config ({exc})") from exc
     return config, metadata, path
