@@ -216,3 +216,45 @@ def test_float_maps_move_with_the_target():
             assert np.allclose(out[0], 1.0)
             agree = (out[1] > 0.5) == (tgt == 2)
             assert agree.mean() > 0.99
+
+
+def test_random_crop_around_a_centre_keeps_it_inside_the_margin():
+    rng = np.random.default_rng(0)
+    image = np.zeros((1, 100, 120), np.float32)
+    target = np.full((100, 120), -1, np.int64)
+    for centre in [(0, 0), (99, 119), (50, 3), (7, 80)]:
+        marked = target.copy()
+        marked[centre] = 1
+        for _ in range(20):
+            _, crop = random_crop([image, marked], (48, 48), rng, centre=centre, margin=8)
+            ys, xs = np.nonzero(crop == 1)
+            assert len(ys) == 1, centre
+            # inside the margin unless the image border forbids it
+            for found, where, side in ((ys[0], centre[0], 100), (xs[0], centre[1], 120)):
+                near_border = where < 8 or where >= side - 8
+                assert near_border or 8 <= found < 40, (centre, found)
+    small = np.zeros((20, 20), np.int64)
+    small[5, 5] = 1
+    _, crop = random_crop([np.zeros((1, 20, 20), np.float32), small], (48, 48), rng, centre=(5, 5))
+    assert crop.shape == (48, 48) and (crop == 1).sum() == 1
+
+
+def test_sparse_corrections_crop_around_what_was_painted():
+    from segloop.core.evaluation import LabelledImage
+    from segloop.core.modelio import new_bundle
+    from segloop.core.models import ModelConfig, tile_geometry
+    from segloop.core.training import TrainConfig, _batch, make_sample
+
+    labels = np.zeros((256, 256), np.int32)
+    labels[200:210, 30:40] = 1  # one painted object in a large, otherwise unlabelled image
+    item = LabelledImage(np.random.default_rng(1).random((256, 256)), labels, "s", labels == 0)
+    bundle = new_bundle(ModelConfig(depth=3, base_channels=8), "m")
+    config = TrainConfig(epochs=1, crop=64, augment=AugmentConfig(elastic=False))
+    sample = make_sample(item, bundle, config)
+    assert sample.labelled is not None and len(sample.labelled) == 100
+    geometry = tile_geometry(bundle.config, 64)
+    rng = np.random.default_rng(0)
+    _, targets, _, _ = _batch([sample], [0] * 8, geometry, config, rng, geometry.margin)
+    assert all((t >= 0).any() for t in targets.numpy())  # every crop holds painted pixels
+    dense = make_sample(LabelledImage(item.image, labels, "d"), bundle, config)
+    assert dense.labelled is None

@@ -280,11 +280,22 @@ def _pad_to(arr: np.ndarray, min_shape: tuple[int, int], pad_mode: str) -> np.nd
     return np.pad(arr, widths, mode="constant", constant_values=0)
 
 
+def _start_around(
+    position: int, size: int, total: int, margin: int, rng: np.random.Generator
+) -> int:
+    """A random window start so that ``position`` lies ``margin`` inside the window."""
+    low = max(0, position - size + 1 + margin)
+    high = min(total - size, position - margin)
+    return int(rng.integers(low, high + 1)) if low <= high else int(np.clip(low, 0, total - size))
+
+
 def random_crop(
     arrays: Sequence[np.ndarray],
     crop_shape: tuple[int, int],
     rng: np.random.Generator,
     pad_mode: str = "reflect",
+    centre: tuple[int, int] | None = None,
+    margin: int = 0,
 ) -> list[np.ndarray]:
     """Take the same random crop (last two axes) from each array.
 
@@ -299,6 +310,12 @@ def random_crop(
         Source of randomness for the crop position.
     pad_mode : str
         ``np.pad`` mode for floating arrays with ``ndim >= 3`` (images).
+    centre : tuple of int, optional
+        A pixel ``(y, x)`` the crop must contain, at least ``margin`` pixels inside its
+        border (for valid-convolution networks, inside the part the loss sees); the crop
+        is drawn at random among those positions.
+    margin : int
+        See ``centre``.
 
     Returns
     -------
@@ -319,6 +336,11 @@ def random_crop(
     ch, cw = int(crop_shape[0]), int(crop_shape[1])
     padded = [_pad_to(a, (ch, cw), pad_mode) for a in arrays]
     h, w = padded[0].shape[-2:]
-    y0 = int(rng.integers(0, h - ch + 1))
-    x0 = int(rng.integers(0, w - cw + 1))
+    if centre is None:
+        y0 = int(rng.integers(0, h - ch + 1))
+        x0 = int(rng.integers(0, w - cw + 1))
+    else:
+        shift = [max(0, m - s) // 2 for m, s in zip((ch, cw), arrays[0].shape[-2:], strict=True)]
+        y0 = _start_around(centre[0] + shift[0], ch, h, margin, rng)
+        x0 = _start_around(centre[1] + shift[1], cw, w, margin, rng)
     return [np.ascontiguousarray(a[..., y0 : y0 + ch, x0 : x0 + cw]) for a in padded]

@@ -150,6 +150,9 @@ class Sample:
     weight: np.ndarray | None
     n_objects: int
     distance: np.ndarray | None = None
+    #: flat indices of the labelled pixels of a sparse correction (crops are drawn
+    #: around them, so every step learns from what the user painted); None when dense
+    labelled: np.ndarray | None = None
 
 
 @dataclass
@@ -166,6 +169,9 @@ class TrainResult:
     validation: list[dict[str, float]]
 
 
+#: A correction with labels on less than this share of its pixels has its crops drawn
+#: around the labelled pixels (see :attr:`Sample.labelled`).
+SPARSE_SHARE = 0.5
 #: Median object diameters (pixels) the fast U-Net handles well without rescaling.
 NATIVE_RANGE = (12.0, 45.0)
 #: Diameter objects are rescaled to when they fall outside NATIVE_RANGE (as cellpose).
@@ -290,7 +296,16 @@ def make_sample(item: LabelledImage, bundle: ModelBundle, config: TrainConfig) -
         if bundle.target != "instances":
             raise ValueError("a distance head needs an instance model")
         distance = normalized_distance(labels)
-    return Sample(image[None].astype(np.float32), target, weight, n_objects, distance)
+    labelled = np.flatnonzero(target >= 0)
+    sparse = ignore is not None and 0 < len(labelled) < SPARSE_SHARE * target.size
+    return Sample(
+        image[None].astype(np.float32),
+        target,
+        weight,
+        n_objects,
+        distance,
+        labelled if sparse else None,
+    )
 
 
 def split_validation(
@@ -315,7 +330,11 @@ def _batch(samples, order, geometry, config, rng, margin):
             weight = np.ones_like(sample.distance) if maps is None else maps
             maps = np.stack([weight, sample.distance])
         arrays = [sample.image, sample.target] + ([] if maps is None else [maps])
-        crops = random_crop(arrays, (geometry.input_size,) * 2, rng)
+        centre = None
+        if sample.labelled is not None:
+            pick = int(sample.labelled[rng.integers(len(sample.labelled))])
+            centre = divmod(pick, sample.target.shape[1])
+        crops = random_crop(arrays, (geometry.input_size,) * 2, rng, centre=centre, margin=margin)
         maps = crops[2] if len(crops) > 2 else None
         image, target, maps = augment_sample(crops[0], crops[1], maps, rng, config.augment)
         inner = slice(margin, margin + geometry.output_size)
