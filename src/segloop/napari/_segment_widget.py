@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +23,13 @@ from qtpy.QtWidgets import (
 
 from . import adapters, edits
 from ._common import JobWidget, LayerCombo
+from ._result_layers import (  # noqa: F401 - the styles are part of this module's API
+    DISTANCE_STYLE,
+    FOREGROUND_STYLE,
+    UNCERTAINTY_STYLE,
+    LayerOutput,
+    Stager,
+)
 from .legend import apply_legend
 from .workers import Job, Outcome, segment_job
 
@@ -35,15 +43,6 @@ SIZE_MODES = {"model default": None, "measure (auto)": "auto", "native scale": "
 SIZE_TYPED = "diameter (px)"
 #: Test-time augmentation choices -> SegmentOptions.tta.
 TTA_MODES = {"model default": None, "on (8x slower)": True, "off": False}
-FOREGROUND_STYLE = {"colormap": "magma", "contrast_limits": (0.0, 1.0), "blending": "additive"}
-UNCERTAINTY_STYLE = {"colormap": "magma", "contrast_limits": (0.0, 1.0), "blending": "additive"}
-#: The predicted distance to the object edge (distance-head models): hidden by default.
-DISTANCE_STYLE = {
-    "colormap": "viridis",
-    "contrast_limits": (0.0, 1.0),
-    "blending": "additive",
-    "visible": False,
-}
 #: Key of ``layer.metadata`` naming the model (name or path) that produced a result layer.
 MODEL_KEY = "segloop_model"
 
@@ -71,6 +70,10 @@ class SegmentWidget(JobWidget):
     for models with a distance head ``"<image> distance"`` (Image, hidden: the predicted
     distance to the object edge whose peaks seeded the objects) and ``"<image> instances"``
     (Labels). Re-running updates these layers instead of adding new ones.
+
+    The layers' data is prepared in the worker thread; they are added (or updated) one per
+    turn of the event loop, so the window keeps responding. The run counts as
+    :attr:`running` until the last one is in place.
     """
 
     run_text = "Run"
@@ -160,6 +163,7 @@ class SegmentWidget(JobWidget):
         self.image_combo.currentIndexChanged.connect(self._update_scope)
         self._update_scope()
         self._target: tuple[Image, int | None, str] | None = None
+        self._stager = Stager(self)
 
     # ------------------------------------------------------------------ models
 
@@ -258,39 +262,54 @@ class SegmentWidget(JobWidget):
         self._target = (layer, frame, self.model_ref())
         return segment_job(request, **callbacks)
 
+    @property
+    def running(self) -> bool:
+        """True from Run until the last result layer has been added."""
+        return self.job is not None or self._stager.busy
+
     def job_done(self, outcome: Outcome) -> None:
         result: adapters.SegmentOutput = outcome.value
         seg = result.segmentation
         layer, frame, model = self._target
         self.device_label.setText(f"{seg.device}; {_diameter_text(seg.diameters)}")
-        class_model = result.target == "classes"
-        outputs = {
-            "classes": ("labels", seg.classes, {"opacity": 0.5, "visible": class_model}),
-        }
-        if not class_model:  # "foreground" = not class 1: meaningless for a class map
-            foreground = seg.foreground.astype("float32")
-            outputs["foreground"] = ("image", foreground, dict(FOREGROUND_STYLE))
-        if seg.distance is not None:  # below the instances, hidden until asked for
-            outputs["distance"] = ("image", seg.distance, dict(DISTANCE_STYLE))
-        outputs["instances"] = ("labels", seg.instances, {"opacity": 0.6})
-        if result.uncertainty is not None:
-            outputs["uncertainty"] = ("image", result.uncertainty, dict(UNCERTAINTY_STYLE))
-        for suffix, (kind, data, style) in outputs.items():
-            name = f"{layer.name} {suffix}"
-            if kind == "labels":
-                name = self._writable_labels_name(name, frame)
+        steps = [
+            functools.partial(self._show_output, output, result, layer, frame, model)
+            for output in result.layers
+        ]
+        self._set_running(True)
+        self.cancel_button.setEnabled(False)  # the result is computed; it is being shown
+        self.progress.setFormat("adding the result layers…")
+        self._stager.run([*steps, self._layers_done])
+
+    def _show_output(
+        self,
+        output: LayerOutput,
+        result: adapters.SegmentOutput,
+        layer: Image,
+        frame: int | None,
+        model: str,
+    ) -> None:
+        """Add or update one result layer (one event-loop turn)."""
+        suffix, kind, data, style = output.suffix, output.kind, output.data, output.style
+        name = f"{layer.name} {suffix}"
+        if kind == "labels":
+            name = self._writable_labels_name(name, frame)
+        if frame is not None:
+            shape = (layer.data.shape[0], *data.shape)
+            data = adapters.frame_into(self.viewer, name, kind, data, frame, shape)
+        out = adapters.upsert_layer(self.viewer, name, data, kind, like=layer, **style)
+        if kind == "labels":
+            out.metadata[MODEL_KEY] = model
+            written = result.digests.get(suffix, {})
             if frame is not None:
-                shape = (layer.data.shape[0], *data.shape)
-                data = adapters.frame_into(self.viewer, name, kind, data, frame, shape)
-            out = adapters.upsert_layer(self.viewer, name, data, kind, like=layer, **style)
-            if kind == "labels":
-                out.metadata[MODEL_KEY] = model
-                written = result.digests.get(suffix, {})
-                if frame is not None:
-                    written = {frame: written[edits.WHOLE]} if edits.WHOLE in written else {}
-                edits.record_written(out, written, replace=frame is None)
-            if suffix == "classes" and result.legend:
-                apply_legend(out, result.legend)
+                written = {frame: written[edits.WHOLE]} if edits.WHOLE in written else {}
+            edits.record_written(out, written, replace=frame is None)
+        if suffix == "classes" and result.legend:
+            apply_legend(out, result.legend)
+
+    def _layers_done(self) -> None:
+        self._set_running(False)
+        self.progress.setFormat("done")
 
     def _writable_labels_name(self, name: str, frame: int | None) -> str:
         """``name``, or ``name [k]`` when that layer holds user edits in the frames this

@@ -301,6 +301,8 @@ class SegmentOutput:
     legend: list = field(default_factory=list)  # core.classes.ClassEntry per class value
     #: digests of the labels outputs ("instances", "classes"), see :mod:`.edits`
     digests: dict[str, dict[int, str]] = field(default_factory=dict)
+    #: the result layers, built in the worker thread (``_result_layers.LayerOutput``)
+    layers: list = field(default_factory=list)
 
 
 def segment_run(request: SegmentRequest, should_stop: StopCheck = None) -> Generator:

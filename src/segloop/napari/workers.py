@@ -10,6 +10,7 @@ instead of a traceback. A :class:`Job` bundles the worker, its stop flag and its
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
@@ -171,9 +172,24 @@ class Job:
 
 
 def segment_job(request: adapters.SegmentRequest, **callbacks: Any) -> Job:
-    """Job that loads the model and segments ``request.image`` (not started)."""
+    """Job that loads the model, segments ``request.image`` and prepares the result
+    layers' data (``SegmentOutput.layers``), all in the worker thread (not started)."""
     request = replace(request, image=np.array(request.image, copy=True))
-    return Job(adapters.segment_run, request, **callbacks)
+    return Job(_segment_for_layers, request, **callbacks)
+
+
+def _segment_for_layers(
+    request: adapters.SegmentRequest, should_stop: Callable[[], bool] | None = None
+) -> Generator[Progress, None, adapters.SegmentOutput]:
+    from ._preload import preload_torch
+    from ._result_layers import segment_outputs
+
+    if "torch" not in sys.modules:  # the first run: import torch without stalling the GUI
+        yield Progress("load model", 0, 1, "starting torch")
+        preload_torch()
+    output = yield from adapters.segment_run(request, should_stop)
+    output.layers = segment_outputs(output)
+    return output
 
 
 def weight_map_job(labels: np.ndarray, w0: float, sigma: float, **callbacks: Any) -> Job:

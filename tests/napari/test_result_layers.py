@@ -1,0 +1,114 @@
+"""Segment results: layer data prepared in the worker (no copies), layers added one per
+event-loop turn, the run finished only when they are all there."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QTimer
+
+from segloop.napari._result_layers import Stager, segment_outputs
+from segloop.napari._segment_widget import SegmentWidget
+
+from .conftest import THREE_DISKS, disks, noisy_image, wait_idle
+
+
+def _result(distance: bool = True, uncertainty: bool = False, target: str = "instances"):
+    shape = (32, 40)
+    probabilities = np.random.default_rng(0).random((3, *shape), dtype=np.float32)
+    seg = SimpleNamespace(
+        classes=np.zeros(shape, np.uint8),
+        instances=np.zeros(shape, np.int32),
+        foreground=1.0 - probabilities[0],
+        distance=np.ones(shape, np.float32) if distance else None,
+    )
+    extra = np.zeros(shape, np.float64) if uncertainty else None
+    return SimpleNamespace(segmentation=seg, target=target, uncertainty=extra)
+
+
+def test_outputs_are_ready_to_show_without_copies():
+    result = _result(uncertainty=True)
+    outputs = segment_outputs(result)
+    assert [o.suffix for o in outputs] == [
+        "classes",
+        "foreground",
+        "distance",
+        "instances",
+        "uncertainty",
+    ]
+    seg = result.segmentation
+    by_name = {o.suffix: o for o in outputs}
+    assert by_name["instances"].data is seg.instances  # already right: handed on as is
+    assert by_name["classes"].data is seg.classes
+    assert by_name["distance"].data is seg.distance
+    for output in outputs:
+        assert output.data.flags.c_contiguous
+    assert by_name["uncertainty"].data.dtype == np.float32  # cast once, in the worker
+    assert by_name["foreground"].data.dtype == np.float32
+    assert by_name["distance"].style["visible"] is False
+    assert by_name["foreground"].style["colormap"] == "magma"
+    assert by_name["classes"].style["visible"] is False  # an instance model's class map
+
+
+def test_class_model_has_no_foreground_and_shows_its_classes():
+    outputs = segment_outputs(_result(distance=False, target="classes"))
+    assert [o.suffix for o in outputs] == ["classes", "instances"]
+    assert outputs[0].style["visible"] is True
+
+
+def test_stager_runs_one_step_per_event_loop_turn(qtbot):
+    turns = [0]
+    ticker = QTimer()
+    ticker.timeout.connect(lambda: turns.__setitem__(0, turns[0] + 1))
+    ticker.start(0)
+    seen: list[tuple[str, int]] = []
+    stager = Stager(gap_ms=0)
+    stager.run([lambda name=name: seen.append((name, turns[0])) for name in "abcd"])
+    assert stager.busy and not seen  # nothing runs inside the call
+    qtbot.waitUntil(lambda: not stager.busy, timeout=5_000)
+    ticker.stop()
+    assert [name for name, _ in seen] == list("abcd")
+    at = [turn for _, turn in seen]
+    assert all(later > earlier for earlier, later in zip(at, at[1:], strict=False)), at
+
+
+def test_segment_adds_layers_over_several_turns_and_stays_running(dock, model_path, qtbot):
+    viewer, widget = dock(SegmentWidget)
+    widget.add_model_file(model_path)
+    viewer.add_image(noisy_image(disks(THREE_DISKS)), name="cells")
+    inserted: list[str] = []
+    states: list[bool] = []
+
+    def on_inserted(event) -> None:
+        inserted.append(event.value.name)
+        states.append((widget.running, widget.run_button.isEnabled()))
+
+    viewer.layers.events.inserted.connect(on_inserted)
+    job = widget.run()
+    with qtbot.waitSignal(job.worker.finished, timeout=60_000):
+        pass
+    wait_idle(qtbot, widget)
+    assert inserted == ["cells classes", "cells foreground", "cells instances"]
+    assert states == [(True, False)] * 3  # busy (Run disabled) until the last layer is in
+    assert widget.run_button.isEnabled() and widget.progress.format() == "done"
+    assert viewer.layers["cells instances"].metadata["segloop_model"] == widget.model_ref()
+
+
+@pytest.mark.parametrize("code", ["import torch; assert torch.ones(3).sum() == 3"])
+def test_preloading_torch_leaves_it_working(code):
+    script = (
+        "import gc, sys\n"
+        "from segloop.napari._preload import preload_torch, no_full_collections\n"
+        "preload_torch()\n"
+        "assert 'segloop.core.segment' in sys.modules and gc.isenabled()\n"
+        "assert gc.get_freeze_count() == 0\n"
+        f"{code}\n"
+        "with no_full_collections():\n"
+        "    assert not gc.isenabled()\n"
+        "assert gc.isenabled() and gc.get_freeze_count() == 0\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
