@@ -16,7 +16,7 @@ version; ``cancel()`` aborts the run and saves nothing.
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from .evaluation import LabelledImage, evaluate_iter
 from .modelio import ModelBundle, load_model, new_bundle, save_model
-from .progress import Progress, RunControl
+from .progress import Cancelled, Progress, RunControl
 from .project import Project
 from .recipe import ARCHITECTURES, DEFAULTS, SCRATCH, TARGETS
 from .segment import SegmentOptions
@@ -336,6 +336,7 @@ def adapt_iter(
     replay's) set the version's diameter. ``out_path`` is passed to
     :func:`~segloop.core.training.train_iter` (``segloop train --init``)."""
     control = control or RunControl()
+    config = replace(config)  # the request's config stays as it was given
     config.tune_postprocess = bool(val_set) and config.tune_postprocess
     measured = median_diameter(train_set) if bundle.target == "instances" else None
     if "training" in bundle.metadata:  # an existing model: rescale as fine_tune_scale says
@@ -407,9 +408,7 @@ def finetune_iter(
         raise ValueError("no corrections saved yet: correct a frame and save it first")
     config = request.config
     train_set, val_set = split_corrections(corrections, request.val_ids, config.seed)
-    out_path = project.next_version_path()
-    number = int(out_path.stem[1:])
-    name = f"{project.root.name}-v{number}"
+    name = f"{project.root.name}-v{int(project.next_version_path().stem[1:])}"
     if request.scratch:
         bundle = new_model(request, corrections, name)
         base, base_version, base_val, replay = f"{SCRATCH}:{request.arch}", 0, [], []
@@ -422,14 +421,17 @@ def finetune_iter(
         bundle.metadata.update(parent=str(bundle.path), name=name)
     control.check_cancel()
     before = {}
-    if not request.scratch:
+    if not request.scratch:  # a Stop here, before any training, keeps nothing either
         yield Progress("evaluate", 0, 1, "scoring the start model")
-        before = {
-            "corrections": (yield from _score(bundle, val_set, lambda: control.cancel_requested)),
-            "base_validation": (
-                yield from _score(bundle, base_val, lambda: control.cancel_requested)
-            ),
-        }
+        ended = lambda: control.stop_requested or control.cancel_requested  # noqa: E731
+        try:
+            before = {
+                "corrections": (yield from _score(bundle, val_set, ended)),
+                "base_validation": (yield from _score(bundle, base_val, ended)),
+            }
+        except Cancelled:
+            control.check_cancel()
+            return FinetuneResult(None, None, True)  # Stop: nothing trained, nothing saved
     check_set = val_set or (train_set if request.tune_on_training else [])
     result = yield from adapt_iter(bundle, train_set, check_set, config, replay, control)
     if result.steps == 0:  # Stop before the first step: nothing new to keep
@@ -452,8 +454,11 @@ def finetune_iter(
         },
         metrics={"before": before, "after": after},
     )
-    bundle.metadata.update(version=number, finetune=record.to_dict())
     control.check_cancel()
+    out_path = project.next_version_path()  # numbered now: never replaces a version
+    number = int(out_path.stem[1:])
+    name = f"{project.root.name}-v{number}"
+    bundle.metadata.update(version=number, name=name, finetune=record.to_dict())
     yield Progress("save", 0, 1, f"saving {out_path.name}")
     save_model(bundle, out_path)
     return FinetuneResult(VersionInfo(number, out_path, bundle.metadata), result, result.stopped)
