@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .core.counting import count_table, frame_counts, write_csv
-from .core.imageio import read_image, write_tiff
+from .core.imageio import read_image, validate_image, write_tiff
 from .core.modelio import ModelBundle, load_model
 from .core.progress import Progress, run_to_end
 from .core.segment import Segmentation, SegmentOptions, segment_iter
@@ -25,9 +25,18 @@ def label_dtype(labels: np.ndarray) -> np.dtype:
 
 
 def segment_file(bundle: ModelBundle, path: Path, options: SegmentOptions, progress=None):
-    """Read and segment one file; returns (raw image, Segmentation)."""
+    """Read and segment one file; returns (raw image, Segmentation).
+
+    Errors about the image (shape, NaN, size, memory) name ``path``.
+    """
     image = read_image(path)
-    return image, run_to_end(segment_iter(bundle, image, options), progress)
+    validate_image(image, str(path))
+    try:
+        return image, run_to_end(segment_iter(bundle, image, options), progress)
+    except ValueError as exc:
+        if str(path) in str(exc):
+            raise
+        raise ValueError(f"{path}: {exc}") from exc
 
 
 def write_segmentation(result: Segmentation, out_dir: Path, stem: str, probabilities: bool):
@@ -56,11 +65,32 @@ def _predict_one(model: str, path: str, out_dir: str, options: SegmentOptions, p
     return [str(p) for p in write_segmentation(result, Path(out_dir), Path(path).stem, probs)]
 
 
-def _client(address: str):
-    from distributed import Client, LocalCluster
+def local_workers(address: str) -> int | None:
+    """Worker count of a ``local:N`` address (None for a scheduler address).
 
-    if address.startswith("local:"):
-        workers = int(address.split(":", 1)[1])
+    Raises
+    ------
+    ValueError
+        If N is not a whole number of at least 1 (``local:0`` would wait forever).
+    """
+    if not address.startswith("local:"):
+        return None
+    count = address.split(":", 1)[1]
+    if not count.isdigit() or int(count) < 1:
+        raise ValueError(f"dask address local:N needs a worker count N >= 1, got {address!r}")
+    return int(count)
+
+
+def _client(address: str):
+    workers = local_workers(address)
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ValueError(
+            'dask needs dask.distributed: pip install "napari-segloop[dask]"'
+        ) from None
+
+    if workers is not None:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
         return Client(cluster)
     return Client(address)

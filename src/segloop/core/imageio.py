@@ -270,8 +270,11 @@ def write_tiff(path: str | Path, array: np.ndarray, compression: str | None = "z
     compression : str or None, optional
         tifffile compression (``"zlib"``, ``"lzw"``, ``None``...).
     """
+    array = np.asarray(array)
+    # stacks (T, H, W) and class probabilities (C, H, W) are pages of grey values, not RGB
+    photometric = "rgb" if _has_channels(array.shape) else "minisblack"
     with atomic_output(path, suffix=".tif") as tmp:
-        tifffile.imwrite(tmp, np.asarray(array), compression=compression)
+        tifffile.imwrite(tmp, array, compression=compression, photometric=photometric)
 
 
 def _has_channels(shape: tuple[int, ...], channel_axis: int = -1) -> bool:
