@@ -80,3 +80,17 @@ def test_history_replaces_the_live_curve_and_clear_empties_it(plot, qtbot):
     assert plot.n_points() == (0, 0)
     qtbot.waitUntil(lambda: plot.drawn_points() == ([], []), timeout=20_000)
     assert plot.drawn_metric() == ([], [], "F1")
+
+
+@pytest.mark.parametrize("before_first_picture", [True, False])
+def test_a_resized_plot_gets_a_picture_of_its_new_size(qtbot, before_first_picture):
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(300, 200)
+    plot.show()
+    if not before_first_picture:
+        qtbot.waitUntil(lambda: plot.picture_size() == (300, 200), timeout=20_000)
+    plot.add_loss(0, 1.0)
+    plot.resize(520, 300)  # as a dock laid out after it was created
+    qtbot.waitUntil(lambda: plot.picture_size() == (520, 300), timeout=20_000)
+    assert plot.drawn_points() == ([0.0], [1.0])

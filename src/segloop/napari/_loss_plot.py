@@ -141,6 +141,10 @@ class LossPlot(QWidget):
             return [], [], self.metric_name
         return list(self._drawn.metric[0]), list(self._drawn.metric[1]), self._drawn.metric_name
 
+    def picture_size(self) -> tuple[int, int] | None:
+        """(width, height) in widget pixels of the picture shown now (None before one)."""
+        return None if self._drawn is None else (self._drawn.width, self._drawn.height)
+
     # ------------------------------------------------------------------ drawing
 
     def redraw(self) -> None:
@@ -149,9 +153,10 @@ class LossPlot(QWidget):
         if not self.available:
             return
         ratio = float(self.devicePixelRatioF())
+        width, height = self._size()
         scene = Scene(
-            width=max(self.width(), MIN_SIZE[0]),
-            height=max(self.height(), MIN_SIZE[1]),
+            width=width,
+            height=height,
             ratio=ratio,
             loss=(tuple(self._loss[0]), tuple(self._loss[1])),
             metric=(tuple(self._metric[0]), tuple(self._metric[1])),
@@ -171,13 +176,17 @@ class LossPlot(QWidget):
             self._image, self._drawn = picture
             self.pictures += 1
             self.update()
+            if (self._drawn.width, self._drawn.height) != self._size():
+                self._schedule()  # resized while it was drawn
         if not pending:
             self._poll.stop()
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
-        if self.available and self._drawn is not None:
-            self._schedule()  # a sharp picture of the new size soon; until then scaled
+        self._schedule()  # a sharp picture of the new size soon; until then a scaled one
+
+    def _size(self) -> tuple[int, int]:
+        return max(self.width(), MIN_SIZE[0]), max(self.height(), MIN_SIZE[1])
 
     def paintEvent(self, _event) -> None:
         if not self.available:
