@@ -248,8 +248,15 @@ class TrainJob(Job):
 
 
 def _train(request, control, should_stop=None):
-    """``train_run`` as a Job's run (the Job's own stop flag is the control's cancel)."""
-    return train_adapters.train_run(request, control)
+    """``train_run`` as a Job's run (the Job's own stop flag is the control's cancel).
+
+    The first run imports torch and ``torch._dynamo`` (which building the optimizer
+    needs) without stalling the GUI thread (see :mod:`._preload`)."""
+    from ._preload import preload_for_training
+
+    yield Progress("load model", 0, 1, "starting torch")
+    preload_for_training()
+    return (yield from train_adapters.train_run(request, control))
 
 
 def save_job(folder: Any, corrections: list, sparse: bool, **callbacks: Any) -> Job:
