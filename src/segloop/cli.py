@@ -88,6 +88,7 @@ def cmd_train(args) -> int:
     if args.minutes is None and args.epochs is None:
         args.minutes = 10.0
     checks.check_model_out(args.out)
+    checks.check_together(args, "--val-images", "--val-masks")
     data = load_pairs(args.images, args.masks)
     val_data = load_pairs(args.val_images, args.val_masks) if args.val_images else None
     if args.target == "classes":
@@ -184,7 +185,10 @@ def _store_class_style(bundle, args) -> None:
     names = parse_class_names(args.class_names) or bundle.metadata.get("class_names")
     colors = args.class_colors.split(",") if args.class_colors else None
     colors = colors or bundle.metadata.get("class_colors")
-    bundle.metadata.update(class_style_metadata(bundle.config.n_classes, names, colors))
+    try:
+        bundle.metadata.update(class_style_metadata(bundle.config.n_classes, names, colors))
+    except ValueError as exc:
+        raise ValueError(f"--class-names/--class-colors: {exc}") from None
 
 
 def _inputs(paths: Sequence[str]) -> list[Path]:

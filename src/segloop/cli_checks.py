@@ -211,6 +211,14 @@ def check_model_out(path: str | Path, size: int | None = None) -> Path:
     return path
 
 
+def check_together(args: argparse.Namespace, first: str, second: str) -> None:
+    """Two options that only work together (``--val-images`` / ``--val-masks``)."""
+    given = [bool(getattr(args, name.lstrip("-").replace("-", "_"))) for name in (first, second)]
+    if given[0] != given[1]:
+        missing, present = (second, first) if given[0] else (first, second)
+        raise ValueError(f"{present} needs {missing} too")
+
+
 def check_class_ids(data, option: str = "--target classes") -> int:
     """Largest class id of class masks, refused above :data:`MAX_CLASS_ID` naming the file."""
     largest = 0

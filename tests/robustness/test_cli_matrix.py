@@ -205,6 +205,26 @@ CASES = {
     "train-out-parent-is-file": (file_as_folder, "plain"),
     "train-out-is-folder": (lambda t, m: [*train(t, m)[:-1], t / "images"], "--out"),
     # training data
+    "val-images-without-masks": (
+        lambda t, m: train(t, m, "--val-images", write_pairs(t)[0]),
+        "--val-masks",
+    ),
+    "masks-is-a-file": (
+        lambda t, m: train(t, m, pairs=(write_pairs(t)[0], t / "masks" / "f0.tif")),
+        "f0.tif is not a folder",
+    ),
+    "class-colors-bad": (
+        lambda t, m: train(
+            t,
+            m,
+            "--target",
+            "classes",
+            "--class-colors",
+            "red",
+            pairs=pairs_with(t, mask=class_mask(2)),
+        ),
+        "--class-colors",
+    ),
     "pairing-ambiguous": (lambda t, m: train(t, m, pairs=ambiguous_pairs(t)), "s2_t01"),
     "class-ids-70000": (
         lambda t, m: train(

@@ -22,6 +22,9 @@ def pair_files(images_dir: str | Path, masks_dir: str | Path) -> list[tuple[Path
     pairs with the mask of ``s1_t01``). Images without a mask raise ``ValueError``
     listing a few of them.
     """
+    for folder in (images_dir, masks_dir):
+        if Path(folder).exists() and not Path(folder).is_dir():
+            raise NotADirectoryError(f"{folder} is not a folder (images and masks are folders)")
     images = list_images([images_dir])
     masks = {p.name: p for p in list_images([masks_dir])}
     by_stem = {p.stem: p for p in masks.values()}
