@@ -22,7 +22,6 @@ from .device import avoid_triton_crash, compute_settings, prepare_network
 from .evaluation import LabelledImage, evaluate_iter, tune_postprocess
 from .imageio import prepare_image
 from .losses import distance_loss, segmentation_loss
-from .memory import check_fits
 from .modelio import ModelBundle, save_model
 from .models import tile_geometry
 from .progress import Progress, StopCheck, check_stop, run_to_end
@@ -34,47 +33,20 @@ from .targets import (
     instances_to_classes,
     normalized_distance,
 )
+from .train_checks import (
+    BATCH_RANGE,
+    CROP_RANGE,
+    DIAMETER_RANGE,
+    MAX_EPOCHS,
+    MAX_MINUTES,
+    check_integer,
+    check_number,
+    check_samples_fit,
+    checked_pair_scale,
+    pair_scale,
+)
 from .weightmap import check_parameters as check_weight_parameters
 from .weightmap import weight_map
-
-#: Bounds of the training options (inclusive): a week of training, a crop the network
-#: and the memory can take, batches that fit.
-MAX_MINUTES = 7 * 24 * 60.0
-MAX_EPOCHS = 10**7
-CROP_RANGE = (16, 4096)
-BATCH_RANGE = (1, 1024)
-#: Object diameters (pixels) training may rescale to.
-DIAMETER_RANGE = (1.0, 10_000.0)
-#: Largest factor by which training may rescale a pair (either way).
-MAX_TRAIN_SCALE = 10.0
-
-
-def _check_number(
-    name: str,
-    value: Any,
-    low: float,
-    high: float,
-    low_open: bool = False,
-    finite: bool = True,
-) -> None:
-    """``ValueError`` unless ``value`` is a (finite) number in ``[low, high]``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if math.isnan(value) or (finite and not math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number (got {value})")
-    if value < low or value > high or (low_open and value == low):
-        bound = f"above {low:g}" if low_open else f"at least {low:g}"
-        upper = f" and at most {high:g}" if math.isfinite(high) else ""
-        raise ValueError(f"{name} must be {bound}{upper} (got {value:g})")
-
-
-def _check_integer(name: str, value: Any, low: int, high: int) -> None:
-    """``ValueError`` unless ``value`` is an integer in ``[low, high]``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if not low <= int(value) <= high:
-        raise ValueError(f"{name} must be between {low} and {high} (got {value})")
 
 
 @dataclass
@@ -116,23 +88,23 @@ class TrainConfig:
         if self.minutes is None and self.epochs is None:
             raise ValueError("give a time budget (minutes) or a number of epochs")
         if self.minutes is not None:
-            _check_number("minutes", self.minutes, 0.0, MAX_MINUTES, low_open=True)
+            check_number("minutes", self.minutes, 0.0, MAX_MINUTES, low_open=True)
         if self.epochs is not None:
-            _check_integer("epochs", self.epochs, 1, MAX_EPOCHS)
-        _check_integer("crop", self.crop, *CROP_RANGE)
-        _check_integer("batch_size", self.batch_size, *BATCH_RANGE)
-        _check_number("learning_rate", self.learning_rate, 0.0, 10.0, low_open=True)
-        _check_number("weight_decay", self.weight_decay, 0.0, 10.0)
-        _check_number("val_fraction", self.val_fraction, 0.0, 0.9)
-        _check_number("val_interval_s", self.val_interval_s, 0.0, math.inf, finite=False)
-        _check_integer("val_max_images", self.val_max_images, 1, 10**6)
-        _check_integer("border_width", self.border_width, 1, 64)
+            check_integer("epochs", self.epochs, 1, MAX_EPOCHS)
+        check_integer("crop", self.crop, *CROP_RANGE)
+        check_integer("batch_size", self.batch_size, *BATCH_RANGE)
+        check_number("learning_rate", self.learning_rate, 0.0, 10.0, low_open=True)
+        check_number("weight_decay", self.weight_decay, 0.0, 10.0)
+        check_number("val_fraction", self.val_fraction, 0.0, 0.9)
+        check_number("val_interval_s", self.val_interval_s, 0.0, math.inf, finite=False)
+        check_integer("val_max_images", self.val_max_images, 1, 10**6)
+        check_integer("border_width", self.border_width, 1, 64)
         check_weight_parameters(self.w0, self.sigma)
         value = self.target_diameter
         if value is not None and value != "auto":
             if isinstance(value, str):
                 raise ValueError(f"target_diameter must be a number, 'auto' or None, not {value!r}")
-            _check_number("target_diameter", value, *DIAMETER_RANGE)
+            check_number("target_diameter", value, *DIAMETER_RANGE)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -208,54 +180,6 @@ def resolve_target_diameter(
     if median is None:
         return None
     return None if NATIVE_RANGE[0] <= median <= NATIVE_RANGE[1] else DEFAULT_DIAMETER
-
-
-def pair_scale(labels: np.ndarray, target_diameter: float | None) -> float:
-    """Factor that gives the pair's objects ``target_diameter`` (1.0 if unset/unknown)."""
-    if not target_diameter:
-        return 1.0
-    measured = estimate_diameter(labels)
-    return 1.0 if not measured or math.isnan(measured) else target_diameter / measured
-
-
-def checked_pair_scale(item: LabelledImage, target_diameter: float | None) -> float:
-    """:func:`pair_scale` of one training pair, refused beyond :data:`MAX_TRAIN_SCALE`.
-
-    Raises
-    ------
-    ValueError
-        Naming the image, when its objects would be enlarged or shrunk more than
-        :data:`MAX_TRAIN_SCALE` times (e.g. a mask whose only object is one pixel).
-    """
-    factor = pair_scale(item.labels, target_diameter)
-    if not 1.0 / MAX_TRAIN_SCALE <= factor <= MAX_TRAIN_SCALE:
-        measured = estimate_diameter(item.labels)
-        raise ValueError(
-            f"{item.name}: its objects are {measured:.1f} px across (median); rescaling them "
-            f"to {target_diameter:g} px would scale the image {factor:.3g}x (limit "
-            f"{MAX_TRAIN_SCALE:g}x either way); check the mask or train with --diameter none"
-        )
-    return factor
-
-
-#: Bytes per (rescaled) training pixel kept in memory by a Sample plus the transient
-#: arrays of the targets and the weight map (float64 distance planes).
-SAMPLE_BYTES_PER_PIXEL = 20 + 40
-
-
-def check_samples_fit(data: Sequence[LabelledImage], factors: Sequence[float]) -> None:
-    """Refuse, before any rescaling, training data that would not fit in memory."""
-    pixels = sum(
-        max(1, round(item.labels.shape[0] * f)) * max(1, round(item.labels.shape[1] * f))
-        for item, f in zip(data, factors, strict=True)
-    )
-    largest = max(factors) if factors else 1.0
-    check_fits(
-        pixels * SAMPLE_BYTES_PER_PIXEL,
-        f"training on {len(data)} image(s) ({pixels / 1e6:.1f} Mpixel after rescaling "
-        f"up to {largest:.3g}x)",
-        "use fewer or smaller images, or another --diameter",
-    )
 
 
 def make_sample(item: LabelledImage, bundle: ModelBundle, config: TrainConfig) -> Sample:
