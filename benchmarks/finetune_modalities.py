@@ -117,7 +117,9 @@ MODALITIES: dict[str, tuple[Callable[[], list], Callable[[], list]]] = {
 
 #: Recipes compared: FinetuneRequest options (None = the service's default).
 CONFIGS: dict[str, dict] = {
-    "today": {"crop": 256, "batch_size": 4},  # the widget's recipe before issue #19
+    # the widget's recipe before issue #19: 256 px crops, one of two corrections held out
+    # to validate and to tune post-processing on the full grid
+    "today": {"crop": 256, "batch_size": 4, "tune_grid": "full"},
     "crop128": {"crop": 128, "batch_size": 4},
     "crop128-all": {"crop": 128, "batch_size": 4, "val_ids": [], "tune_on_training": True},
     "default": {},  # whatever segloop.core.recipe.DEFAULTS says now
@@ -253,10 +255,10 @@ def main() -> None:
     for modality in args.modalities:
         if ("before", modality, 0, 0) not in done:
             _save(before_row(modality, args.base))
-    for config in args.configs:  # config-major: each config covers every modality first
+    for modality in args.modalities:  # configs side by side, under the same machine load
         for frames in args.frames:
             for budget in args.budgets:
-                for modality in args.modalities:
+                for config in args.configs:
                     _save(run_one(modality, config, frames, budget, args.base))
 
 

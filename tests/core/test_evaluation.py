@@ -46,6 +46,16 @@ def test_tuning_drops_faint_false_objects_by_their_peak():
     assert kept.max() == 3
 
 
+def test_quick_grid_keeps_the_models_smoothing_and_is_a_subset_of_the_full_grid():
+    _, labels = disks_image([(40, 40), (40, 58), (90, 90), (20, 100)], [10, 10, 8, 9])
+    probs = probabilities_for(labels, 0.45, noise_seed=3)
+    quick = tune_postprocess([probs], [labels], diameter=18, quick=True, smooth=2.0)
+    full = tune_postprocess([probs], [labels], diameter=18)
+    assert quick.settings["smooth"] == 2.0
+    assert quick.settings["seed_threshold"] in (0.3, 0.4, 0.5, 0.6)
+    assert quick.f1 == 1.0 and quick.score <= full.score
+
+
 def test_rescale_raw_image_keeps_colour_axis_last():
     rgb = np.random.default_rng(0).random((20, 30, 3)).astype(np.float32)
     assert rescale_raw_image(rgb, 2.0).shape == (40, 60, 3)

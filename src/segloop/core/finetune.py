@@ -47,6 +47,7 @@ def recipe_config(scratch: bool = False, **overrides: Any) -> TrainConfig:
         "val_interval_s": DEFAULTS.val_interval_s,
         "val_fraction": DEFAULTS.val_fraction,
         "target_diameter": "auto",
+        "tune_grid": DEFAULTS.tune_grid,
     }
     if overrides.get("minutes") is None and overrides.get("epochs") is None:
         overrides = {**overrides, "minutes": DEFAULTS.minutes, "epochs": None}

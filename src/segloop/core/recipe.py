@@ -32,6 +32,8 @@ class Defaults:
     replay_fraction: float = 1.0
     crop: int = 256
     batch_size: int = 4
+    #: post-processing grid tuned on the check images after training ("quick": seconds)
+    tune_grid: str = "quick"
     #: most class ids a new class model may have (more means the labels are instances)
     max_classes: int = 20
 

@@ -83,8 +83,12 @@ class TrainConfig:
     target_diameter: float | str | None = None
     device: str = "auto"
     tune_postprocess: bool = True
+    #: "full" (POSTPROCESS_GRID, minutes on a CPU) or "quick" (QUICK_GRID, for fine-tuning)
+    tune_grid: str = "full"
 
     def __post_init__(self) -> None:
+        if self.tune_grid not in ("full", "quick"):
+            raise ValueError(f"tune_grid must be 'full' or 'quick', not {self.tune_grid!r}")
         if self.minutes is None and self.epochs is None:
             raise ValueError("give a time budget (minutes) or a number of epochs")
         if self.minutes is not None:
@@ -320,7 +324,14 @@ def _tune(bundle, val_data, config, should_stop):
         probs.append(result.probabilities)
         distances.append(result.distance)
         labels.append(truth)
-    tuned = tune_postprocess(probs, labels, bundle.diameter, distances)
+    tuned = tune_postprocess(
+        probs,
+        labels,
+        bundle.diameter,
+        distances,
+        quick=config.tune_grid == "quick",
+        smooth=float(bundle.postprocess["smooth"]),
+    )
     if tuned.settings:
         bundle.metadata["postprocess"] = {**bundle.postprocess, **tuned.settings}
     return tuned
