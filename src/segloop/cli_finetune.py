@@ -148,7 +148,15 @@ def cmd_finetune(args) -> int:
     from .core.progress import run_to_end
 
     project = _project(args.project)
+    if not project.correction_ids():
+        raise ValueError(
+            f"--project {args.project}: no corrections saved yet; add some with "
+            "`segloop project add`"
+        )
     request = finetune_request(args, project)
+    unknown = sorted(set(request.val_ids or []) - set(project.correction_ids()))
+    if unknown:
+        raise ValueError(f"--val: no correction {unknown[0]!r} in {args.project}")
     result = run_to_end(finetune_iter(project, request), ProgressPrinter())
     if result.version is None:
         raise RuntimeError("training stopped before its first step; no version was saved")
@@ -172,6 +180,7 @@ def cmd_finetune(args) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``project`` and ``finetune`` on the ``segloop`` parser."""
+    from . import cli_checks as checks
     from .core.recipe import ARCHITECTURES, DEFAULTS, SCRATCH, TARGETS
 
     project = sub.add_parser("project", help="store corrections; list corrections and versions")
@@ -209,13 +218,31 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     budget = tune.add_mutually_exclusive_group()
     budget.add_argument(
-        "--minutes", type=float, default=None, help=f"budget (default {DEFAULTS.minutes:g})"
+        "--minutes",
+        type=checks.number("--minutes", 0.0, checks.MAX_MINUTES, low_open=True),
+        default=None,
+        help=f"budget (default {DEFAULTS.minutes:g})",
     )
-    budget.add_argument("--epochs", type=int, default=None)
-    tune.add_argument("--seed", type=int, default=0)
-    tune.add_argument("--lr", type=float, default=None, help="learning rate (recipe default)")
-    tune.add_argument("--crop", type=int, default=None)
-    tune.add_argument("--batch", type=int, default=None)
+    budget.add_argument("--epochs", type=checks.integer("--epochs", 1, checks.MAX_EPOCHS))
+    tune.add_argument("--seed", type=checks.integer("--seed", *checks.SEED_RANGE), default=0)
+    tune.add_argument(
+        "--lr",
+        type=checks.number("--lr", 0.0, 10.0, low_open=True),
+        default=None,
+        help=f"learning rate (default {DEFAULTS.learning_rate:g})",
+    )
+    tune.add_argument(
+        "--crop",
+        type=checks.integer("--crop", *checks.CROP_RANGE),
+        default=None,
+        help=f"crop side (default {DEFAULTS.crop})",
+    )
+    tune.add_argument(
+        "--batch",
+        type=checks.integer("--batch", *checks.BATCH_RANGE),
+        default=None,
+        help=f"crops per step (default {DEFAULTS.batch_size})",
+    )
     tune.add_argument(
         "--val",
         default=None,
@@ -223,14 +250,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "default: one in five once there are two",
     )
     tune.add_argument(
-        "--replay", type=float, default=None, help="replay images of the start model per correction"
+        "--replay",
+        type=checks.number("--replay", 0.0, 100.0),
+        default=None,
+        help=f"replay images of the start model per correction (default "
+        f"{DEFAULTS.replay_fraction:g})",
     )
     tune.add_argument("--arch", default="unet", choices=ARCHITECTURES, help="with --init scratch")
     tune.add_argument("--target", default="instances", choices=TARGETS, help="with --init scratch")
     tune.add_argument("--class-names", default=None, help="with --target classes")
     tune.add_argument("--no-augment", action="store_true", help="no flips/elastic/intensity")
     tune.add_argument("--no-weight-map", action="store_true", help="plain cross-entropy")
-    tune.add_argument("--w0", type=float, default=10.0, help="weight-map border weight")
-    tune.add_argument("--sigma", type=float, default=5.0, help="weight-map border width (px)")
-    tune.add_argument("--device", default="auto")
+    tune.add_argument("--w0", type=checks.number("--w0", 0.0, 1e6), default=10.0)
+    tune.add_argument("--sigma", type=checks.number("--sigma", 0.01, 1e4), default=5.0)
+    tune.add_argument("--device", type=checks.device, default="auto")
     tune.set_defaults(func=cmd_finetune)

@@ -252,7 +252,7 @@ class SegmentWidget(JobWidget):
             model=self.model_ref(),
             image=data,
             device=self.device_combo.currentText(),
-            tile=self.tile_spin.value() or None,
+            tile=self._tile(),
             min_size=None if self.min_size_spin.value() < 0 else self.min_size_spin.value(),
             diameter=self.diameter_choice(),
             tta=TTA_MODES[self.tta_combo.currentText()],
@@ -310,6 +310,15 @@ class SegmentWidget(JobWidget):
     def _layers_done(self) -> None:
         self._set_running(False)
         self.progress.setFormat("done")
+
+    def _tile(self) -> int | None:
+        """The tile side asked for (None: the model's default); 1-15 px is refused."""
+        tile = self.tile_spin.value() or None
+        if tile is not None and tile < 16:
+            raise adapters.UserError(
+                f"Tile size {tile} px is too small: use at least 16 px, or 0 for the model default."
+            )
+        return tile
 
     def _writable_labels_name(self, name: str, frame: int | None) -> str:
         """``name``, or ``name [k]`` when that layer holds user edits in the frames this

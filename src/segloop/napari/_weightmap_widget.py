@@ -41,6 +41,12 @@ class WeightMapWidget(JobWidget):
     def make_job(self, **callbacks) -> Job:
         layer = self.labels_combo.layer()
         labels = adapters.labels_data(layer)
+        from segloop.core.weightmap import check_parameters
+
+        try:
+            check_parameters(self.w0_spin.value(), self.sigma_spin.value())
+        except ValueError as exc:
+            raise adapters.UserError(f"Weight map of '{layer.name}': {exc}.") from None
         self._source = layer
         return weight_map_job(labels, self.w0_spin.value(), self.sigma_spin.value(), **callbacks)
 

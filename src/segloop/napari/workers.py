@@ -62,6 +62,11 @@ def _guarded(
     except ValueError as exc:  # core input checks; keep the traceback in the log
         log.warning("segloop job failed", exc_info=True)
         return Outcome(error=str(exc))
+    except OSError as exc:  # a file that cannot be read or written: one notification
+        log.warning("segloop job failed", exc_info=True)
+        return Outcome(error=f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+    except MemoryError:
+        return Outcome(error="Not enough memory for this run: use a smaller image or tile size.")
     return Outcome(value)
 
 
