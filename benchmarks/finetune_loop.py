@@ -1,6 +1,6 @@
 """Does the correct-and-retrain loop help? Fine-tune a model that never saw the modality on
 1, 2 and 4 "corrected" frames (their ground truth stands in for the user's corrections)
-for fixed CPU budgets, exactly as the Fine-tune widget does (core ``fine_tune_iter``:
+for fixed CPU budgets, exactly as the Fine-tune widget does (core ``finetune_iter``:
 all corrections + one replay image of the base model's per correction, learning rate
 1e-3, diameter "auto"; both picked with ``--validation`` on frames never reported), and
 score frames that were never used.
@@ -34,12 +34,13 @@ from skimage.segmentation import relabel_sequential
 
 from segloop.core.datasets import load_labels
 from segloop.core.evaluation import LabelledImage, evaluate_iter
+from segloop.core.finetune import build_request, finetune_iter
 from segloop.core.imageio import read_image
 from segloop.core.modelio import load_model
 from segloop.core.progress import run_to_end
-from segloop.core.project import Project, fine_tune_iter
+from segloop.core.project import Project
 from segloop.core.segment import SegmentOptions
-from segloop.core.training import TrainConfig, median_diameter
+from segloop.core.training import median_diameter
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -129,18 +130,19 @@ def main() -> None:
                 project = Project(Path(tmp) / "project", base_model=args.base)
                 for item in corrected_all[:n]:
                     project.add_correction(item.image, item.labels, item.name)
-                config = TrainConfig(
+                request = build_request(
+                    args.base,
                     minutes=budget / 60,
                     learning_rate=args.lr,
+                    crop=256,
                     val_interval_s=1e9,
-                    target_diameter="auto",
+                    val_ids=[],
+                    replay_fraction=args.replay,
                 )
+                request.score_base = False
                 start = time.time()
-                info, result = run_to_end(
-                    fine_tune_iter(
-                        project, args.base, config, val_ids=[], replay_fraction=args.replay
-                    )
-                )
+                result = run_to_end(finetune_iter(project, request))
+                info = result.version
                 meta = info.metadata
                 emit(
                     {

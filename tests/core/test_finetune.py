@@ -66,9 +66,9 @@ def test_split_rule():
     items = [LabelledImage(np.zeros((4, 4)), np.ones((4, 4), int), f"c{i}") for i in range(6)]
     assert split_corrections(items[:1]) == (items[:1], [])
     train, val = split_corrections(items, seed=1)
-    assert len(val) == 1 and len(train) == 5 and not set(c.name for c in val) & {
-        c.name for c in train
-    }
+    assert (
+        len(val) == 1 and len(train) == 5 and not set(c.name for c in val) & {c.name for c in train}
+    )
     train, val = split_corrections(items, val_ids=["c2", "c4"])
     assert [c.name for c in val] == ["c2", "c4"] and len(train) == 4
     assert split_corrections(items, val_ids=[]) == (items, [])
