@@ -57,19 +57,24 @@ def test_project_add_finetune_predict(tmp_path, base, frames, capsys):
         "movie_t1",
         "movie_t2",
     ]
-    assert len(summary["validated_on"]) == 1  # the one split rule: one in five, at least one
+    assert summary["validated_on"] == []  # the recipe holds nothing out unless asked
+    args = [*args, "--val", "movie_t1"]
+    assert main(args) == 0
+    held = json.loads(capsys.readouterr().out)
+    assert held["version"] == 2 and held["validated_on"] == ["movie_t1"]
+    assert held["metrics"]["after"]["corrections"]["n_images"] == 1
     assert main(["project", "versions", "--project", str(project), "--json"]) == 0
     versions = json.loads(capsys.readouterr().out)
-    assert [v["version"] for v in versions] == [1] and versions[0]["base"] == str(base)
+    assert [v["version"] for v in versions] == [1, 2] and versions[0]["base"] == str(base)
 
     out = tmp_path / "out"
     assert main(["predict", "--model", str(model), "--out", str(out), str(image)]) == 0
     assert read_image(out / "movie_labels.tif").shape == (3, 64, 64)
-    # a second round starts from v1 and becomes v2
+    # a next round starts from v1 and becomes v3
     capsys.readouterr()
     assert main(["finetune", "--project", str(project), "--init", str(model), "--epochs", "1"]) == 0
-    second = json.loads(capsys.readouterr().out)
-    assert second["version"] == 2 and load_model(second["model"]).metadata["parent"] == str(model)
+    third = json.loads(capsys.readouterr().out)
+    assert third["version"] == 3 and load_model(third["model"]).metadata["parent"] == str(model)
 
 
 def test_project_add_refuses_mismatched_and_empty_labels(tmp_path, frames, capsys):

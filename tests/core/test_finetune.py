@@ -65,7 +65,8 @@ def test_recipe_defaults_come_from_one_place():
 def test_split_rule():
     items = [LabelledImage(np.zeros((4, 4)), np.ones((4, 4), int), f"c{i}") for i in range(6)]
     assert split_corrections(items[:1]) == (items[:1], [])
-    train, val = split_corrections(items, seed=1)
+    assert split_corrections(items) == (items, [])  # the recipe holds nothing out
+    train, val = split_corrections(items, seed=1, fraction=0.2)
     assert (
         len(val) == 1 and len(train) == 5 and not set(c.name for c in val) & {c.name for c in train}
     )
@@ -83,6 +84,7 @@ def test_fine_tune_improves_held_back_frame_and_saves_versions(tmp_path, base_pa
     held_image, held_labels = dark_disks(50)
     before = match_instances(held_labels, segment(load_model(base_path), held_image).instances)
     request = _request(str(base_path), epochs=60, crop=96, batch_size=4, learning_rate=3e-3)
+    request.val_ids = ["frame3"]
     result = run_to_end(finetune_iter(project, request))
     info = result.version
     assert info.path.name == "v1.safetensors" and info.path.exists()
@@ -182,6 +184,19 @@ def test_replay_sample_of_the_shipped_model():
     assert replay_sample(bundle, 3, 0.0, seed=0) == []
     names = [item.name for item in replay_sample(bundle, 2, 1.0, seed=5)]
     assert names == [item.name for item in replay_sample(bundle, 2, 1.0, seed=5)]
+
+
+def test_nothing_held_out_tunes_post_processing_on_the_corrections(tmp_path, base_path):
+    project = _project(tmp_path, n=2)
+    result = run_to_end(finetune_iter(project, _request(str(base_path), epochs=2)))
+    record = result.version.metadata["finetune"]
+    assert record["validated_on"] == [] and sorted(record["trained_on"]) == ["frame0", "frame1"]
+    assert record["recipe"]["tuned_on_training"] is True
+    assert any("tuned_f1" in v for v in result.version.metadata["validation"])
+    request = _request(str(base_path), epochs=2)
+    request.tune_on_training = False
+    untuned = run_to_end(finetune_iter(project, request)).version.metadata
+    assert not any("tuned_f1" in v for v in untuned["validation"])
 
 
 def test_fine_tune_records_replay(tmp_path):

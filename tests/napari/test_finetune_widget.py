@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 
 from segloop.napari._finetune_widget import FinetuneWidget
 from segloop.napari._segment_widget import SegmentWidget, find_segment_widget
@@ -77,6 +77,11 @@ def test_fine_tune_adds_a_version_usable_by_segment(finetune, qtbot, notes, tmp_
     widget.pairs.add_pair(image, labels)
     widget.pairs.frames_edit.setText("all")
     widget.config_overrides["val_interval_s"] = 0.0  # validate after every step
+    with qtbot.waitSignal(widget.save_corrections().worker.finished, timeout=30_000):
+        pass
+    val_list = widget.options.val_list
+    assert [val_list.item(i).text() for i in range(val_list.count())] == ["movie_t0", "movie_t2"]
+    val_list.item(1).setCheckState(Qt.CheckState.Checked)  # hold movie_t2 out
     _train(qtbot, widget)
     assert not errors(notes), notes
     project = tmp_path / "project"

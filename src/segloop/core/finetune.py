@@ -89,7 +89,7 @@ class FinetuneRequest:
     val_ids: list[str] | None = None
     replay_fraction: float = DEFAULTS.replay_fraction
     score_base: bool = True
-    tune_on_training: bool = False
+    tune_on_training: bool = DEFAULTS.tune_on_training
 
     @property
     def scratch(self) -> bool:
@@ -202,7 +202,8 @@ def split_corrections(
     fraction: float = DEFAULTS.val_fraction,
 ) -> tuple[list[LabelledImage], list[LabelledImage]]:
     """The one validation rule: ``val_ids`` when given, else none held out with fewer
-    than two items, else a random ``fraction`` (at least one, never all).
+    than two items or ``fraction`` 0 (the recipe's default), else a random ``fraction``
+    (at least one, never all).
 
     Raises
     ------
@@ -408,7 +409,9 @@ def finetune_iter(
     if not corrections:
         raise ValueError("no corrections saved yet: correct a frame and save it first")
     config = request.config
-    train_set, val_set = split_corrections(corrections, request.val_ids, config.seed)
+    train_set, val_set = split_corrections(
+        corrections, request.val_ids, config.seed, config.val_fraction
+    )
     name = f"{project.root.name}-v{int(project.next_version_path().stem[1:])}"
     if request.scratch:
         bundle = new_model(request, corrections, name)

@@ -164,6 +164,7 @@ class Project:
     def load_corrections(self, ids: Sequence[str] | None = None) -> list[LabelledImage]:
         """Corrections as training data; sparse ones mark label 0 as ignored."""
         from .evaluation import LabelledImage
+
         folder = self.root / "corrections"
         data = []
         for ident in ids if ids is not None else self.correction_ids():
