@@ -60,6 +60,14 @@ def test_model_output_never_replaces_a_saved_correction(tmp_path):
     # a model's output accepted as it is may be stored when nothing is saved yet
     assert project.add_correction(image, model_output, "other", origin="model") == "other"
     assert project.correction_info("other")["origin"] == "model"
+    # ... and a later model's output may replace it (kept in the history)
+    _, better = random_disks(2, shape=(64, 64))
+    assert project.add_correction(image, better, "other", origin="model") == "other"
+    np.testing.assert_array_equal(project.load_corrections(["other"])[0].labels, better)
+    assert len(project.history("other")) == 1
+    # switching a saved correction to sparse with the same labels updates its mode
+    project.add_correction(image, labels, "frame", sparse=True)
+    assert project.correction_info("frame")["sparse"] is True
     with pytest.raises(ValueError, match="origin"):
         project.add_correction(image, labels, "x", origin="robot")
 

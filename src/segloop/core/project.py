@@ -83,9 +83,9 @@ class Project:
 
         Saving an id again replaces it (re-correcting a frame never duplicates it) and
         keeps the earlier files in ``corrections/history/<id>/``; saving the same
-        content again changes nothing. A model's unedited
-        output (``origin="model"``) never replaces a saved correction: it returns None
-        and the saved one stays.
+        content again changes nothing. A model's unedited output (``origin="model"``)
+        never replaces a correction the user saved (it returns None and the saved one
+        stays); it may replace an earlier model output that was saved as it was.
         """
         if origin not in ORIGINS:
             raise ValueError(f"correction '{name}': origin must be one of {ORIGINS}")
@@ -99,9 +99,10 @@ class Project:
         ident = correction_id(name, frame)
         folder = self.root / "corrections"
         if (folder / f"{ident}.json").exists():
-            if origin == "model":
-                return None
-            if self._unchanged(ident, image, labels):
+            saved = self.correction_info(ident)
+            if origin == "model" and saved.get("origin", "user") == "user":
+                return None  # the user's correction stays
+            if saved.get("sparse") == sparse and self._unchanged(ident, image, labels):
                 return ident
             self._archive(ident)
         write_tiff(folder / f"{ident}.tif", np.asarray(image))
