@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from finetune_loop import ecoli_frames  # same folder: benchmarks/
 from skimage.measure import label as connected_components
 from skimage.segmentation import relabel_sequential
 
@@ -56,16 +57,6 @@ def _pairs(folder: Path, names: list[str], mask_folder: str = "masks") -> list[L
     return out
 
 
-def ecoli(indices: list[int]) -> list[LabelledImage]:
-    folder = SHARED / "ecoli_phase_vanvliet2018_subset"
-    images = read_image(folder / "images" / "trpL_150310-11.tif")
-    masks = read_image(folder / "masks" / "trpL_150310-11.tif")
-    return [
-        LabelledImage(images[t], relabel_sequential(masks[t].astype(np.int32))[0], f"ecoli_t{t}")
-        for t in indices
-    ]
-
-
 def isbi(indices: list[int]) -> list[LabelledImage]:
     folder = SHARED / "isbi2012_em_membranes" / "train"
     out = []
@@ -78,7 +69,7 @@ def isbi(indices: list[int]) -> list[LabelledImage]:
 
 #: modality -> (corrected frames in order, scored frames), each a loader.
 MODALITIES: dict[str, tuple[Callable[[], list], Callable[[], list]]] = {
-    "ecoli_phase": (lambda: ecoli([0, 1]), lambda: ecoli([6, 7, 8, 9])),
+    "ecoli_phase": (lambda: ecoli_frames([0, 1]), lambda: ecoli_frames([6, 7, 8, 9])),
     "dic_hela": (
         lambda: _pairs(SHARED / "ctc_dic_c2dh_hela" / "gt_frames", ["01_t002", "01_t005"]),
         lambda: _pairs(

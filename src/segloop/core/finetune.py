@@ -28,7 +28,14 @@ from .progress import Cancelled, Progress, RunControl
 from .project import Project
 from .recipe import ARCHITECTURES, DEFAULTS, SCRATCH, TARGETS
 from .segment import SegmentOptions
-from .training import NATIVE_RANGE, TrainConfig, TrainResult, median_diameter, train_iter
+from .training import (
+    NATIVE_RANGE,
+    TrainConfig,
+    TrainResult,
+    median_diameter,
+    split_validation,
+    train_iter,
+)
 from .versions import VersionInfo
 
 REPLAY_ROOT = Path(__file__).resolve().parent.parent / "data" / "replay"
@@ -217,10 +224,7 @@ def split_corrections(
     elif len(items) < 2 or fraction <= 0:
         train, val = list(items), []
     else:
-        order = np.random.default_rng(seed).permutation(len(items))
-        n_val = min(len(items) - 1, max(1, round(len(items) * fraction)))
-        train = [items[i] for i in order[n_val:]]
-        val = [items[i] for i in order[:n_val]]
+        train, val = split_validation(items, fraction, seed)
     if not train:
         raise ValueError("every correction is held out for validation; keep one for training")
     return train, val

@@ -159,9 +159,6 @@ class Project:
     def correction_ids(self) -> list[str]:
         return sorted(p.stem for p in (self.root / "corrections").glob("*.json"))
 
-    def has_correction(self, ident: str) -> bool:
-        return (self.root / "corrections" / f"{ident}.json").exists()
-
     def load_corrections(self, ids: Sequence[str] | None = None) -> list[LabelledImage]:
         """Corrections as training data; sparse ones mark label 0 as ignored."""
         from .evaluation import LabelledImage

@@ -17,22 +17,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from .augment import AugmentConfig, augment_sample, random_crop
+from .augment import AugmentConfig
 from .device import avoid_triton_crash, compute_settings, prepare_network
 from .evaluation import LabelledImage, evaluate_iter, tune_postprocess
-from .imageio import prepare_image
 from .losses import distance_loss, segmentation_loss
 from .modelio import ModelBundle, save_model
 from .models import tile_geometry
 from .progress import Progress, StopCheck, check_stop, run_to_end
-from .scale import estimate_diameter, rescale_image, rescale_labels, rescale_raw_image
-from .segment import SegmentOptions, segment_iter
-from .targets import (
-    class_ids_to_target,
-    classes_to_target,
-    instances_to_classes,
-    normalized_distance,
+from .samples import (  # noqa: F401  (re-exported: training's public names)
+    DEFAULT_DIAMETER,
+    NATIVE_RANGE,
+    SPARSE_SHARE,
+    Sample,
+    _batch,
+    make_sample,
+    median_diameter,
+    resolve_target_diameter,
+    split_validation,
 )
+from .scale import rescale_labels, rescale_raw_image
+from .segment import SegmentOptions, segment_iter
 from .train_checks import (
     BATCH_RANGE,
     CROP_RANGE,
@@ -46,7 +50,6 @@ from .train_checks import (
     pair_scale,
 )
 from .weightmap import check_parameters as check_weight_parameters
-from .weightmap import weight_map
 
 
 @dataclass
@@ -117,21 +120,6 @@ class TrainConfig:
 
 
 @dataclass
-class Sample:
-    """A training pair ready for cropping: (C, H, W) image, int64 target, weight, and
-    the normalised distance map for models with a distance head."""
-
-    image: np.ndarray
-    target: np.ndarray
-    weight: np.ndarray | None
-    n_objects: int
-    distance: np.ndarray | None = None
-    #: flat indices of the labelled pixels of a sparse correction (crops are drawn
-    #: around them, so every step learns from what the user painted); None when dense
-    labelled: np.ndarray | None = None
-
-
-@dataclass
 class TrainResult:
     """What a training run produced."""
 
@@ -143,143 +131,6 @@ class TrainResult:
     best_metric: float | None
     history: list[dict[str, float]]
     validation: list[dict[str, float]]
-
-
-#: A correction with labels on less than this share of its pixels has its crops drawn
-#: around the labelled pixels (see :attr:`Sample.labelled`).
-SPARSE_SHARE = 0.5
-#: Median object diameters (pixels) the fast U-Net handles well without rescaling.
-NATIVE_RANGE = (12.0, 45.0)
-#: Diameter objects are rescaled to when they fall outside NATIVE_RANGE (as cellpose).
-DEFAULT_DIAMETER = 30.0
-
-
-def median_diameter(data: Sequence[LabelledImage]) -> float | None:
-    """Median of the per-image median object diameters (pixels); None if none measurable."""
-    measured = [estimate_diameter(item.labels) for item in data]
-    measured = [d for d in measured if not math.isnan(d)]
-    return float(np.median(measured)) if measured else None
-
-
-def resolve_target_diameter(
-    value: float | str | None, bundle: ModelBundle, data: Sequence[LabelledImage]
-) -> float | None:
-    """Turn ``TrainConfig.target_diameter`` into a number of pixels or None (native).
-
-    ``"auto"``: a model that was trained rescaled keeps its diameter (fine-tuning);
-    a model trained at native scale stays native when it already has weights from
-    training (``metadata["training"]``); a new model is rescaled to
-    :data:`DEFAULT_DIAMETER` only when the median object diameter of ``data`` is
-    outside :data:`NATIVE_RANGE`.
-    """
-    if value is None or isinstance(value, (int, float)):
-        return None if value is None else float(value)
-    if value != "auto":
-        raise ValueError(f"target diameter must be a number, 'auto' or None, not {value!r}")
-    if bundle.metadata.get("rescaled"):
-        return bundle.diameter
-    if "training" in bundle.metadata or bundle.target != "instances":
-        return None
-    median = median_diameter(data)
-    if median is None:
-        return None
-    return None if NATIVE_RANGE[0] <= median <= NATIVE_RANGE[1] else DEFAULT_DIAMETER
-
-
-def make_sample(item: LabelledImage, bundle: ModelBundle, config: TrainConfig) -> Sample:
-    """Normalise, rescale and turn one labelled image into network targets."""
-    pre = bundle.preprocess
-    image = prepare_image(
-        item.image,
-        invert=pre["invert"],
-        low=pre["percentiles"][0],
-        high=pre["percentiles"][1],
-        name=item.name,
-    )
-    if image.ndim != 2:
-        raise ValueError(f"{item.name}: training images must be single 2-D frames")
-    if image.shape != item.labels.shape:
-        raise ValueError(
-            f"{item.name}: image shape {image.shape} differs from labels {item.labels.shape}"
-        )
-    labels, ignore = item.labels, item.ignore
-    factor = 1.0
-    if bundle.target == "instances":
-        factor = checked_pair_scale(item, config.target_diameter)
-    if factor != 1.0:
-        image = rescale_image(image, factor)
-        labels = rescale_labels(labels, factor)
-        ignore = None if ignore is None else rescale_labels(ignore.astype(np.uint8), factor) > 0
-    if bundle.target == "instances":
-        target = classes_to_target(instances_to_classes(labels, config.border_width), ignore)
-        weight = weight_map(labels, config.w0, config.sigma) if config.use_weight_map else None
-    else:
-        target = class_ids_to_target(labels)
-        if ignore is not None:
-            target[ignore] = -1
-        weight = None
-    n_objects = int(len(np.unique(labels)) - 1) if bundle.target == "instances" else 0
-    distance = None
-    if bundle.config.distance_head:
-        if bundle.target != "instances":
-            raise ValueError("a distance head needs an instance model")
-        distance = normalized_distance(labels)
-    labelled = np.flatnonzero(target >= 0)
-    sparse = ignore is not None and 0 < len(labelled) < SPARSE_SHARE * target.size
-    return Sample(
-        image[None].astype(np.float32),
-        target,
-        weight,
-        n_objects,
-        distance,
-        labelled if sparse else None,
-    )
-
-
-def split_validation(
-    data: Sequence[LabelledImage], fraction: float, seed: int
-) -> tuple[list[LabelledImage], list[LabelledImage]]:
-    """Random train/validation split; a single image is used for both (and flagged)."""
-    if len(data) < 2 or fraction <= 0:
-        return list(data), list(data[:1]) if fraction > 0 else []
-    order = np.random.default_rng(seed).permutation(len(data))
-    n_val = min(len(data) - 1, max(1, round(len(data) * fraction)))
-    return [data[i] for i in order[n_val:]], [data[i] for i in order[:n_val]]
-
-
-def _batch(samples, order, geometry, config, rng, margin):
-    """Random crops + augmentation for one batch; returns image, target, weight and
-    distance tensors (distance None unless the samples carry distance maps)."""
-    images, targets, weights, distances = [], [], [], []
-    for index in order:
-        sample = samples[index]
-        maps = sample.weight
-        if sample.distance is not None:
-            weight = np.ones_like(sample.distance) if maps is None else maps
-            maps = np.stack([weight, sample.distance])
-        arrays = [sample.image, sample.target] + ([] if maps is None else [maps])
-        centre = None
-        if sample.labelled is not None:
-            pick = int(sample.labelled[rng.integers(len(sample.labelled))])
-            centre = divmod(pick, sample.target.shape[1])
-        crops = random_crop(arrays, (geometry.input_size,) * 2, rng, centre=centre, margin=margin)
-        maps = crops[2] if len(crops) > 2 else None
-        image, target, maps = augment_sample(crops[0], crops[1], maps, rng, config.augment)
-        inner = slice(margin, margin + geometry.output_size)
-        images.append(image)
-        targets.append(target[inner, inner])
-        if sample.distance is not None:
-            maps, distance = maps[0], maps[1]
-            distances.append(distance[inner, inner])
-        weights.append(
-            np.ones_like(targets[-1], np.float32) if maps is None else maps[inner, inner]
-        )
-    return (
-        torch.from_numpy(np.stack(images)),
-        torch.from_numpy(np.stack(targets)),
-        torch.from_numpy(np.stack(weights)),
-        torch.from_numpy(np.stack(distances)) if distances else None,
-    )
 
 
 def _validate(bundle, val_data, config, should_stop):
