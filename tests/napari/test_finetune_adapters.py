@@ -56,7 +56,16 @@ def test_version_row_shows_before_and_after(tmp_path):
     assert row["images"] == "2 +1 val" and row["objects"] == "12"
     assert row["time"] == "1 min 15 s"
     assert row["held-out"] == "F1 0.40 → 0.80\nSEG 0.30 → 0.60"
-    assert row["base validation"] == ""
+    assert row["base validation"] == "start model has none"
+
+
+def test_version_row_says_why_a_score_is_missing(tmp_path):
+    path = tmp_path / "v1.safetensors"
+    path.write_bytes(b"")
+    meta = {"finetune": {"trained_on": ["a"], "base": "scratch:unet", "metrics": {}}}
+    row = version_row(Version(1, path, meta))
+    assert row["held-out"] == "none held out"
+    assert row["base validation"] == "from scratch"
 
 
 def test_version_row_of_a_class_model_shows_accuracy(tmp_path):

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
+    QDockWidget,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
+    QLabel,
+    QMainWindow,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
 
+from ._notify import show_error, show_info, show_warning
 from .workers import Job, Outcome
 
 if TYPE_CHECKING:
@@ -24,6 +29,11 @@ if TYPE_CHECKING:
     import napari
 
 NONE_TEXT = "(none)"
+#: Most a segloop dock may ask for (px): the widgets scroll inside it instead, so that all
+#: four fit a 1366 x 768 screen.
+MAX_MIN_HEIGHT = 320
+#: Text in the dock titles of segloop widgets (napari appends the plugin name).
+PLUGIN_TITLE = "(napari-segloop)"
 
 
 class LayerCombo(QComboBox):
@@ -135,10 +145,22 @@ class JobWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        self.main_layout = QVBoxLayout(self)
+        self.content = QWidget()
+        self.main_layout = QVBoxLayout(self.content)
+        self.scroll_area = _scroll_area(self.content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll_area)
+        self._tabified = False
         self.main_layout.addLayout(self.form)
         self.main_layout.addLayout(buttons)
         self.main_layout.addWidget(self.progress)
+        self.message_label = QLabel("")
+        self.message_label.setWordWrap(True)
+        self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.message_label.setStyleSheet("color: #ff8c69;")
+        self.message_label.hide()
+        self.main_layout.addWidget(self.message_label)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
 
@@ -164,8 +186,9 @@ class JobWidget(QWidget):
         try:
             job = self.make_job(on_progress=self._on_progress, on_done=self._on_done)
         except UserError as exc:
-            show_error(str(exc))
+            self.report_error(str(exc))
             return None
+        self.show_message("")
         self.job = job
         self._set_running(True)
         self.progress.setValue(0)
@@ -184,10 +207,40 @@ class JobWidget(QWidget):
         super().closeEvent(event)
 
     def event(self, event: QEvent) -> bool:
-        """Closing the dock (napari un-parents the widget) cancels a running job."""
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
-            self.cancel()
+        """Closing the dock (napari un-parents the widget) cancels a running job.
+
+        Docking it beside another segloop widget tabs the two together (see
+        :func:`tabify_with_siblings`), so that opening all four from the Plugins menu keeps
+        the window on the screen.
+        """
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is None:
+                self.cancel()
+            elif not self._tabified:
+                self._tabified = True
+                QTimer.singleShot(0, lambda: tabify_with_siblings(self))
         return super().event(event)
+
+    def minimumSizeHint(self):
+        """The content's width, but at most :data:`MAX_MIN_HEIGHT` tall (it scrolls)."""
+        hint = super().minimumSizeHint()
+        width = (
+            self.content.minimumSizeHint().width()
+            + self.scroll_area.verticalScrollBar().sizeHint().width()
+        )
+        hint.setWidth(max(hint.width(), width))
+        hint.setHeight(min(hint.height(), MAX_MIN_HEIGHT))
+        return hint
+
+    def show_message(self, text: str) -> None:
+        """Show ``text`` (wrapped, selectable) under the progress bar; "" hides it."""
+        self.message_label.setText(text)
+        self.message_label.setVisible(bool(text))
+
+    def report_error(self, text: str) -> None:
+        """An error toast with the whole message, kept under the progress bar too."""
+        self.show_message(text)
+        show_error(text)
 
     def _set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
@@ -206,8 +259,55 @@ class JobWidget(QWidget):
         elif outcome.error is not None:
             self.progress.setFormat("failed")
             if not outcome.crashed:  # napari already reported a crash with its traceback
-                show_error(outcome.error)
+                self.report_error(outcome.error)
         else:
             self.progress.setValue(100)
             self.progress.setFormat("done")
             self.job_done(outcome)
+
+
+def _scroll_area(content: QWidget) -> QScrollArea:
+    """A frameless, vertically scrolling area around ``content``."""
+    area = QScrollArea()
+    area.setWidget(content)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setMinimumHeight(min(content.minimumSizeHint().height(), MAX_MIN_HEIGHT))
+    return area
+
+
+def _dock_of(widget: QWidget) -> QDockWidget | None:
+    parent = widget.parent()
+    while parent is not None and not isinstance(parent, QDockWidget):
+        parent = parent.parent()
+    return parent
+
+
+def tabify_with_siblings(widget: QWidget) -> None:
+    """Tab ``widget``'s dock together with the other segloop docks in the same area.
+
+    napari's Plugins menu docks widgets one under the other; four segloop widgets stacked
+    that way need far more height than a laptop screen has. Tabbed, each gets the whole
+    height of the dock area. A dock the user has floated is left alone.
+    """
+    dock = _dock_of(widget)
+    if dock is None or dock.isFloating() or PLUGIN_TITLE not in dock.windowTitle():
+        return
+    window = dock.parent()
+    if not isinstance(window, QMainWindow):
+        return
+    area = window.dockWidgetArea(dock)
+    siblings = [
+        other
+        for other in window.findChildren(QDockWidget)
+        if other is not dock
+        and PLUGIN_TITLE in other.windowTitle()
+        and not other.isFloating()
+        and window.dockWidgetArea(other) == area
+    ]
+    if not siblings or dock in window.tabifiedDockWidgets(siblings[0]):
+        return
+    siblings.sort(key=lambda other: not other.isVisible())  # a shown one first
+    window.tabifyDockWidget(siblings[0], dock)
+    dock.raise_()

@@ -111,7 +111,7 @@ class PairsPanel(QWidget):
 
     def add_current_pair(self) -> None:
         """Add the pair picked in the two combo boxes (errors are notifications)."""
-        from napari.utils.notifications import show_error
+        from ._notify import show_error
 
         image, labels = self.image_combo.layer(), self.labels_combo.layer()
         if image is None or labels is None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -24,12 +23,15 @@ from qtpy.QtWidgets import (
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
+    QVBoxLayout,
+    QWidget,
 )
 
 from . import adapters, finetune_adapters, train_adapters
 from ._common import JobWidget
 from ._finetune_panels import OptionsPanel, PairsPanel
 from ._loss_plot import LossPlot, validation_point
+from ._notify import show_error, show_info, show_warning
 from ._segment_widget import MODEL_KEY, SegmentWidget, find_segment_widget
 from .legend import layer_class_colors, layer_class_names
 from .train_adapters import TrainOutput, remaining_seconds
@@ -50,6 +52,7 @@ COLUMNS = {
     "base validation": "F1 and SEG on the start model's own validation images "
     "(forgetting would show here): start model → this version",
 }
+VERSIONS_TAB = 2
 STAGE_TEXT = {
     "load model": "checking the model",
     "prepare": "preparing the training images",
@@ -103,14 +106,22 @@ class FinetuneWidget(JobWidget):
         self.refresh_project()
 
     def _add_results_area(self) -> None:
+        """Live plot under the Train button; the version table as the third tab.
+
+        Stacking the versions under the plot made the dock ~800 px tall, more than a
+        1366 x 768 screen has; as a tab it takes no height of its own.
+        """
         self.main_layout.addWidget(self.time_label)
         self.main_layout.addWidget(self.plot)
-        self.main_layout.addWidget(QLabel("Versions (select one to compare or use it)"))
-        self.main_layout.addWidget(self.table)
+        versions = QWidget()
+        layout = QVBoxLayout(versions)
+        layout.addWidget(QLabel("Select a version to see its curve, compare or use it"))
+        layout.addWidget(self.table)
         buttons = QHBoxLayout()
         buttons.addWidget(self.use_button)
         buttons.addWidget(self.resegment_button)
-        self.main_layout.addLayout(buttons)
+        layout.addLayout(buttons)
+        self.tabs.addTab(versions, "3 · Versions")
         self._on_version_selected()
 
     # ------------------------------------------------------------------ corrections
@@ -146,7 +157,7 @@ class FinetuneWidget(JobWidget):
         try:
             corrections = self._snapshot()
         except adapters.UserError as exc:
-            show_error(str(exc))
+            self.report_error(str(exc))
             return None
         folder, sparse = self.pairs.folder(), self.pairs.sparse()
         self.pairs.save_button.setEnabled(False)
@@ -158,7 +169,7 @@ class FinetuneWidget(JobWidget):
         self.pairs.save_button.setEnabled(True)
         if outcome.error is not None:
             if not outcome.crashed:
-                show_error(outcome.error)
+                self.report_error(outcome.error)
             return
         if outcome.cancelled:
             return
@@ -266,6 +277,7 @@ class FinetuneWidget(JobWidget):
         self.progress.setFormat("stopped: best model saved" if result.stopped else "done")
         self.time_label.setText(f"took {_clock(result.seconds)}, {result.steps} steps")
         how = "stopped early; " if result.stopped else ""
+        self.tabs.setCurrentIndex(VERSIONS_TAB)
         show_info(f"Saved v{version.version} ({how}{result.steps} steps): {version.path}")
 
     # ------------------------------------------------------------------ versions

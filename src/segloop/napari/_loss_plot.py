@@ -33,6 +33,8 @@ METRIC_COLOUR = "#ffb74d"
 REDRAW_MS = 500
 #: How often the GUI thread looks for a finished picture while one is coming (ms).
 POLL_MS = 40
+#: Least height of the plot (px); it grows with the dock.
+MIN_HEIGHT = 130
 #: Smallest picture drawn (pixels), also for a widget not laid out yet.
 MIN_SIZE = (240, 140)
 
@@ -80,7 +82,7 @@ class LossPlot(QWidget):
             layout.setContentsMargins(0, 0, 0, 0)
             layout.addWidget(QLabel("(install matplotlib to see the live training plot)"))
             return
-        self.setMinimumHeight(170)
+        self.setMinimumHeight(MIN_HEIGHT)
         self._key = id(self)
         weakref.finalize(self, _RENDERER.forget, self._key)
         self.clear()

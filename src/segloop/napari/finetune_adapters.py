@@ -270,8 +270,14 @@ def version_row(version: Version) -> dict[str, str]:
         "images": f"{images}" + (f" +{n_val} val" if n_val else ""),
         "objects": str(tune.get("n_corrected_objects", "")),
         "time": _duration(tune.get("seconds")),
-        "held-out": _scores(before, after, "corrections"),
-        "base validation": _scores(before, after, "base_validation"),
+        "held-out": _scores(before, after, "corrections")
+        or ("not scored" if n_val else "none held out"),
+        "base validation": _scores(before, after, "base_validation")
+        or (
+            "from scratch"
+            if str(tune.get("base", "")).startswith("scratch")
+            else "start model has none"
+        ),
     }
 
 
