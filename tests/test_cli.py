@@ -316,3 +316,77 @@ def test_train_with_a_distance_head_new_and_from_init(folders, class_folders, tm
     assert _train_classes(class_images, class_masks, bad, "--distance-head") == 1
     assert "--distance-head needs an instance model" in capsys.readouterr().err
     assert not bad.exists()
+
+
+def test_count_in_micrometres_with_provenance(disk_model, tmp_path):
+    from segloop.core.provenance import read_tiff_provenance, side_file
+
+    image, _ = disks_image([(30, 30), (30, 48), (90, 90)], [9, 9, 8])
+    inputs = tmp_path / "in"
+    pixels = (image * 255).clip(0, 255).astype(np.uint8)
+    # an ImageJ TIFF that records 0.5 µm pixels
+    inputs.mkdir()
+    tifffile.imwrite(inputs / "ij.tif", pixels, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"unit": "micron"})  # fmt: skip
+    write_tiff(inputs / "plain.tif", pixels)
+    objects, table = tmp_path / "objects.csv", tmp_path / "counts.csv"
+    argv = ["count", "--model", str(disk_model), "--csv", str(table), "--objects", str(objects)]
+    assert main([*argv, str(inputs / "ij.tif"), str(inputs / "plain.tif")]) == 0
+    rows = list(csv.DictReader(objects.open()))
+    by_image = {r["image"]: r for r in rows}
+    ij, plain = by_image["ij.tif"], by_image["plain.tif"]
+    assert float(ij["area_um2"]) == pytest.approx(float(ij["area"]) * 0.25)
+    assert plain["area_um2"] == "nan"  # no pixel size known for this one
+    for column in ("perimeter", "eccentricity", "solidity", "min_intensity", "max_intensity"):
+        assert column in ij
+    counts = {r["image"]: r for r in csv.DictReader(table.open())}
+    assert (
+        counts["ij.tif"]["pixel_size_um"] == "0.5" and counts["plain.tif"]["pixel_size_um"] == "nan"
+    )
+    record = json.loads(side_file(objects).read_text())["segloop"]
+    assert record["command"] == "segloop count" and record["model"]["file"] == str(disk_model)
+    assert [f["pixel_size_um"] for f in record["files"]] == [[0.5, 0.5], None]
+    # --pixel-size overrides the files; predict's TIFFs carry provenance and resolution
+    out = tmp_path / "out"
+    predict = ["predict", "--model", str(disk_model), "--pixel-size", "0.25", "--out", str(out)]
+    assert main([*predict, str(inputs / "plain.tif")]) == 0
+    found = read_tiff_provenance(out / "plain_labels.tif")
+    assert found["pixel_size_um"] == [0.25, 0.25] and found["source"] == "plain.tif"
+    assert found["settings"]["tile"] is None and "segloop_version" in found
+
+
+def test_diameter_in_micrometres_equals_the_same_diameter_in_pixels(disk_model, tmp_path):
+    image, _ = disks_image([(30, 30), (30, 48), (90, 90)], [9, 9, 8])
+    inputs = tmp_path / "in"
+    write_tiff(inputs / "cells.tif", (image * 255).clip(0, 255).astype(np.uint8))
+    base = ["predict", "--model", str(disk_model), str(inputs / "cells.tif")]
+    assert (
+        main([*base, "--diameter", "9um", "--pixel-size", "0.5", "--out", str(tmp_path / "a")]) == 0
+    )
+    assert main([*base, "--diameter", "18", "--out", str(tmp_path / "b")]) == 0
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "a" / "cells_labels.tif"),
+        read_image(tmp_path / "b" / "cells_labels.tif"),
+    )
+
+
+def test_diameter_in_micrometres_without_a_pixel_size_is_a_clear_error(
+    disk_model, tmp_path, capsys
+):
+    image, _ = disks_image([(30, 30)], [9])
+    write_tiff(tmp_path / "cells.tif", (image * 255).clip(0, 255).astype(np.uint8))
+    argv = [
+        "predict",
+        "--model",
+        str(disk_model),
+        "--diameter",
+        "9um",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main([*argv, str(tmp_path / "cells.tif")]) == 1
+    err = capsys.readouterr().err
+    assert "--pixel-size" in err and "cells.tif" in err and "Traceback" not in err
+    bad = ["predict", "--model", str(disk_model), "--pixel-size", "-1", "--out", "o", "x.tif"]
+    assert main(bad) == 1  # bad option values exit 1, as every other option
+    assert "--pixel-size" in capsys.readouterr().err

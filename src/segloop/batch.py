@@ -7,6 +7,7 @@ single-threaded workers; any other value is a scheduler address.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from .core.counting import count_table, frame_counts, write_csv
 from .core.imageio import read_image, validate_image, write_tiff
 from .core.modelio import ModelBundle, load_model
 from .core.progress import Progress, run_to_end
+from .core.provenance import provenance, tiff_metadata
 from .core.segment import Segmentation, SegmentOptions, segment_iter
+from .core.units import PixelSize, length_in_micrometres, read_pixel_size
 
 
 def label_dtype(labels: np.ndarray) -> np.dtype:
@@ -24,45 +27,122 @@ def label_dtype(labels: np.ndarray) -> np.dtype:
     return np.dtype(np.uint16) if labels.max(initial=0) < 2**16 else np.dtype(np.uint32)
 
 
-def segment_file(bundle: ModelBundle, path: Path, options: SegmentOptions, progress=None):
-    """Read and segment one file; returns (raw image, Segmentation).
+@dataclasses.dataclass
+class FileResult:
+    """One segmented file: its image, the segmentation, pixel size and provenance."""
 
-    Errors about the image (shape, NaN, size, memory) name ``path``.
+    image: np.ndarray
+    segmentation: Segmentation
+    pixel_size: PixelSize | None
+    provenance: dict
+
+
+def file_options(
+    options: SegmentOptions, pixel_size: PixelSize | None, path: Path | str
+) -> SegmentOptions:
+    """``options`` with a diameter given in length units (``"12um"``) turned into pixels.
+
+    Raises
+    ------
+    ValueError
+        If the diameter has a unit and the pixel size of ``path`` is unknown.
+    """
+    diameter = options.diameter
+    if not isinstance(diameter, str) or diameter in ("auto", "native"):
+        return options
+    micrometres = length_in_micrometres(diameter)
+    if micrometres is None:
+        return dataclasses.replace(options, diameter=float(diameter.rstrip("px")))
+    if pixel_size is None:
+        raise ValueError(
+            f"{path}: --diameter {diameter} needs the pixel size, and the file records none; "
+            "give it with --pixel-size (micrometres per pixel)"
+        )
+    pixels = micrometres / float(np.sqrt(pixel_size[0] * pixel_size[1]))
+    return dataclasses.replace(options, diameter=pixels)
+
+
+def segment_file(
+    bundle: ModelBundle,
+    path: Path,
+    options: SegmentOptions,
+    progress=None,
+    pixel_size: PixelSize | None = None,
+) -> FileResult:
+    """Read and segment one file.
+
+    ``pixel_size`` (µm per pixel, y and x) overrides what the file records. Errors about
+    the image (shape, NaN, size, memory) name ``path``.
     """
     image = read_image(path)
     validate_image(image, str(path))
+    size = pixel_size or read_pixel_size(path)
+    options = file_options(options, size, path)
     try:
-        return image, run_to_end(segment_iter(bundle, image, options), progress)
+        result = run_to_end(segment_iter(bundle, image, options), progress)
     except ValueError as exc:
         if str(path) in str(exc):
             raise
         raise ValueError(f"{path}: {exc}") from exc
+    record = provenance(bundle, options, size, source=Path(path).name)
+    record["diameter_used_px"] = [d for d in result.diameters]
+    return FileResult(image, result, size, record)
 
 
-def write_segmentation(result: Segmentation, out_dir: Path, stem: str, probabilities: bool):
+def write_segmentation(
+    result: Segmentation,
+    out_dir: Path,
+    stem: str,
+    probabilities: bool,
+    record: dict | None = None,
+    pixel_size: PixelSize | None = None,
+):
     """Write ``<stem>_labels.tif`` / ``<stem>_classes.tif`` (and probabilities, plus the
-    predicted distance map ``<stem>_distance.tif`` for models with a distance head)."""
-    labels_path = out_dir / f"{stem}_labels.tif"
-    classes_path = out_dir / f"{stem}_classes.tif"
-    write_tiff(labels_path, result.instances.astype(label_dtype(result.instances)))
-    write_tiff(classes_path, result.classes.astype(np.uint8))
-    written = [labels_path, classes_path]
+    predicted distance map ``<stem>_distance.tif`` for models with a distance head).
+
+    Every TIFF carries ``record`` (provenance) and the pixel size when known.
+    """
+    meta = tiff_metadata(record) if record else None
+
+    def write(path: Path, array: np.ndarray) -> Path:
+        write_tiff(path, array, metadata=meta, pixel_size=pixel_size)
+        return path
+
+    written = [
+        write(
+            out_dir / f"{stem}_labels.tif", result.instances.astype(label_dtype(result.instances))
+        ),
+        write(out_dir / f"{stem}_classes.tif", result.classes.astype(np.uint8)),
+    ]
     if probabilities:
-        probs_path = out_dir / f"{stem}_probabilities.tif"
-        write_tiff(probs_path, result.probabilities.astype(np.float32))
-        written.append(probs_path)
+        written.append(
+            write(out_dir / f"{stem}_probabilities.tif", result.probabilities.astype(np.float32))
+        )
         if result.distance is not None:
-            distance_path = out_dir / f"{stem}_distance.tif"
-            write_tiff(distance_path, result.distance.astype(np.float32))
-            written.append(distance_path)
+            written.append(
+                write(out_dir / f"{stem}_distance.tif", result.distance.astype(np.float32))
+            )
     return written
 
 
-def _predict_one(model: str, path: str, out_dir: str, options: SegmentOptions, probs: bool):
+def _write_file_result(done: FileResult, out_dir: Path, stem: str, probabilities: bool):
+    return write_segmentation(
+        done.segmentation, out_dir, stem, probabilities, done.provenance, done.pixel_size
+    )
+
+
+def _predict_one(
+    model: str,
+    path: str,
+    out_dir: str,
+    options: SegmentOptions,
+    probs: bool,
+    pixel_size: PixelSize | None = None,
+):
     """Task run on a dask worker (loads the model there)."""
     bundle = load_model(model)
-    _image, result = segment_file(bundle, Path(path), options)
-    return [str(p) for p in write_segmentation(result, Path(out_dir), Path(path).stem, probs)]
+    done = segment_file(bundle, Path(path), options, pixel_size=pixel_size)
+    return [str(p) for p in _write_file_result(done, Path(out_dir), Path(path).stem, probs)]
 
 
 def local_workers(address: str) -> int | None:
@@ -104,8 +184,12 @@ def predict_files(
     probabilities: bool = False,
     dask: str | None = None,
     progress: Callable[[Progress], None] | None = None,
+    pixel_size: PixelSize | None = None,
 ) -> list[Path]:
-    """Segment every input file and write its TIFFs into ``out_dir``."""
+    """Segment every input file and write its TIFFs into ``out_dir``.
+
+    ``pixel_size`` (µm per pixel) overrides what the files record.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     stems = [p.stem for p in inputs]
     if len(set(stems)) != len(stems):
@@ -122,6 +206,7 @@ def predict_files(
                     str(out_dir),
                     options,
                     probabilities,
+                    pixel_size,
                     pure=False,
                 )
                 for p in inputs
@@ -135,8 +220,8 @@ def predict_files(
     bundle = load_model(model)
     written = []
     for index, path in enumerate(inputs):
-        _image, result = segment_file(bundle, path, options, progress)
-        written += write_segmentation(result, out_dir, path.stem, probabilities)
+        done = segment_file(bundle, path, options, progress, pixel_size)
+        written += _write_file_result(done, out_dir, path.stem, probabilities)
         if progress:
             progress(Progress("files", index + 1, len(inputs), path.name))
     return written
@@ -149,28 +234,89 @@ def count_files(
     options: SegmentOptions,
     objects_csv: Path | None = None,
     progress: Callable[[Progress], None] | None = None,
+    pixel_size: PixelSize | None = None,
 ) -> dict[str, np.ndarray]:
-    """Count objects per image (and per frame of stacks) into a CSV."""
-    from .core.imageio import to_grayscale
+    """Count objects per image (and per frame of stacks) into a CSV.
 
+    The per-object table measures shape and the intensity of every channel of the input;
+    with a known pixel size (``pixel_size`` or the file's metadata) it also holds µm
+    columns. Both CSVs get a ``.json`` side file with their provenance.
+    """
     bundle = load_model(model)
-    counts: dict[str, list] = {"image": [], "frame": [], "count": []}
+    counts: dict[str, list] = {"image": [], "frame": [], "count": [], "pixel_size_um": []}
     objects: list[dict[str, np.ndarray]] = []
+    records = []
     for index, path in enumerate(inputs):
-        image, result = segment_file(bundle, path, options, progress)
-        per_frame = frame_counts(result.instances)
-        counts["image"] += [path.name] * len(per_frame["frame"])
+        done = segment_file(bundle, path, options, progress, pixel_size)
+        records.append(done.provenance)
+        instances = done.segmentation.instances
+        per_frame = frame_counts(instances)
+        n_frames = len(per_frame["frame"])
+        counts["image"] += [path.name] * n_frames
         counts["frame"] += list(per_frame["frame"])
         counts["count"] += list(per_frame["count"])
+        size = done.pixel_size
+        counts["pixel_size_um"] += [
+            float(np.sqrt(size[0] * size[1])) if size else np.nan
+        ] * n_frames
         if objects_csv is not None:
-            table = count_table(result.instances, to_grayscale(image))
+            table = count_table(instances, _intensity_of(done.image, instances), size)
             table = {"image": np.array([path.name] * len(table["label"])), **table}
             objects.append(table)
         if progress:
             progress(Progress("files", index + 1, len(inputs), path.name))
     table = {key: np.asarray(value) for key, value in counts.items()}
-    write_csv(table, csv_path)
+    record = _batch_record(records, "segloop count")
+    write_csv(table, csv_path, provenance=record)
     if objects_csv is not None:
-        merged = {key: np.concatenate([t[key] for t in objects]) for key in objects[0]}
-        write_csv(merged, objects_csv)
+        write_csv(merge_tables(objects), objects_csv, provenance=record)
     return table
+
+
+def _intensity_of(image: np.ndarray, instances: np.ndarray) -> np.ndarray | None:
+    """The image as ``instances.shape`` (+ channels last), for intensity measurements."""
+    from .core.imageio import to_grayscale
+
+    image = np.asarray(image)
+    if image.shape == instances.shape or image.shape[:-1] == instances.shape:
+        return image
+    grey = to_grayscale(image)
+    return grey if grey.shape == instances.shape else None
+
+
+def merge_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Rows of several tables; a column one table lacks is NaN (or "") there."""
+    names = list(dict.fromkeys(name for table in tables for name in table))
+    merged = {}
+    for name in names:
+        parts = []
+        for table in tables:
+            n = len(next(iter(table.values())))
+            if name in table:
+                parts.append(np.asarray(table[name]))
+            else:
+                parts.append(np.full(n, np.nan))
+        kinds = {part.dtype.kind for part in parts}
+        merged[name] = (
+            np.concatenate([p.astype(object) for p in parts])
+            if "U" in kinds and len(kinds) > 1
+            else np.concatenate(parts)
+        )
+    return merged
+
+
+def _batch_record(records: list[dict], command: str) -> dict:
+    """One provenance record for a batch: the shared entries, and each file's own."""
+    if not records:
+        return provenance(command=command)
+    record = {
+        key: value
+        for key, value in records[0].items()
+        if key not in ("source", "pixel_size_um", "diameter_used_px")
+    }
+    record["command"] = command
+    record["files"] = [
+        {key: r.get(key) for key in ("source", "pixel_size_um", "diameter_used_px")}
+        for r in records
+    ]
+    return record

@@ -23,14 +23,18 @@ EXIT_ERROR = 1
 
 def _segment_options(args):
     from .core.segment import SegmentOptions
+    from .core.units import length_in_micrometres
 
     diameter = args.diameter
     if diameter not in (None, "auto", "native"):
         try:
-            diameter = float(diameter)
+            if length_in_micrometres(diameter) is None:
+                diameter = float(str(diameter).removesuffix("px"))
+            # else: a length ("12um"), turned into pixels per file from its pixel size
         except ValueError:
             raise ValueError(
-                f"--diameter must be a number of pixels, 'auto' or 'native', not {diameter!r}"
+                f"--diameter must be a number of pixels, a length such as 12um, 'auto' or "
+                f"'native', not {diameter!r}"
             ) from None
     return SegmentOptions(
         tile=args.tile,
@@ -94,6 +98,7 @@ def cmd_train(args) -> int:
             raise ValueError("--distance-head needs an instance model (--target instances)")
         if not bundle.config.distance_head:
             bundle = with_distance_head(bundle)
+    bundle.metadata["pixel_size_um"] = _training_pixel_size(args.images, args.masks)
     if bundle.target == "classes":
         _store_class_style(bundle, args)
     elif args.class_names or args.class_colors:
@@ -140,6 +145,19 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _training_pixel_size(images: str, masks: str) -> float | None:
+    """Median pixel size (µm) of the training images, if every file records one."""
+    import statistics
+
+    from .core.datasets import pair_files
+    from .core.units import read_pixel_size
+
+    sizes = [read_pixel_size(image) for image, _mask in pair_files(images, masks)]
+    if not sizes or not all(sizes):
+        return None
+    return round(statistics.median((y * x) ** 0.5 for y, x in sizes), 6)
+
+
 def _fine_tune_run(bundle, data, val_data, config, args):
     """``train --init``: the fine-tune service's recipe (split rule, replay, scale rule)."""
     from .core.finetune import adapt_iter, replay_sample, split_corrections
@@ -181,6 +199,7 @@ def cmd_predict(args) -> int:
         probabilities=args.probabilities,
         dask=args.dask,
         progress=ProgressPrinter(),
+        pixel_size=args.pixel_size,
     )
     for path in written:
         print(path)
@@ -200,6 +219,7 @@ def cmd_count(args) -> int:
         _segment_options(args),
         objects_csv=Path(args.objects) if args.objects else None,
         progress=ProgressPrinter(),
+        pixel_size=args.pixel_size,
     )
     print(args.csv)
     return 0
@@ -218,6 +238,7 @@ def cmd_weightmap(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from .batch import file_options
     from .core.datasets import load_pairs
     from .core.evaluation import evaluate_iter
     from .core.modelio import load_model
@@ -225,7 +246,8 @@ def cmd_evaluate(args) -> int:
 
     bundle = load_model(args.model)
     data = load_pairs(args.images, args.masks)
-    report = run_to_end(evaluate_iter(bundle, data, _segment_options(args)), ProgressPrinter())
+    options = file_options(_segment_options(args), args.pixel_size, args.images)
+    report = run_to_end(evaluate_iter(bundle, data, options), ProgressPrinter())
     summary = report.summary()
     if args.json:
         report_json = {"summary": summary, "per_image": report.per_image}
@@ -277,8 +299,16 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
         "--diameter",
         type=checks.diameter("--diameter", ("auto", "native")),
         default=None,
-        help="object diameter in pixels, 'auto' (measure it with a first pass) or 'native' "
-        "(no rescaling); default: the model's choice (`segloop info` shows it)",
+        help="object diameter in pixels, a length (12um, converted with the pixel size), "
+        "'auto' (measure it with a first pass) or 'native' (no rescaling); default: the "
+        "model's choice (`segloop info` shows it)",
+    )
+    parser.add_argument(
+        "--pixel-size",
+        type=checks.pixel_size,
+        default=None,
+        help="micrometres per pixel (0.65, 650nm or y,x); overrides the pixel size read from "
+        "OME-TIFF/ImageJ TIFF/OME-Zarr metadata. Adds µm columns to count tables",
     )
     parser.add_argument(
         "--tta",

@@ -100,14 +100,19 @@ def diameter(option: str, words: tuple[str, ...]) -> Callable[[str], float | str
     choices = " or ".join(repr(w) for w in words)
 
     def parse(text: str) -> float | str:
+        from .core.units import parse_length
+
         if text in words:
             return text
         try:
-            value = float(text)
+            value, unit = parse_length(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"{option} must be a number of pixels, {choices} (got {text!r})"
+                f"{option} must be a number of pixels, a length such as 12um, {choices} "
+                f"(got {text!r})"
             ) from None
+        if unit is not None:
+            return text  # a physical length: converted with each file's pixel size
         if not (math.isfinite(value) and low <= value <= high):
             raise argparse.ArgumentTypeError(
                 f"{option} must be between {low:g} and {high:g} pixels, {choices} (got {text})"
@@ -115,6 +120,16 @@ def diameter(option: str, words: tuple[str, ...]) -> Callable[[str], float | str
         return text  # the commands parse the number themselves (as before)
 
     return parse
+
+
+def pixel_size(text: str) -> tuple[float, float]:
+    """Argparse type of ``--pixel-size``: micrometres per pixel, ``0.65``, ``650nm``, ``y,x``."""
+    from .core.units import parse_pixel_size
+
+    try:
+        return parse_pixel_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--pixel-size: {exc}") from None
 
 
 def device(text: str) -> str:

@@ -67,3 +67,29 @@ def test_write_csv_round_trip(tmp_path: Path) -> None:
         assert next(csv.DictReader(handle))["mean_intensity"] == "nan"
     with pytest.raises(ValueError, match="same length"):
         write_csv({"a": np.arange(2), "b": np.arange(3)}, path)
+
+
+def test_shape_measurements_of_a_rectangle() -> None:
+    labels = np.zeros((30, 40), np.int32)
+    labels[5:15, 5:25] = 1  # 10 x 20 rectangle
+    table = count_table(labels)
+    assert table["solidity"][0] == pytest.approx(1.0)
+    assert 0.8 < table["eccentricity"][0] < 0.9  # sqrt(1 - (10/20)^2) = 0.866
+    assert table["perimeter"][0] == pytest.approx(2 * (9 + 19), rel=0.05)
+
+
+def test_intensity_per_channel_and_in_micrometres() -> None:
+    labels = np.zeros((20, 20), np.int32)
+    labels[2:6, 2:8] = 1
+    image = np.zeros((20, 20, 3))
+    image[..., 0], image[..., 1], image[..., 2] = 1.0, 2.0, 3.0
+    image[2, 2, 2] = 9.0
+    table = count_table(labels, image, pixel_size=(0.5, 0.25))
+    assert table["mean_intensity"][0] == 1.0  # the first channel
+    assert table["mean_intensity_ch1"][0] == 2.0
+    assert table["max_intensity_ch2"][0] == 9.0 and table["min_intensity_ch2"][0] == 3.0
+    assert table["area_um2"][0] == pytest.approx(24 * 0.125)
+    assert table["centroid_y_um"][0] == pytest.approx(3.5 * 0.5)
+    assert table["centroid_x_um"][0] == pytest.approx(4.5 * 0.25)
+    assert table["equivalent_diameter_um"][0] == pytest.approx(2 * np.sqrt(3.0 / np.pi))
+    assert "area_um2" not in count_table(labels)

@@ -26,7 +26,9 @@ def run(qtbot, widget, method: str | None = None) -> None:
 
 
 def table_column(widget: CountWidget, header: str) -> list:
-    col = list(widget.table.horizontalHeaderItem(c).text() for c in range(6)).index(header)
+    col = list(
+        widget.table.horizontalHeaderItem(c).text() for c in range(widget.table.columnCount())
+    ).index(header)
     return [widget.table.item(row, col).data(0) for row in range(widget.table.rowCount())]
 
 
@@ -145,3 +147,62 @@ def test_no_labels_layer_is_an_error(count, notes):
     viewer, widget = count
     assert widget.run() is None
     assert any("No labels layer" in message for message in errors(notes))
+
+
+def test_counted_layer_gets_features_and_micrometre_columns(count, qtbot):
+    viewer, widget = count
+    labels = disks(THREE_DISKS)
+    viewer.add_labels(labels, name="cells", scale=(0.5, 0.5))
+    run(qtbot, widget, "as_is")
+    layer = viewer.layers["cells"]
+    features = layer.features
+    assert list(features["index"]) == [1, 2, 3]
+    assert {"area", "area_um2", "perimeter", "solidity", "eccentricity"} <= set(features)
+    np.testing.assert_allclose(features["area_um2"], features["area"] * 0.25)
+    areas = dict(zip(table_column(widget, "label"), table_column(widget, "area µm²"), strict=True))
+    assert areas[1] == pytest.approx(float(features["area_um2"][0]), abs=0.01)
+    assert "pixel 0.5 µm" in widget.summary.text()
+    # without a pixel size the µm columns are hidden
+    viewer.add_labels(labels, name="no scale")
+    widget.source_combo.set_layer(viewer.layers["no scale"])
+    run(qtbot, widget, "as_is")
+    area_column = [
+        widget.table.horizontalHeaderItem(c).text() for c in range(widget.table.columnCount())
+    ].index("area µm²")
+    assert widget.table.isColumnHidden(area_column)
+    assert "area_um2" not in viewer.layers["no scale"].features
+
+
+def test_stack_counts_over_time_plot_and_exports(count, qtbot, tmp_path):
+    from PIL import Image
+
+    viewer, widget = count
+    stack = np.stack([disks(THREE_DISKS), disks(THREE_DISKS[:2]), disks(THREE_DISKS[:1])])
+    viewer.add_labels(stack, name="movie")
+    run(qtbot, widget, "as_is")
+    assert not widget.plot.isHidden()
+    assert list(widget.plot.counts) == [3, 2, 1]
+    png = widget.export_plot(tmp_path / "plot")
+    assert png == tmp_path / "plot.png"
+    picture = np.asarray(Image.open(png).convert("RGB"))
+    assert picture.shape[:2] == (600, 1200)
+    assert (np.abs(picture.astype(int) - (0x4F, 0xC3, 0xF7)).sum(axis=2) < 60).sum() > 200  # line
+    per_frame = widget.export_frame_counts(tmp_path / "per_frame.csv")
+    with open(per_frame, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["frame"], r["count"]) for r in rows] == [("0", "3"), ("1", "2"), ("2", "1")]
+    assert (tmp_path / "per_frame.csv.json").exists()
+    # label 1 exists in every frame: the features follow the current frame
+    layer = viewer.layers["movie"]
+    viewer.dims.set_current_step(0, 0)
+    assert list(layer.features["frame"]) == [0, 0, 0]
+    viewer.dims.set_current_step(0, 2)
+    assert list(layer.features["frame"]) == [2] and widget.plot.current == 2
+
+
+def test_two_d_layer_has_no_counts_plot(count, qtbot, notes):
+    viewer, widget = count
+    viewer.add_labels(disks(THREE_DISKS), name="cells")
+    run(qtbot, widget, "as_is")
+    assert widget.plot.isHidden() and widget.export_plot() is None
+    assert any("2-D + t" in message for _, message in notes)

@@ -93,3 +93,33 @@ def test_open_sample_in_viewer(make_napari_viewer):
         "nuclei fluorescence masks",
     ]
     assert int(viewer.layers["nuclei fluorescence masks"].data.max()) == 57
+
+
+def test_reader_puts_the_pixel_size_in_scale_and_units(make_napari_viewer, tmp_path):
+    path = tmp_path / "nuclei.tif"
+    tifffile.imwrite(path, np.zeros((3, 16, 20), np.uint8), imagej=True, resolution=(4.0, 4.0),
+                     metadata={"unit": "micron", "axes": "TYX"})  # fmt: skip
+    [(data, meta, kind)] = napari_get_reader(str(path))(str(path))
+    assert meta["scale"] == (1.0, 0.25, 0.25)
+    assert meta["units"] == ("pixel", "micrometer", "micrometer")
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(path), plugin="napari-segloop")
+    from segloop.napari.adapters import layer_pixel_size
+
+    assert layer_pixel_size(layer) == (0.25, 0.25)
+
+
+def test_writer_records_provenance_and_pixel_size(make_napari_viewer, tmp_path):
+    from segloop.core.provenance import read_tiff_provenance
+    from segloop.core.units import read_pixel_size
+    from segloop.napari.adapters import PROVENANCE_KEY
+
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(disks(THREE_DISKS), name="cells", scale=(0.5, 0.5))
+    layer.metadata[PROVENANCE_KEY] = {"model": {"name": "nuclei"}, "settings": {"tile": 256}}
+    path = tmp_path / "cells_labels.tif"
+    layer.save(str(path), plugin="napari-segloop")
+    record = read_tiff_provenance(path)
+    assert record["model"] == {"name": "nuclei"} and record["settings"] == {"tile": 256}
+    assert record["pixel_size_um"] == [0.5, 0.5]
+    assert read_pixel_size(path) == (0.5, 0.5)

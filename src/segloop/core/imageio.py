@@ -258,7 +258,13 @@ def read_folder_as_stack(folder: str | Path) -> np.ndarray:
     return np.stack(frames)
 
 
-def write_tiff(path: str | Path, array: np.ndarray, compression: str | None = "zlib") -> None:
+def write_tiff(
+    path: str | Path,
+    array: np.ndarray,
+    compression: str | None = "zlib",
+    metadata: dict | None = None,
+    pixel_size: tuple[float, float] | None = None,
+) -> None:
     """Write ``array`` as a TIFF atomically (temp file + ``os.replace``), creating folders.
 
     Parameters
@@ -269,12 +275,25 @@ def write_tiff(path: str | Path, array: np.ndarray, compression: str | None = "z
         Data to write, stored as given.
     compression : str or None, optional
         tifffile compression (``"zlib"``, ``"lzw"``, ``None``...).
+    metadata : dict, optional
+        JSON-ready entries stored in the ``ImageDescription`` beside tifffile's shape
+        (segloop writes its provenance here).
+    pixel_size : (float, float), optional
+        Micrometres per pixel (y, x), stored as resolution tags in centimetres, which
+        tifffile, Fiji and segloop read back.
     """
     array = np.asarray(array)
     # stacks (T, H, W) and class probabilities (C, H, W) are pages of grey values, not RGB
     photometric = "rgb" if _has_channels(array.shape) else "minisblack"
+    options: dict = {"compression": compression, "photometric": photometric}
+    if metadata:
+        options["metadata"] = dict(metadata)
+    if pixel_size is not None:
+        options.update(
+            resolution=(1e4 / pixel_size[1], 1e4 / pixel_size[0]), resolutionunit="CENTIMETER"
+        )
     with atomic_output(path, suffix=".tif") as tmp:
-        tifffile.imwrite(tmp, array, compression=compression, photometric=photometric)
+        tifffile.imwrite(tmp, array, **options)
 
 
 def _has_channels(shape: tuple[int, ...], channel_axis: int = -1) -> bool:

@@ -33,6 +33,11 @@ METADATA_KEYS: dict[str, tuple[str, str]] = {
     "diameter": ("float", "median object diameter (px) as the network saw it"),
     "native_diameter": ("float", "median object diameter (px) of the training images"),
     "rescaled": ("bool", "training images were rescaled to `diameter`"),
+    "pixel_size_um": (
+        "float | null",
+        "median pixel size (µm) of the training images as read, before any rescaling; "
+        "null when their files record none",
+    ),
     "class_names": ("list[str]", "names of class ids 1..K (class models)"),
     "class_colors": ("list[str]", "#rrggbb colours of class ids 1..K (class models)"),
     "replay": ("str", "folder under segloop/data/replay with the images this model replays"),

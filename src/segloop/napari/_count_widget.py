@@ -8,23 +8,26 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
     QFileDialog,
+    QHBoxLayout,
     QHeaderView,
     QLabel,
     QPushButton,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
+    QWidget,
 )
 
-from . import adapters
+from . import adapters, count_adapters
 from ._common import JobWidget, LayerCombo, same_layer
-from .workers import Job, Outcome, instances_job
+from ._count_plot import CountsPlot
+from ._notify import show_info, show_warning
+from .workers import Job, Outcome, count_job, instances_job
 
 if TYPE_CHECKING:
     import napari
@@ -34,10 +37,16 @@ COLUMNS = {
     "label": ("label", None, "Label value in the counted layer"),
     "frame": ("frame", None, "Frame index (stacks)"),
     "area": ("area", None, "Area in pixels"),
+    "area µm²": ("area_um2", 2, "Area in square micrometres (shown when the pixel size is known)"),
+    "diam. µm": ("equivalent_diameter_um", 2, "Diameter of the disk of the same area (µm)"),
     "y": ("centroid_y", 1, "Centroid row (pixels)"),
     "x": ("centroid_x", 1, "Centroid column (pixels)"),
     "intensity": ("mean_intensity", 2, "Mean intensity of the picked image inside the object"),
+    "solidity": ("solidity", 2, "Area / convex hull area (1 = convex)"),
+    "eccentricity": ("eccentricity", 2, "Of the fitted ellipse: 0 = circle, towards 1 = elongated"),
 }
+#: Columns shown only when the pixel size is known.
+MICRON_HEADERS = ("area µm²", "diam. µm")
 RECOUNT_DELAY_MS = 300
 
 
@@ -83,21 +92,49 @@ class CountWidget(JobWidget):
             self.table.horizontalHeaderItem(col).setToolTip(tip)
         self.export_button = QPushButton("Export CSV…")
         self.export_button.setEnabled(False)
-        for widget in (self.summary, self.frames_table, self.table, self.export_button):
+        self.export_button.setToolTip(
+            "Every measurement of every object (pixels, and µm when the pixel size is "
+            "known), with a .json side file saying how the labels were made"
+        )
+        self.plot = CountsPlot()
+        self.plot.hide()
+        self.plot_png_button = QPushButton("Plot as PNG…")
+        self.plot_csv_button = QPushButton("Counts per frame as CSV…")
+        plot_buttons = QHBoxLayout()
+        plot_buttons.addWidget(self.plot_png_button)
+        plot_buttons.addWidget(self.plot_csv_button)
+        self.plot_buttons = QWidget()
+        self.plot_buttons.setLayout(plot_buttons)
+        plot_buttons.setContentsMargins(0, 0, 0, 0)
+        self.plot_buttons.hide()
+        for widget in (self.summary, self.plot, self.plot_buttons, self.frames_table):
+            self.main_layout.addWidget(widget)
+        for widget in (self.table, self.export_button):
             self.main_layout.addWidget(widget)
         self.method_combo.currentIndexChanged.connect(self._update_method)
         self.table.cellClicked.connect(self.select_row)
         self.export_button.clicked.connect(lambda: self.export_csv())
+        self.plot_png_button.clicked.connect(lambda: self.export_plot())
+        self.plot_csv_button.clicked.connect(lambda: self.export_frame_counts())
+        napari_viewer.dims.events.current_step.connect(self._on_step)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(RECOUNT_DELAY_MS)
         self._timer.timeout.connect(self.recount)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
         self.counted: Labels | None = None
-        self.counts: adapters.Counts | None = None
+        self.counts: count_adapters.Counts | None = None
         self._intensity: Image | None = None
         self._request: tuple[Labels, str] | None = None
+        self._count_job: Job | None = None
+        self._recount_again = False
+        self._features_frame: int | None = None
         self._update_method()
+
+    @property
+    def running(self) -> bool:
+        """True while instances are made or objects are measured."""
+        return self.job is not None or self._count_job is not None
 
     # ------------------------------------------------------------------ run
 
@@ -157,38 +194,93 @@ class CountWidget(JobWidget):
         if same_layer(event.value, self._intensity):
             self._intensity = None
 
-    def recount(self) -> None:
-        """Measure the counted layer again and refresh the tables."""
+    def recount(self) -> Job | None:
+        """Measure the counted layer again (in a worker thread), then refresh the tables.
+
+        A recount asked for while one runs is done once that one ends.
+        """
         self._timer.stop()
         if self.counted is None:
-            return
+            return None
+        if self._count_job is not None:
+            self._recount_again = True
+            return None
         try:
             labels = adapters.labels_data(self.counted)
         except adapters.UserError as exc:
             show_warning(f"Cannot count: {exc}")
-            return
+            return None
         try:
             intensity = adapters.intensity_for(labels.shape, self._intensity)
         except adapters.UserError as exc:
             show_warning(f"Counting without intensities: {exc}")
             self._intensity, intensity = None, None
-        self.counts = adapters.count(labels, intensity)
-        self._fill_tables(self.counts, stack=labels.ndim == 3)
+        pixel_size = adapters.layer_pixel_size(self._intensity, self.counted)
+        layer = self.counted
+        self._count_job = count_job(
+            labels, intensity, pixel_size, on_done=lambda outcome: self._counted(outcome, layer)
+        )
+        return self._count_job.start()
 
-    def _fill_tables(self, counts: adapters.Counts, stack: bool) -> None:
+    def _counted(self, outcome: Outcome, layer: Labels) -> None:
+        self._count_job = None
+        if outcome.error is not None and not outcome.crashed:
+            show_warning(f"Cannot count: {outcome.error}")
+        elif outcome.ok and same_layer(layer, self.counted):
+            counts: count_adapters.Counts = outcome.value
+            counts.source_record = layer.metadata.get(adapters.PROVENANCE_KEY)
+            self.counts = counts
+            self._fill_tables(counts, stack=layer.ndim == 3)
+            self._set_features(force=True)
+        if self._recount_again:
+            self._recount_again = False
+            self.recount()
+
+    def _set_features(self, force: bool = False) -> None:
+        """Give the counted layer its table as ``features`` (tooltips, other plugins)."""
+        layer, counts = self.counted, self.counts
+        if layer is None or counts is None:
+            return
+        frame = None
+        if layer.ndim == 3 and counts.labels_repeat_across_frames:
+            frame = adapters.current_frame(self.viewer, layer)
+        if not force and frame == self._features_frame:
+            return
+        self._features_frame = frame
+        layer.features = counts.features(frame)
+
+    def _on_step(self, *_args) -> None:
+        layer = self.counted
+        if layer is None or layer.ndim != 3:
+            return
+        self.plot.set_current(adapters.current_frame(self.viewer, layer))
+        self._set_features()
+
+    def _fill_tables(self, counts: count_adapters.Counts, stack: bool) -> None:
         table = self.table
         table.setSortingEnabled(False)
         table.setUpdatesEnabled(False)
         table.setRowCount(counts.total)
+        missing = np.full(counts.total, np.nan)
+        columns = [(counts.table.get(key, missing), dec) for key, dec, _ in COLUMNS.values()]
         for row in range(counts.total):
-            for col, (key, decimals, _) in enumerate(COLUMNS.values()):
-                table.setItem(row, col, _item(counts.table[key][row], decimals))
+            for col, (values, decimals) in enumerate(columns):
+                table.setItem(row, col, _item(values[row], decimals))
             key = (int(counts.table["frame"][row]), int(counts.table["label"][row]))
             table.item(row, 0).setData(Qt.ItemDataRole.UserRole, key)
         table.setUpdatesEnabled(True)
         table.setSortingEnabled(True)
         table.setColumnHidden(list(COLUMNS).index("frame"), not stack)
+        for header in MICRON_HEADERS:
+            table.setColumnHidden(list(COLUMNS).index(header), counts.pixel_size is None)
         frames = counts.frames
+        self.plot.setVisible(stack)
+        self.plot_buttons.setVisible(stack)
+        if stack:
+            self.plot.set_counts(
+                frames["frame"], frames["count"], f"objects per frame: {self.counted.name}"
+            )
+            self.plot.set_current(adapters.current_frame(self.viewer, self.counted))
         self.frames_table.setVisible(stack)
         self.frames_table.setRowCount(len(frames["frame"]))
         for row, (frame, number) in enumerate(zip(frames["frame"], frames["count"], strict=True)):
@@ -201,6 +293,8 @@ class CountWidget(JobWidget):
             text += f" (mean {mean:.1f} per frame)"
         else:
             text = f"{counts.total} objects in '{name}'"
+        if counts.pixel_size is not None:
+            text += f"; pixel {_size_text(counts.pixel_size)} µm"
         self.summary.setText(text)
         self.export_button.setEnabled(True)
 
@@ -246,14 +340,53 @@ class CountWidget(JobWidget):
             if not path:
                 return None
         try:
-            written = adapters.write_counts(self.counts, path, source=self.counted.name)
+            written = count_adapters.write_counts(self.counts, path, source=self.counted.name)
         except adapters.UserError as exc:
-            from napari.utils.notifications import show_error
-
-            show_error(str(exc))
+            self.report_error(str(exc))
             return None
         show_info(f"Wrote {self.counts.total} objects to {written}")
         return written
+
+    def export_plot(self, path: str | Path | None = None) -> Path | None:
+        """Save the counts-over-time plot as PNG (asks for a file when ``path`` is None)."""
+        if self.counts is None or self.counted is None or self.counted.ndim != 3:
+            show_warning("No counts over time yet: count a 2-D + t stack first.")
+            return None
+        if path is None:
+            default = f"{self.counted.name.replace(' ', '_')}_counts.png"
+            path, _ = QFileDialog.getSaveFileName(self, "Save plot", default, "PNG (*.png)")
+            if not path:
+                return None
+        try:
+            written = self.plot.save_png(path)
+        except OSError as exc:
+            self.report_error(str(exc))
+            return None
+        show_info(f"Wrote {written}")
+        return written
+
+    def export_frame_counts(self, path: str | Path | None = None) -> Path | None:
+        """Write the objects-per-frame table as CSV (asks for a file when ``path`` is None)."""
+        if self.counts is None or self.counted is None:
+            show_warning("Nothing to export yet: press Run first.")
+            return None
+        if path is None:
+            default = f"{self.counted.name.replace(' ', '_')}_per_frame.csv"
+            path, _ = QFileDialog.getSaveFileName(self, "Counts per frame", default, "CSV (*.csv)")
+            if not path:
+                return None
+        try:
+            written = count_adapters.write_frame_counts(self.counts, path, source=self.counted.name)
+        except adapters.UserError as exc:
+            self.report_error(str(exc))
+            return None
+        show_info(f"Wrote counts of {len(self.counts.frames['frame'])} frames to {written}")
+        return written
+
+
+def _size_text(size: tuple[float, float]) -> str:
+    y, x = size
+    return f"{x:.3g}" if math.isclose(y, x, rel_tol=1e-3) else f"{y:.3g} x {x:.3g}"
 
 
 def _camera(viewer: napari.Viewer):

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from segloop.core.imageio import IMAGE_SUFFIXES, image_axes, list_images
+from segloop.core.units import read_pixel_size
 
 from . import adapters
 
@@ -49,12 +50,26 @@ def _layer(path: Path) -> LayerData:
     data = adapters.read_path(path)
     name = path.name if path.is_dir() else path.stem
     if _looks_like_labels(name, data):
-        return data, {"name": name}, "labels"
+        return data, {"name": name, **_physical(path, data.ndim)}, "labels"
     try:
         rgb = image_axes(data).endswith("C")
     except ValueError:
         rgb = False
-    return data, {"name": name, "rgb": rgb}, "image"
+    ndim = data.ndim - (1 if rgb else 0)
+    return data, {"name": name, "rgb": rgb, **_physical(path, ndim)}, "image"
+
+
+def _physical(path: Path, ndim: int) -> dict[str, Any]:
+    """``scale`` and ``units`` (µm on y and x) from the pixel size the file records."""
+    source = path if path.is_file() else next(iter(list_images([path])), None)
+    size = read_pixel_size(source) if source is not None else None
+    if size is None or ndim < 2:
+        return {}
+    lead = ndim - 2
+    return {
+        "scale": (1.0,) * lead + tuple(size),
+        "units": ("pixel",) * lead + ("micrometer", "micrometer"),
+    }
 
 
 def _looks_like_labels(name: str, data: np.ndarray) -> bool:

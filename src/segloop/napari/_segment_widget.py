@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari.layers import Image
-from napari.utils.notifications import show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -23,6 +22,7 @@ from qtpy.QtWidgets import (
 
 from . import adapters, edits
 from ._common import JobWidget, LayerCombo
+from ._notify import show_info
 from ._result_layers import (  # noqa: F401 - the styles are part of this module's API
     DISTANCE_STYLE,
     FOREGROUND_STYLE,
@@ -45,6 +45,7 @@ SIZE_TYPED = "diameter (px)"
 TTA_MODES = {"model default": None, "on (8x slower)": True, "off": False}
 #: Key of ``layer.metadata`` naming the model (name or path) that produced a result layer.
 MODEL_KEY = "segloop_model"
+PROVENANCE_KEY = adapters.PROVENANCE_KEY
 
 _WIDGETS: weakref.WeakSet[SegmentWidget] = weakref.WeakSet()
 
@@ -260,6 +261,10 @@ class SegmentWidget(JobWidget):
             unknown_threshold=self.unknown_spin.value(),
         )
         self._target = (layer, frame, self.model_ref())
+        self._settings = {
+            key: getattr(request, key)
+            for key in ("device", "tile", "min_size", "diameter", "tta", "unknown_threshold")
+        }
         return segment_job(request, **callbacks)
 
     @property
@@ -271,7 +276,9 @@ class SegmentWidget(JobWidget):
         result: adapters.SegmentOutput = outcome.value
         seg = result.segmentation
         layer, frame, model = self._target
-        self.device_label.setText(f"{seg.device}; {_diameter_text(seg.diameters)}")
+        self.device_label.setText(
+            f"{seg.device}; {_diameter_text(seg.diameters, seg.scale_factors)}"
+        )
         steps = [
             functools.partial(self._show_output, output, result, layer, frame, model)
             for output in result.layers
@@ -300,12 +307,32 @@ class SegmentWidget(JobWidget):
         out = adapters.upsert_layer(self.viewer, name, data, kind, like=layer, **style)
         if kind == "labels":
             out.metadata[MODEL_KEY] = model
+            out.metadata[PROVENANCE_KEY] = self._provenance(result, layer, frame, model)
             written = result.digests.get(suffix, {})
             if frame is not None:
                 written = {frame: written[edits.WHOLE]} if edits.WHOLE in written else {}
             edits.record_written(out, written, replace=frame is None)
         if suffix == "classes" and result.legend:
             apply_legend(out, result.legend)
+
+    def _provenance(
+        self, result: adapters.SegmentOutput, layer: Image, frame: int | None, model: str
+    ) -> dict:
+        """How this result was made (stored in the labels layer's metadata)."""
+        from segloop.core.provenance import provenance
+
+        seg = result.segmentation
+        record = provenance(
+            {"name": model},
+            getattr(self, "_settings", {}),
+            adapters.layer_pixel_size(layer),
+            source=layer.name,
+            device=seg.device,
+            diameter_used_px=list(seg.diameters),
+        )
+        if frame is not None:
+            record["frame"] = frame
+        return record
 
     def _layers_done(self) -> None:
         self._set_running(False)
@@ -342,9 +369,15 @@ class SegmentWidget(JobWidget):
         return candidate
 
 
-def _diameter_text(diameters: list) -> str:
-    """'object diameter 18 px' (median over frames) or 'native scale'."""
-    used = [d for d in diameters if d]
+def _diameter_text(diameters: list, factors: list[float] | None = None) -> str:
+    """'object diameter 18 px' (median over frames) or 'native scale'.
+
+    A frame run without rescaling (factor 1) is at native scale, whatever diameter the
+    model stores.
+    """
+    factors = factors or [None] * len(diameters)
+    rescaled = [d for d, f in zip(diameters, factors, strict=True) if f != 1.0]
+    used = [d for d in rescaled if d]
     if not used:
         return "native scale"
     return f"object diameter {sorted(used)[len(used) // 2]:.0f} px"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segloop.core import counting, imageio, instances
+from segloop.core import imageio, instances
 from segloop.core.progress import Progress, StopCheck, check_stop
 from segloop.core.uncertainty import entropy_uncertainty
 from segloop.core.weightmap import weight_map
@@ -141,7 +141,35 @@ def intensity_for(labels_shape: tuple[int, ...], layer: Image | None) -> np.ndar
             f"Image '{layer.name}' has shape {shape} but the labels have shape "
             f"{tuple(labels_shape)}; pick an image of the same size."
         )
-    return imageio.to_grayscale(data, channel_axis=-1 if layer.rgb else None)
+    if layer.rgb:  # one set of intensity columns per colour channel
+        return np.asarray(data)
+    return imageio.to_grayscale(data, channel_axis=None)
+
+
+def layer_pixel_size(*layers: Layer | None) -> tuple[float, float] | None:
+    """Micrometres per pixel (y, x) of the first layer that knows it, else None.
+
+    A layer knows it when its last two axes have length units (``layer.units``, e.g.
+    micrometre, as segloop's reader sets from the file), or, with napari's default
+    ``pixel`` units, when its ``scale`` is not 1 (readers commonly put µm there).
+    """
+    from segloop.core.units import checked_pixel_size, unit_to_micrometres
+
+    for layer in layers:
+        if layer is None:
+            continue
+        scale = [float(v) for v in layer.scale[-2:]]
+        units = [str(u) for u in (getattr(layer, "units", None) or ())][-2:]
+        factors = [unit_to_micrometres(u) for u in units] if len(units) == 2 else [None, None]
+        if all(factors):
+            size = checked_pixel_size((scale[0] * factors[0], scale[1] * factors[1]))
+        elif scale != [1.0, 1.0]:
+            size = checked_pixel_size((scale[0], scale[1]))
+        else:
+            size = None
+        if size is not None:
+            return size
+    return None
 
 
 def upsert_layer(
@@ -384,38 +412,8 @@ def instances_run(
     return np.stack(out) if stacked else out[0]
 
 
-@dataclass
-class Counts:
-    """Per-object measurements and per-frame counts of an instance labels array."""
-
-    table: dict[str, np.ndarray]
-    frames: dict[str, np.ndarray]
-
-    @property
-    def total(self) -> int:
-        return int(len(self.table["label"]))
-
-
-def count(labels: np.ndarray, intensity: np.ndarray | None = None) -> Counts:
-    """Measure every object (see :func:`segloop.core.counting.count_table`)."""
-    try:
-        table = counting.count_table(labels, intensity)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    return Counts(table, counting.frame_counts(labels))
-
-
-def write_counts(counts: Counts, path: str | os.PathLike, source: str = "") -> Path:
-    """Write the per-object table to ``path`` as CSV (a ``source`` column first if given)."""
-    path = Path(path)
-    if path.suffix.lower() != ".csv":
-        path = path.with_name(path.name + ".csv")
-    extra = {"source": source} if source else None
-    try:
-        counting.write_csv(counts.table, path, extra_columns=extra)
-    except OSError as exc:
-        raise UserError(f"Cannot write {path}: {exc}") from None
-    return path
+#: Layer metadata key of the provenance record of a segmentation result.
+PROVENANCE_KEY = "segloop_provenance"
 
 
 # --------------------------------------------------------------------------- files
@@ -432,8 +430,17 @@ def read_path(path: str | os.PathLike) -> np.ndarray:
         raise UserError(str(exc)) from None
 
 
-def write_labels_tiff(path: str | os.PathLike, data: np.ndarray) -> Path:
-    """Write label data as a zlib-compressed TIFF in the smallest unsigned dtype that fits."""
+def write_labels_tiff(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    record: dict | None = None,
+    pixel_size: tuple[float, float] | None = None,
+) -> Path:
+    """Write label data as a zlib-compressed TIFF in the smallest unsigned dtype that fits.
+
+    ``record`` (provenance) goes into the TIFF description, ``pixel_size`` (µm) into its
+    resolution tags.
+    """
     data = np.asarray(data)
     if data.dtype == bool:
         data = data.astype(np.uint8)
@@ -444,5 +451,9 @@ def write_labels_tiff(path: str | os.PathLike, data: np.ndarray) -> Path:
     path = Path(path)
     if path.suffix.lower() not in (".tif", ".tiff"):
         path = path.with_name(path.name + ".tif")
-    imageio.write_tiff(path, data)
+    from segloop.core.provenance import provenance, tiff_metadata
+
+    record = dict(record or provenance(command="napari writer"))
+    record["pixel_size_um"] = list(pixel_size) if pixel_size else record.get("pixel_size_um")
+    imageio.write_tiff(path, data, metadata=tiff_metadata(record), pixel_size=pixel_size)
     return path

@@ -21,7 +21,7 @@ from napari.qt.threading import GeneratorWorker, thread_worker
 
 from segloop.core.progress import Cancelled, Progress, RunControl
 
-from . import adapters, finetune_adapters, train_adapters
+from . import adapters, count_adapters, finetune_adapters, train_adapters
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +262,18 @@ def _train(request, control, should_stop=None):
     yield Progress("load model", 0, 1, "starting torch")
     preload_for_training()
     return (yield from train_adapters.train_run(request, control))
+
+
+def count_job(
+    labels: np.ndarray,
+    intensity: np.ndarray | None,
+    pixel_size: tuple[float, float] | None,
+    **callbacks: Any,
+) -> Job:
+    """Job measuring every object of ``labels`` (copied: the user may keep painting)."""
+    labels = np.array(labels, copy=True)
+    intensity = None if intensity is None else np.array(intensity, copy=True)
+    return Job(count_adapters.count_run, labels, intensity, pixel_size, **callbacks)
 
 
 def save_job(folder: Any, corrections: list, sparse: bool, **callbacks: Any) -> Job:
