@@ -459,6 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_finetune import add_commands  # project, finetune
 
     add_commands(sub)
+    # export --format bioimageio (issue #22): parser and command in bioimageio_export
+    from .bioimageio_export import add_export_command
+
+    add_export_command(sub)
     return parser
 
 

@@ -24,6 +24,7 @@ from .classes import ClassEntry, class_legend
 from .imageio import atomic_output
 from .metadata import FORMAT, HeaderError, read_model_header
 from .models import ModelConfig, build_network
+from .package import PackageError, is_package, package_header, package_model
 
 MODEL_SUFFIX = ".safetensors"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -215,7 +216,8 @@ def shipped_models() -> dict[str, Path]:
 
 
 def resolve_model_path(ref: str | os.PathLike) -> Path:
-    """A model reference is an existing file path or the name of a shipped model."""
+    """A model reference is an existing file path (a ``.safetensors`` model or a
+    bioimage.io ``.zip`` package made by ``segloop export``) or a shipped model's name."""
     path = Path(ref).expanduser()
     if path.is_file():
         return path
@@ -285,8 +287,11 @@ def read_header(ref: str | os.PathLike) -> tuple[ModelConfig, dict[str, Any], Pa
     """Config and metadata of a model file without loading its weights."""
     path = resolve_model_path(ref)
     try:
-        config_dict, metadata = read_model_header(path)
-    except HeaderError as exc:
+        if is_package(path):
+            config_dict, metadata = package_header(path)
+        else:
+            config_dict, metadata = read_model_header(path)
+    except (HeaderError, PackageError) as exc:
         raise ModelFileError(str(exc)) from exc
     try:
         config = ModelConfig.from_dict(config_dict)
@@ -301,7 +306,12 @@ def load_model(ref: str | os.PathLike, device: str | torch.device = "cpu") -> Mo
 
     config, metadata, path = read_header(ref)
     try:
-        tensors = load_file(str(path), device="cpu")
+        if is_package(path):  # the segloop model file inside the package
+            from safetensors.torch import load as load_bytes
+
+            tensors = load_bytes(package_model(path)[1])
+        else:
+            tensors = load_file(str(path), device="cpu")
     except Exception as exc:
         raise ModelFileError(f"{path}: weights cannot be read ({exc})") from exc
     try:
