@@ -5,7 +5,7 @@ Usage::
     python scripts/demo_napari.py [fluorescence|histology]
 
 The widgets are the ones of *Plugins > segloop*: Segment, Weight map,
-Instances & counting and Fine-tune (tabbed on the right). Press Run in Segment to start;
+Count and Fine-tune (tabbed on the right). Press Run in Segment to start;
 correct the labels and retrain in Fine-tune (see docs/napari.md, "Correct and retrain").
 """
 
@@ -15,7 +15,7 @@ import sys
 
 import napari
 
-WIDGETS = ("Segment", "Weight map", "Instances & counting", "Fine-tune")
+WIDGETS = ("Segment", "Weight map", "Count", "Fine-tune")
 
 
 def open_demo(sample: str = "fluorescence", show: bool = True) -> napari.Viewer:

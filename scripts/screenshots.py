@@ -4,6 +4,11 @@ Run under a display, e.g. headless::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots.py [--model MODEL]
         [--only segment weightmap count finetune classes]
+    xvfb-run -a -s "-screen 0 1366x768x24" python scripts/screenshots.py --only window \
+        --window 1366x768
+
+The ``window`` shots open the four widgets one by one, as the Plugins menu does, in a
+window of ``--window`` size, and show the Count and Fine-tune tabs.
 
 It opens napari, loads the shipped DSB2018 fluorescence sample, docks each segloop widget in
 turn, runs it and saves a screenshot of the whole window. For ``finetune.png`` the sample is
@@ -148,7 +153,7 @@ def weightmap_step(viewer: napari.Viewer) -> None:
 
 
 def count_step(viewer: napari.Viewer) -> None:
-    widget = dock(viewer, "Instances & counting")
+    widget = dock(viewer, "Count")
     widget.source_combo.set_layer(viewer.layers[f"{IMAGE} instances"])
     widget.intensity_combo.set_layer(viewer.layers[IMAGE])
     widget.method_combo.setCurrentIndex(widget.method_combo.findData("as_is"))
@@ -261,14 +266,66 @@ def classes_step(viewer: napari.Viewer, epochs: int = 60) -> None:
     shoot(viewer, "classes.png")
 
 
-STEPS = ("segment", "weightmap", "count", "finetune", "classes")
+def window_step(viewer: napari.Viewer, model: str, size: tuple[int, int]) -> None:
+    """The four widgets opened one by one from the Plugins menu, in a window of ``size``.
+
+    They tab together; Segment and Count are run, and the Count tab and the Fine-tune
+    tab are shot (``window_<w>x<h>_count.png``, ``window_<w>x<h>_finetune.png``).
+    """
+    from qtpy.QtWidgets import QDockWidget
+
+    from segloop.napari.adapters import shipped_model_names
+
+    for other in list(viewer.window.dock_widgets):
+        viewer.window.remove_dock_widget(viewer.window.dock_widgets[other])
+    viewer.window.resize(*size)
+    widgets = {}
+    for name in ("Segment", "Weight map", "Count", "Fine-tune"):
+        _, widgets[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+        settle(0.2)
+    segment, count = widgets["Segment"], widgets["Count"]
+    if model in shipped_model_names():
+        segment.model_combo.setCurrentIndex(segment.model_combo.findData(model))
+    else:
+        segment.add_model_file(model)
+    segment.min_size_spin.setValue(MIN_SIZE)
+    segment.run()
+    wait_until(lambda: not segment.running)
+    count.source_combo.set_layer(viewer.layers[f"{IMAGE} instances"])
+    count.intensity_combo.set_layer(viewer.layers[IMAGE])
+    count.method_combo.setCurrentIndex(count.method_combo.findData("as_is"))
+    count.run()
+    wait_until(lambda: not count.running)
+    show_only(viewer, IMAGE, f"{IMAGE} instances")
+    viewer.reset_view()
+    docks = {d.windowTitle(): d for d in viewer.window._qt_window.findChildren(QDockWidget)}
+    width, height = size
+    for name, suffix in (("Count", "count"), ("Fine-tune", "finetune")):
+        docks[f"{name} ({PLUGIN})"].raise_()
+        settle(0.5)
+        window = viewer.window._qt_window
+        inner = widgets[name]
+        print(
+            f"{suffix}: window {window.width()} x {window.height()} (asked {width} x {height}); "
+            f"dock content needs {inner.content.minimumSizeHint().width()} px, "
+            f"has {inner.scroll_area.viewport().width()} px"
+        )
+        shoot(viewer, f"window_{width}x{height}_{suffix}.png")
+
+
+STEPS = ("segment", "weightmap", "count", "finetune", "classes", "window")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="shipped model name or model file")
     parser.add_argument("--train-seconds", type=float, default=120.0)
-    parser.add_argument("--only", nargs="+", choices=STEPS, default=STEPS, help="shots to take")
+    parser.add_argument("--only", nargs="+", choices=STEPS, default=STEPS[:-1], help="shots")
+    parser.add_argument(
+        "--window",
+        default="1366x768",
+        help="window size of the 'window' shots (run under a screen of that size)",
+    )
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     model = pick_model(args.model, args.train_seconds)
@@ -286,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
         finetune_step(viewer, model)
     if "classes" in args.only:
         classes_step(viewer)
+    if "window" in args.only:
+        width, height = (int(v) for v in args.window.lower().split("x"))
+        window_step(viewer, model, (width, height))
     viewer.close()
     return 0
 

@@ -69,7 +69,7 @@ def wait_idle(qtbot, widget, timeout: int = 20_000) -> None:
 WIDGETS = {
     "SegmentWidget": "Segment",
     "WeightMapWidget": "Weight map",
-    "CountWidget": "Instances & counting",
+    "CountWidget": "Count",
     "FinetuneWidget": "Fine-tune",
 }
 

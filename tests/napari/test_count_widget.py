@@ -1,4 +1,4 @@
-"""Instances & counting widget: instance methods, table, navigation, export, live recount."""
+"""Count widget: instance methods, table, navigation, export, live recount."""
 
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ def test_manifest_is_valid_and_complete():
     assert {w.display_name for w in contributions.widgets} == {
         "Segment",
         "Weight map",
-        "Instances & counting",
+        "Count",
         "Fine-tune",
     }
     assert contributions.readers[0].accepts_directories
@@ -74,7 +74,7 @@ def test_widgets_open_through_napari(make_napari_viewer):
 
     viewer = make_napari_viewer()
     expected = {"Segment": SegmentWidget, "Weight map": WeightMapWidget}
-    expected["Instances & counting"] = CountWidget
+    expected["Count"] = CountWidget
     expected["Fine-tune"] = FinetuneWidget
     for name, widget_class in expected.items():
         _, widget = viewer.window.add_plugin_dock_widget("napari-segloop", name)

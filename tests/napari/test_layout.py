@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from qtpy.QtWidgets import QApplication
 
-from segloop.napari._common import PLUGIN_TITLE
+from segloop.napari._common import PLUGIN_TITLE, JobWidget
 
 from .conftest import WIDGETS
 
@@ -47,6 +47,15 @@ def test_the_four_widgets_open_from_the_menu_are_tabbed_and_fit_the_screen(
     window.resize(1366, SCREEN_HEIGHT)
     QApplication.processEvents()
     assert window.height() <= SCREEN_HEIGHT
+    # every tab, once raised, is as wide as its controls need (nothing cut on the right)
+    for dock in docks:
+        dock.raise_()
+        qtbot.wait(50)
+        widget = dock.widget().findChild(JobWidget) or dock.widget()
+        needed = widget.content.minimumSizeHint().width()
+        qtbot.waitUntil(
+            lambda w=widget, n=needed: w.scroll_area.viewport().width() >= n, timeout=3000
+        )
 
 
 def test_a_floated_widget_is_not_pulled_back_into_the_tabs(make_napari_viewer, qtbot):

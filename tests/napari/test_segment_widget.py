@@ -245,7 +245,7 @@ def test_trained_model_finds_and_counts_three_disks(dock, qtbot, disk_model, not
     wait_idle(qtbot, widget, timeout=60_000)
     instances = viewer.layers["cells instances"].data
     assert instances.max() == 3
-    _, counter = viewer.window.add_plugin_dock_widget("napari-segloop", "Instances & counting")
+    _, counter = viewer.window.add_plugin_dock_widget("napari-segloop", "Count")
     counter.source_combo.set_layer(viewer.layers["cells instances"])
     counter.method_combo.setCurrentIndex(counter.method_combo.findData("as_is"))
     counter.run()

@@ -152,6 +152,7 @@ class JobWidget(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(self.scroll_area)
         self._tabified = False
+        self.content.installEventFilter(self)  # its layout changes: fit the width again
         self.main_layout.addLayout(self.form)
         self.main_layout.addLayout(buttons)
         self.main_layout.addWidget(self.progress)
@@ -221,6 +222,27 @@ class JobWidget(QWidget):
                 QTimer.singleShot(0, lambda: tabify_with_siblings(self))
         return super().event(event)
 
+    def showEvent(self, event) -> None:
+        """Keep the dock at least as wide as the controls (the area scrolls up and down).
+
+        Pages of tab widgets get their style, hence their width, only once shown, so the
+        width is checked again once the event loop has laid them out.
+        """
+        super().showEvent(event)
+        self.fit_width()
+        QTimer.singleShot(0, self.fit_width)
+
+    def eventFilter(self, watched, event) -> bool:
+        """Refit the width whenever the content's layout is recomputed."""
+        if watched is self.content and event.type() == QEvent.Type.LayoutRequest:
+            QTimer.singleShot(0, self.fit_width)
+        return super().eventFilter(watched, event)
+
+    def fit_width(self) -> None:
+        """Make the scroll area as wide as the content needs (plus a vertical scroll bar)."""
+        bar = self.scroll_area.verticalScrollBar().sizeHint().width()
+        self.scroll_area.setMinimumWidth(self.content.minimumSizeHint().width() + bar)
+
     def minimumSizeHint(self):
         """The content's width, but at most :data:`MAX_MIN_HEIGHT` tall (it scrolls)."""
         hint = super().minimumSizeHint()
@@ -272,7 +294,7 @@ def _scroll_area(content: QWidget) -> QScrollArea:
     area.setWidget(content)
     area.setWidgetResizable(True)
     area.setFrameShape(QFrame.Shape.NoFrame)
-    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
     area.setMinimumHeight(min(content.minimumSizeHint().height(), MAX_MIN_HEIGHT))
     return area
 

@@ -1,4 +1,4 @@
-"""Instances & counting dock widget: make instance labels, list and count the objects."""
+"""Count dock widget: make instance labels, list and count the objects."""
 
 from __future__ import annotations
 

@@ -198,7 +198,10 @@ class OptionsPanel(QWidget):
         self.budget_combo = _combo({"minutes": "minutes", "epochs": "epochs"})
         self.budget_spin = _double(0.1, 10_000, DEFAULTS.minutes, 0.5, 1)
         self.lr_spin = _double(1e-6, 1.0, DEFAULTS.learning_rate, 1e-4, 5)
-        self.augment_check = QCheckBox("flips, rotations, elastic, intensity")
+        self.augment_check = QCheckBox("on")
+        self.augment_check.setToolTip(
+            "Random flips, rotations, elastic deformation, intensity and noise"
+        )
         self.augment_check.setChecked(True)
         self.weight_check = QCheckBox("U-Net weight map")
         self.weight_check.setChecked(True)
@@ -235,13 +238,13 @@ class OptionsPanel(QWidget):
         form.addRow("train for", budget)
         form.addRow("learning rate", self.lr_spin)
         form.addRow("augmentation", self.augment_check)
-        weights = QHBoxLayout()
-        weights.addWidget(self.weight_check)
+        form.addRow("loss", self.weight_check)
+        weights = QHBoxLayout()  # a row of its own: beside the check box it was 520 px wide
         weights.addWidget(QLabel("w0"))
         weights.addWidget(self.w0_spin)
         weights.addWidget(QLabel("σ"))
         weights.addWidget(self.sigma_spin)
-        form.addRow("loss", weights)
+        form.addRow("", weights)
         sizes = QHBoxLayout()
         sizes.addWidget(self.crop_spin)
         sizes.addWidget(QLabel("batch"))
