@@ -45,6 +45,9 @@ def test_run_adds_then_updates_three_layers(segment, qtbot, notes):
     assert widget.device_label.text().endswith("native scale")  # this model has no diameter
     assert widget.progress.value() == 100 and widget.run_button.isEnabled()
     assert not errors(notes)
+    record = instances.metadata["segloop_provenance"]  # how the labels were made
+    assert record["model"]["name"].endswith("tiny.safetensors") and record["source"] == "cells"
+    assert record["pixel_size_um"] == [2.0, 2.0] and record["settings"]["device"] == "auto"
 
     before = [id(layer) for layer in viewer.layers]
     widget.run()
@@ -355,3 +358,11 @@ def test_distance_head_model_adds_a_hidden_distance_layer(dock, qtbot, model_pat
     distance = viewer.layers["cells distance"]
     assert distance.data.shape == (96, 96) and distance.data.dtype == np.float32
     assert not distance.visible and 0.0 <= distance.data.min() <= distance.data.max() <= 1.0
+
+
+def test_used_line_says_native_scale_when_nothing_was_rescaled():
+    from segloop.napari._segment_widget import _diameter_text
+
+    assert _diameter_text([18.0, 18.0], [1.0, 1.0]) == "native scale"  # the model's size
+    assert _diameter_text([36.0, 30.0, 40.0], [0.5, 0.6, 0.45]) == "object diameter 36 px"
+    assert _diameter_text([None], [1.0]) == "native scale"
