@@ -172,8 +172,28 @@ def _client(address: str):
 
     if workers is not None:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
-        return Client(cluster)
+        client = Client(cluster)
+        client._segloop_cluster = cluster  # closed with the client (see close_client)
+        return client
     return Client(address)
+
+
+@dataclasses.dataclass
+class ChunkOptions:
+    """How inputs larger than ``chunk`` (or Zarr ones) are segmented and written."""
+
+    chunk: int = 2048
+    halo: int | None = None
+    out_format: str = "tiff"
+    level: int = 0
+
+
+def close_client(client) -> None:
+    """Close a dask client, and the LocalCluster :func:`_client` started for it."""
+    cluster = getattr(client, "_segloop_cluster", None)
+    client.close()
+    if cluster is not None:
+        cluster.close()
 
 
 def predict_files(
@@ -185,38 +205,82 @@ def predict_files(
     dask: str | None = None,
     progress: Callable[[Progress], None] | None = None,
     pixel_size: PixelSize | None = None,
+    chunking: ChunkOptions | None = None,
 ) -> list[Path]:
-    """Segment every input file and write its TIFFs into ``out_dir``.
+    """Segment every input file and write its outputs into ``out_dir``.
 
-    ``pixel_size`` (µm per pixel) overrides what the files record.
+    ``pixel_size`` (µm per pixel) overrides what the files record. Inputs whose frames are
+    larger than ``chunking.chunk`` on a side, Zarr / OME-Zarr inputs and every input when
+    ``chunking.out_format`` is ``"zarr"`` go window by window through
+    :func:`segloop.batch_chunked.predict_chunked` (on the dask cluster's workers when
+    ``dask`` is given); the others are read whole (one dask task per file).
     """
+    from .batch_chunked import predict_chunked, wants_chunked
+
+    chunking = chunking or ChunkOptions()
     out_dir.mkdir(parents=True, exist_ok=True)
     stems = [p.stem for p in inputs]
     if len(set(stems)) != len(stems):
         raise ValueError("two inputs share a file name stem; their outputs would collide")
-    if dask:
+    chunked = [p for p in inputs if wants_chunked(p, chunking.chunk, chunking.out_format)]
+    whole = [p for p in inputs if p not in chunked]
+    if chunked and probabilities:
+        names = ", ".join(p.name for p in chunked)
+        raise ValueError(
+            f"--probabilities is only written for images read whole, not for {names} "
+            "(larger than --chunk or Zarr): raise --chunk or leave --probabilities out"
+        )
+    written: list[Path] = []
+    client = _client(dask) if dask else None
+    try:
+        if whole:
+            written += _predict_whole(
+                model, whole, out_dir, options, probabilities, client, progress, pixel_size
+            )
+        for path in chunked:
+            paths, _ = predict_chunked(
+                model,
+                path,
+                out_dir,
+                options,
+                chunking.out_format,
+                chunking.chunk,
+                chunking.halo,
+                pixel_size,
+                client,
+                progress,
+                chunking.level,
+            )
+            written += paths
+    finally:
+        if client is not None:
+            close_client(client)
+    return written
+
+
+def _predict_whole(model, inputs, out_dir, options, probabilities, client, progress, pixel_size):
+    if client is not None:
         from distributed import as_completed
 
-        with _client(dask) as client:
-            futures = [
-                client.submit(
-                    _predict_one,
-                    str(model),
-                    str(p),
-                    str(out_dir),
-                    options,
-                    probabilities,
-                    pixel_size,
-                    pure=False,
-                )
-                for p in inputs
-            ]
-            written = []
-            for done, future in enumerate(as_completed(futures), start=1):
-                written += [Path(p) for p in future.result()]
-                if progress:
-                    progress(Progress("files", done, len(futures)))
-            return written
+        futures = [
+            client.submit(
+                _predict_one,
+                str(model),
+                str(p),
+                str(out_dir),
+                options,
+                probabilities,
+                pixel_size,
+                pure=False,
+            )
+            for p in inputs
+        ]
+        written = []
+        for done, future in enumerate(as_completed(futures), start=1):
+            written += [Path(p) for p in future.result()]
+            if progress:
+                progress(Progress("files", done, len(futures)))
+        return written
     bundle = load_model(model)
     written = []
     for index, path in enumerate(inputs):

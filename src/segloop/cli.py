@@ -182,15 +182,19 @@ def _store_class_style(bundle, args) -> None:
 
 
 def _inputs(paths: Sequence[str]) -> list[Path]:
+    from .bigimage import is_zarr_path
     from .core.imageio import list_images
 
-    return list_images(list(paths))
+    zarrs = [Path(p) for p in paths if is_zarr_path(p)]
+    others = [p for p in paths if not is_zarr_path(p)]
+    return (list_images(others) if others else []) + zarrs
 
 
 def cmd_predict(args) -> int:
-    from .batch import predict_files
+    from .batch import ChunkOptions, predict_files
 
     checks.check_output_folder(args.out, "--out")
+    chunking = ChunkOptions(args.chunk, args.halo, args.out_format, args.level)
     written = predict_files(
         args.model,
         _inputs(args.inputs),
@@ -200,6 +204,7 @@ def cmd_predict(args) -> int:
         dask=args.dask,
         progress=ProgressPrinter(),
         pixel_size=args.pixel_size,
+        chunking=chunking,
     )
     for path in written:
         print(path)
@@ -427,7 +432,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="dask.distributed scheduler address, or local:N for N local workers",
     )
-    predict.add_argument("inputs", nargs="+", help="image files or folders")
+    predict.add_argument(
+        "--out-format",
+        choices=("tiff", "zarr"),
+        default="tiff",
+        help="tiff (default; tiled BigTIFF for chunked inputs) or zarr (OME-Zarr, written "
+        "chunk by chunk; a labels group inside an OME-Zarr input)",
+    )
+    predict.add_argument(
+        "--chunk",
+        type=checks.integer("--chunk", 256, 65536),
+        default=2048,
+        help="images larger than this on a side (and Zarr ones) are segmented in chunks "
+        "of this side, with bounded memory, and stitched (default 2048)",
+    )
+    predict.add_argument(
+        "--halo",
+        type=checks.integer("--halo", 0, 4096),
+        default=None,
+        help="overlap around each chunk in pixels (default: 2x the model's object "
+        "diameter, at least 64); objects up to this size are stitched exactly",
+    )
+    predict.add_argument(
+        "--level",
+        type=checks.integer("--level", 0, 64),
+        default=0,
+        help="resolution level of a multiscale OME-Zarr input (default 0, full resolution)",
+    )
+    predict.add_argument("inputs", nargs="+", help="image files, folders or .zarr")
     predict.set_defaults(func=cmd_predict)
 
     count = sub.add_parser("count", help="count objects per image/frame into a CSV")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .device import compute_settings
-from .imageio import image_axes, prepare_image
+from .imageio import image_axes, prepare_image, to_grayscale, validate_image
 from .instances import connected_components, instances_from_probabilities, refine_outlines
 from .memory import FLOAT32, check_fits, frame_bytes
 from .modelio import ModelBundle
@@ -47,6 +47,11 @@ class SegmentOptions:
     split_large: float | None = None
     unknown_threshold: float = 0.0
     tta: bool | None = None
+    #: Raw intensities mapped to 0 and 1 instead of each image's own percentiles, and
+    #: whether to invert (bright background). Chunked segmentation sets both from a
+    #: sample of the whole image, so that every chunk is normalised alike.
+    intensity_range: tuple[float, float] | None = None
+    invert_frames: bool | None = None
 
 
 @dataclass
@@ -231,6 +236,17 @@ def check_segmentation_fits(bundle: ModelBundle, image: np.ndarray, is_stack: bo
     )
 
 
+def normalize_fixed(
+    image: np.ndarray, intensity_range: tuple[float, float], invert: bool
+) -> np.ndarray:
+    """``(x - low) / (high - low)`` with a given range (not clipped), optionally inverted."""
+    validate_image(image)
+    low, high = (float(v) for v in intensity_range)
+    span = high - low if high - low > 1e-6 else 1.0
+    gray = (to_grayscale(image) - np.float32(low)) / np.float32(span)
+    return (1.0 - gray if invert else gray).astype(np.float32, copy=False)
+
+
 def segment_iter(
     bundle: ModelBundle,
     image: np.ndarray,
@@ -248,7 +264,10 @@ def segment_iter(
     low, high = pre["percentiles"]
     is_stack = image_axes(image).startswith("T")
     check_segmentation_fits(bundle, image, is_stack)
-    frames = prepare_image(image, invert=pre["invert"], low=low, high=high)
+    if options.intensity_range is not None:
+        frames = normalize_fixed(image, options.intensity_range, bool(options.invert_frames))
+    else:
+        frames = prepare_image(image, invert=pre["invert"], low=low, high=high)
     if not is_stack:
         frames = frames[None]
     results = []
