@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.measure import label as sk_label
-from skimage.segmentation import relabel_sequential, watershed
+from skimage.segmentation import watershed
 
 
 def _check_2d(array: np.ndarray, name: str) -> np.ndarray:
@@ -48,14 +48,19 @@ def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
         int32 labels, relabelled sequentially 1..N.
     """
     labels = np.asarray(labels)
-    if labels.size and labels.max() > 0 and min_size > 1:
-        areas = np.bincount(labels.ravel())
-        small = areas < min_size
-        small[0] = False
-        if small.any():
-            labels = np.where(small[labels], 0, labels)
-    relabelled, _, _ = relabel_sequential(labels.astype(np.int32, copy=False))
-    return relabelled.astype(np.int32, copy=False)
+    if not np.issubdtype(labels.dtype, np.integer):
+        labels = labels.astype(np.int64)
+    if not labels.size or labels.max() <= 0:
+        return np.zeros(labels.shape, np.int32)
+    if labels.min() < 0:
+        raise ValueError("labels must be non-negative")
+    # one bincount instead of np.unique / relabel_sequential: O(pixels), no sort
+    areas = np.bincount(labels.ravel())
+    keep = areas >= max(min_size, 1)
+    keep[0] = False
+    table = np.zeros(len(areas), np.int32)
+    table[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return table[labels]
 
 
 def object_peaks(labels: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -71,8 +76,10 @@ def object_peaks(labels: np.ndarray, values: np.ndarray) -> np.ndarray:
     n_objects = int(labels.max(initial=0))
     if n_objects == 0:
         return np.zeros(0, np.float32)
-    index = np.arange(1, n_objects + 1)
-    return np.asarray(ndi.maximum(values, labels, index), dtype=np.float32)
+    # np.maximum.at instead of ndimage.maximum, which sorts every pixel (1.4 s on 4.7 Mpx)
+    peaks = np.full(n_objects + 1, -np.inf, dtype=np.float64)
+    np.maximum.at(peaks, labels.ravel(), np.asarray(values, dtype=np.float64).ravel())
+    return peaks[1:].astype(np.float32)
 
 
 def drop_weak_objects(labels: np.ndarray, values: np.ndarray, min_peak: float) -> np.ndarray:
