@@ -159,3 +159,32 @@ def test_two_worker_local_cluster_gives_the_same_labels(disk_model, big_image, t
     there = read_image(tmp_path / "dask" / "slide_labels.tif")
     pairs = np.unique(np.stack([here.ravel(), there.ravel()]), axis=1)
     assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+def test_count_of_a_chunked_image_equals_the_whole_image(disk_model, big_image, tmp_path):
+    import csv
+
+    path, truth = big_image
+    base = ["count", "--model", str(disk_model), "--diameter", "native", "--pixel-size", "0.5"]
+    whole = [*base, "--csv", str(tmp_path / "w.csv"), "--objects", str(tmp_path / "wo.csv")]
+    chunks = [
+        *base,
+        "--chunk",
+        "256",
+        "--csv",
+        str(tmp_path / "c.csv"),
+        "--objects",
+        str(tmp_path / "co.csv"),
+    ]
+    assert main([*whole, str(path)]) == 0
+    assert main([*chunks, str(path)]) == 0
+    count = next(csv.DictReader((tmp_path / "c.csv").open()))["count"]
+    assert int(count) == len(np.unique(truth)) - 1
+    assert count == next(csv.DictReader((tmp_path / "w.csv").open()))["count"]
+    rows = list(csv.DictReader((tmp_path / "co.csv").open()))
+    assert len(rows) == int(count) and len({r["label"] for r in rows}) == len(rows)
+    areas = sorted(float(r["area_um2"]) for r in rows)
+    whole_areas = sorted(float(r["area_um2"]) for r in csv.DictReader((tmp_path / "wo.csv").open()))
+    np.testing.assert_allclose(areas, whole_areas, rtol=0.05)
+    assert (tmp_path / "co.csv.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".segloop-count-")]

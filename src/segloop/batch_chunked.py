@@ -170,6 +170,40 @@ def _write_classes(results, plan: ChunkPlan, classes, classes_out):
         yield cell, labels
 
 
+# --------------------------------------------------------------------------- overlap
+
+
+def threaded_windows(bundle: ModelBundle, lazy: LazyImage, in_flight: int = 2):
+    """``windows_for`` computing up to ``in_flight`` windows at once in threads.
+
+    While one window is in post-processing (mostly one core), the next one's network
+    pass uses the other; results are still consumed in raster order, so the stitched
+    labels are the same as one window at a time.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(fp: FramePlan, frame: int, cell):
+        core = fp.plan.core(*cell)
+        window = fp.plan.window(core)
+        labels, classes = run_to_end(
+            _window_segmentation(bundle, lazy.window(window, frame), fp.options)
+        )
+        return labels, _core_of(window, core, classes).copy()
+
+    def windows_for(fp: FramePlan, frame: int):
+        cells = list(fp.plan.cells())
+        with ThreadPoolExecutor(max_workers=in_flight) as pool:
+            futures = {}
+            for index, cell in enumerate(cells):
+                for ahead in range(index, min(index + in_flight, len(cells))):
+                    if ahead not in futures:
+                        futures[ahead] = pool.submit(one, fp, frame, cells[ahead])
+                labels, classes = futures.pop(index).result()
+                yield cell, labels, classes
+
+    return windows_for
+
+
 # --------------------------------------------------------------------------- dask
 
 
@@ -226,8 +260,12 @@ def dask_windows(client, model: str, lazy: LazyImage, in_flight: int | None = No
 # --------------------------------------------------------------------------- files
 
 
+#: Stacks with more pixels than this are streamed frame by frame (memory stays bounded).
+STREAM_STACK_PIXELS = 64 * 2**20
+
+
 def wants_chunked(path: Path, chunk: int, out_format: str) -> bool:
-    """Chunked path for Zarr input or output, and for frames larger than ``chunk``."""
+    """Chunked path for Zarr input or output, frames larger than ``chunk`` and long stacks."""
     if out_format == "zarr" or is_zarr_path(path):
         return True
     if path.suffix.lower() not in (".tif", ".tiff"):
@@ -237,7 +275,7 @@ def wants_chunked(path: Path, chunk: int, out_format: str) -> bool:
     with tifffile.TiffFile(path) as tif:
         shape = tif.series[0].shape
     spatial = shape[:2] if len(shape) == 2 or shape[-1] in (3, 4) else shape[-2:]
-    return max(spatial) > chunk
+    return max(spatial) > chunk or int(np.prod(shape)) > STREAM_STACK_PIXELS
 
 
 def predict_chunked(
@@ -252,8 +290,13 @@ def predict_chunked(
     client=None,
     progress=None,
     level: int = 0,
+    overlap: bool = True,
 ) -> tuple[list[Path], list[dict]]:
-    """Segment one large input chunk by chunk; returns (written paths, frame summaries)."""
+    """Segment one large input chunk by chunk; returns (written paths, frame summaries).
+
+    ``overlap`` computes two windows at once in threads (see :func:`threaded_windows`);
+    with ``client``, windows are dask tasks instead.
+    """
     bundle = load_model(model)
     lazy = open_lazy(path, level)
     size = pixel_size or lazy.pixel_size
@@ -263,7 +306,11 @@ def predict_chunked(
     labels_path, classes_path = _targets(lazy, out_dir, stem, out_format)
     labels = ZarrLabels(labels_path, shape, size, record)
     classes = ZarrLabels(classes_path, shape, size, record, dtype=np.uint8)
-    windows_for = dask_windows(client, str(model), lazy) if client is not None else None
+    windows_for = None
+    if client is not None:
+        windows_for = dask_windows(client, str(model), lazy)
+    elif overlap:
+        windows_for = threaded_windows(bundle, lazy)
     try:
         summaries = run_to_end(
             segment_lazy_iter(
@@ -294,7 +341,10 @@ def predict_chunked(
 
 
 def _targets(lazy: LazyImage, out_dir: Path, stem: str, out_format: str) -> tuple[Path, Path]:
-    """Zarr folders for labels and classes (temporary ones when the output is TIFF)."""
+    """Zarr folders for labels and classes (temporary ones when the output is TIFF, and
+    for ``"scratch"``: kept, in ``out_dir``, for counting)."""
+    if out_format == "scratch":
+        return out_dir / f"{stem}_labels.zarr", out_dir / f"{stem}_classes.zarr"
     if out_format == "tiff":
         return out_dir / f".{stem}_labels.tmp.zarr", out_dir / f".{stem}_classes.tmp.zarr"
     labels = labels_target(lazy, out_dir, stem)

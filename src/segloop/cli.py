@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import cli_checks as checks
+from .cli_options import add_chunk_options as _add_chunk_options
+from .cli_options import add_segment_options as _add_segment_options
 from .cli_progress import ProgressPrinter
 from .core.recipe import DEFAULTS
 
@@ -217,6 +219,8 @@ def cmd_count(args) -> int:
     checks.check_output_file(args.csv, "--csv")
     if args.objects:
         checks.check_output_file(args.objects, "--objects")
+    from .batch import ChunkOptions
+
     count_files(
         args.model,
         _inputs(args.inputs),
@@ -225,6 +229,7 @@ def cmd_count(args) -> int:
         objects_csv=Path(args.objects) if args.objects else None,
         progress=ProgressPrinter(),
         pixel_size=args.pixel_size,
+        chunking=ChunkOptions(args.chunk, args.halo, "tiff", args.level),
     )
     print(args.csv)
     return 0
@@ -281,59 +286,6 @@ def cmd_info(args) -> int:
         json.dumps({"path": str(path), "config": config.to_dict(), "metadata": metadata}, indent=2)
     )
     return 0
-
-
-def _add_segment_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="shipped model name or model file path")
-    parser.add_argument(
-        "--tile",
-        type=checks.integer("--tile", *checks.TILE_RANGE),
-        default=None,
-        help="output tile side in pixels (16-4096)",
-    )
-    parser.add_argument(
-        "--batch",
-        type=checks.integer("--batch", *checks.BATCH_RANGE),
-        default=4,
-        help="tiles per forward pass",
-    )
-    parser.add_argument(
-        "--device", type=checks.device, default="auto", help="auto, cpu, cuda or mps"
-    )
-    parser.add_argument(
-        "--diameter",
-        type=checks.diameter("--diameter", ("auto", "native")),
-        default=None,
-        help="object diameter in pixels, a length (12um, converted with the pixel size), "
-        "'auto' (measure it with a first pass) or 'native' (no rescaling); default: the "
-        "model's choice (`segloop info` shows it)",
-    )
-    parser.add_argument(
-        "--pixel-size",
-        type=checks.pixel_size,
-        default=None,
-        help="micrometres per pixel (0.65, 650nm or y,x); overrides the pixel size read from "
-        "OME-TIFF/ImageJ TIFF/OME-Zarr metadata. Adds µm columns to count tables",
-    )
-    parser.add_argument(
-        "--tta",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="test-time augmentation: average the 8 flips/rotations (8x slower); "
-        "default: the model's choice",
-    )
-    parser.add_argument(
-        "--min-size",
-        type=checks.integer("--min-size", 0, 10**9),
-        default=None,
-        help="smallest object area kept",
-    )
-    parser.add_argument(
-        "--unknown-threshold",
-        type=checks.number("--unknown-threshold", 0.0, 1.0),
-        default=0.0,
-        help="class models: label 0 (unknown) where the top class probability is below this",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -439,26 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="tiff (default; tiled BigTIFF for chunked inputs) or zarr (OME-Zarr, written "
         "chunk by chunk; a labels group inside an OME-Zarr input)",
     )
-    predict.add_argument(
-        "--chunk",
-        type=checks.integer("--chunk", 256, 65536),
-        default=2048,
-        help="images larger than this on a side (and Zarr ones) are segmented in chunks "
-        "of this side, with bounded memory, and stitched (default 2048)",
-    )
-    predict.add_argument(
-        "--halo",
-        type=checks.integer("--halo", 0, 4096),
-        default=None,
-        help="overlap around each chunk in pixels (default: 2x the model's object "
-        "diameter, at least 64); objects up to this size are stitched exactly",
-    )
-    predict.add_argument(
-        "--level",
-        type=checks.integer("--level", 0, 64),
-        default=0,
-        help="resolution level of a multiscale OME-Zarr input (default 0, full resolution)",
-    )
+    _add_chunk_options(predict)
     predict.add_argument("inputs", nargs="+", help="image files, folders or .zarr")
     predict.set_defaults(func=cmd_predict)
 
@@ -466,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment_options(count)
     count.add_argument("--csv", required=True, help="per image/frame counts")
     count.add_argument("--objects", default=None, help="optional per-object table CSV")
-    count.add_argument("inputs", nargs="+")
+    _add_chunk_options(count)
+    count.add_argument("inputs", nargs="+", help="image files, folders or .zarr")
     count.set_defaults(func=cmd_count)
 
     wmap = sub.add_parser("weightmap", help="U-Net boundary weight map of a label image")

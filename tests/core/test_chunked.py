@@ -141,3 +141,47 @@ def test_sampled_range_reads_only_windows_of_a_large_frame():
     assert low == pytest.approx(2, abs=1) and high == pytest.approx(199, abs=1)
     assert not invert
     assert sample_windows(100, 120) == [(0, 100, 0, 120)]  # a small frame: all of it
+
+
+def test_window_measurements_equal_the_whole_image_table():
+    from segloop.core.chunked_counting import measure_chunked
+    from segloop.core.counting import count_table
+
+    rng = np.random.default_rng(3)
+    labels = np.zeros((330, 290), np.int32)
+    for i, (y, x) in enumerate(rng.integers(5, 285, (60, 2)), start=1):
+        labels[disk((y, x), int(rng.integers(4, 12)), shape=labels.shape)] = i
+    rr, cc = rectangle((40, 10), end=(300, 60))  # far larger than the margin
+    labels[rr, cc] = 99
+    intensity = rng.random(labels.shape + (2,))
+    plan = ChunkPlan(*labels.shape, chunk=100, halo=16)
+    parts = list(
+        measure_chunked(plan, labels, lambda b: intensity[b[0] : b[1], b[2] : b[3]], (0.5, 0.5), 20)
+    )
+    got = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    want = count_table(labels, intensity, (0.5, 0.5))
+    assert sorted(got["label"]) == sorted(want["label"])  # every object once
+    order_got, order_want = np.argsort(got["label"]), np.argsort(want["label"])
+    for key in want:
+        np.testing.assert_allclose(got[key][order_got], want[key][order_want], err_msg=key)
+
+
+def test_csv_parts_are_joined_under_one_header(tmp_path):
+    import csv
+
+    from segloop.core.chunked_counting import CsvStream, concat_csvs
+
+    first = CsvStream(tmp_path / "a.csv", {"image": "a.tif"})
+    first.write({"label": np.array([1, 2]), "area": np.array([10, 20])})
+    first.close()
+    second = CsvStream(tmp_path / "b.csv", {"image": "b.tif"})
+    second.write({"label": np.array([1]), "area": np.array([5]), "area_um2": np.array([1.25])})
+    second.close()
+    aborted = CsvStream(tmp_path / "c.csv")
+    aborted.write({"label": np.array([1])})
+    aborted.abort()
+    assert not (tmp_path / "c.csv").exists() and not list(tmp_path.glob(".c.csv*"))
+    assert concat_csvs([tmp_path / "a.csv", tmp_path / "b.csv"], tmp_path / "all.csv") == 3
+    rows = list(csv.DictReader((tmp_path / "all.csv").open()))
+    assert [r["image"] for r in rows] == ["a.tif", "a.tif", "b.tif"]
+    assert rows[0]["area_um2"] == "nan" and rows[2]["area_um2"] == "1.25"

@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import logging
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -146,11 +147,18 @@ def compute_settings(
     return ComputeSettings(dev, False, None)
 
 
+#: ``Module.to`` swaps parameters in place; two threads preparing one network at once (the
+#: chunked segmentation runs two windows at a time) would let one run a forward pass on
+#: half-converted weights. Under this lock, a forward only starts once its network is whole.
+_PREPARE_LOCK = threading.Lock()
+
+
 def prepare_network(network: torch.nn.Module, settings: ComputeSettings) -> torch.nn.Module:
-    """Move ``network`` to the device and memory format of ``settings``."""
-    network = network.to(settings.device)
-    if settings.channels_last:
-        network = network.to(memory_format=torch.channels_last)
+    """Move ``network`` to the device and memory format of ``settings`` (thread-safe)."""
+    with _PREPARE_LOCK:
+        network = network.to(settings.device)
+        if settings.channels_last:
+            network = network.to(memory_format=torch.channels_last)
     return network
 
 

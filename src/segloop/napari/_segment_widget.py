@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from . import adapters, edits
+from . import adapters, edits, lazy_segment
 from ._common import JobWidget, LayerCombo
 from ._notify import show_info
 from ._result_layers import (  # noqa: F401 - the styles are part of this module's API
@@ -86,6 +86,8 @@ class SegmentWidget(JobWidget):
         SegmentWidget._count += 1
         self.serial = SegmentWidget._count
         _WIDGETS.add(self)
+        #: Folder of the Zarr results of chunked runs (None: ~/segloop-results).
+        self.results_folder: Path | None = None
         self.image_combo = LayerCombo(napari_viewer, Image)
         self.model_combo = QComboBox()
         self.device_combo = QComboBox()
@@ -241,6 +243,8 @@ class SegmentWidget(JobWidget):
 
     def make_job(self, **callbacks) -> Job:
         layer = self.image_combo.layer()
+        if lazy_segment.needs_chunks(layer):
+            return self._lazy_job(layer, **callbacks)
         frame = None
         if adapters.is_stack(layer) and self.scope_combo.currentText() == SCOPES[0]:
             frame = adapters.current_frame(self.viewer, layer)
@@ -272,7 +276,58 @@ class SegmentWidget(JobWidget):
         """True from Run until the last result layer has been added."""
         return self.job is not None or self._stager.busy
 
+    def _lazy_job(self, layer: Image, **callbacks) -> Job:
+        """A multiscale, dask/zarr or very large layer: chunk by chunk into a Zarr."""
+        from segloop.core.segment import SegmentOptions
+
+        if not self.model_ref():
+            raise adapters.UserError(
+                "No model picked: choose a shipped model or 'Load model file…'."
+            )
+        try:
+            lazy = lazy_segment.lazy_image_of(layer)
+        except ImportError as exc:
+            raise adapters.UserError(f"Large images need zarr: {exc}") from None
+        options = SegmentOptions(
+            tile=self._tile(),
+            device=self.device_combo.currentText(),
+            diameter=self.diameter_choice(),
+            min_size=None if self.min_size_spin.value() < 0 else self.min_size_spin.value(),
+            tta=TTA_MODES[self.tta_combo.currentText()],
+        )
+        target = lazy_segment.results_path(layer.name, self.results_folder)
+        self._target = (layer, None, self.model_ref())
+        return Job(
+            lazy_segment.lazy_segment_run, self.model_ref(), lazy, options, target, **callbacks
+        )
+
+    def _show_lazy(self, result: lazy_segment.LazyOutput) -> None:
+        """Add the stitched labels as a new lazy Labels layer (never replacing one)."""
+        layer, _, model = self._target
+        name = f"{layer.name} instances"
+        existing = {other.name for other in self.viewer.layers}
+        index = 1
+        while name in existing:
+            name = f"{layer.name} instances [{index}]"
+            index += 1
+        out = self.viewer.add_labels(
+            lazy_segment.open_result(result.path),
+            name=name,
+            scale=layer.scale,
+            translate=layer.translate,
+        )
+        out.metadata[MODEL_KEY] = model
+        out.metadata["segloop_zarr"] = str(result.path)
+        objects = sum(s["objects"] for s in result.summaries)
+        self.device_label.setText(f"chunked: {len(result.summaries)} frame(s), {objects} objects")
+        show_info(
+            f"{objects} objects; labels saved in {result.path} (your edits are saved there too)"
+        )
+
     def job_done(self, outcome: Outcome) -> None:
+        if isinstance(outcome.value, lazy_segment.LazyOutput):
+            self._show_lazy(outcome.value)
+            return
         result: adapters.SegmentOutput = outcome.value
         seg = result.segmentation
         layer, frame, model = self._target

@@ -89,12 +89,22 @@ def image_data(layer: Image | None, frame: int | None = None) -> np.ndarray:
     return data
 
 
+#: Largest lazy (zarr / dask) labels layer the widgets load into memory (pixels).
+LAZY_LABELS_LIMIT = 64 * 2**20
+
+
 def labels_data(layer: Labels | None) -> np.ndarray:
     """Data of a Labels layer as a non-negative integer (H, W) or (T, H, W) array."""
     if layer is None:
         raise UserError("No labels layer: add or create a Labels layer and pick it.")
     if getattr(layer, "multiscale", False):
         raise UserError(f"Labels layer '{layer.name}' is multiscale; use a single-scale layer.")
+    pixels = int(np.prod(layer.data.shape))
+    if not isinstance(layer.data, np.ndarray) and pixels > LAZY_LABELS_LIMIT:
+        raise UserError(
+            f"Labels layer '{layer.name}' is stored on disk and has {pixels / 1e6:.0f} Mpx, too "
+            "many to load here; count it with `segloop count` (window by window)."
+        )
     data = np.asarray(layer.data)
     if data.ndim not in (2, 3):
         raise UserError(
