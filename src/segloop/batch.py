@@ -285,12 +285,38 @@ def _predict_whole(model, inputs, out_dir, options, probabilities, client, progr
         return written
     bundle = load_model(model)
     written = []
-    for index, path in enumerate(inputs):
-        done = segment_file(bundle, path, options, progress, pixel_size)
+    for index, (path, done) in enumerate(_overlapped(bundle, inputs, options, pixel_size)):
         written += _write_file_result(done, out_dir, path.stem, probabilities)
         if progress:
             progress(Progress("files", index + 1, len(inputs), path.name))
     return written
+
+
+def in_flight() -> int:
+    """Files or windows segmented at once in threads (``SEGLOOP_IN_FLIGHT``, default 2)."""
+    import os
+
+    value = os.environ.get("SEGLOOP_IN_FLIGHT", "2")
+    return max(1, int(value)) if value.isdigit() else 2
+
+
+def _overlapped(bundle, inputs, options, pixel_size, at_once: int | None = None):
+    """(path, FileResult) in input order, two files segmented at once in threads.
+
+    While one file is in post-processing (mostly one core), the next one's network pass
+    uses the other core; the results are the same as one file at a time.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    at_once = at_once or in_flight()
+    with ThreadPoolExecutor(max_workers=at_once) as pool:
+        futures = {}
+        for index, path in enumerate(inputs):
+            for ahead in range(index, min(index + at_once, len(inputs))):
+                if ahead not in futures:
+                    args = (bundle, inputs[ahead], options, None, pixel_size)
+                    futures[ahead] = pool.submit(segment_file, *args)
+            yield path, futures.pop(index).result()
 
 
 def count_files(

@@ -173,14 +173,18 @@ def _write_classes(results, plan: ChunkPlan, classes, classes_out):
 # --------------------------------------------------------------------------- overlap
 
 
-def threaded_windows(bundle: ModelBundle, lazy: LazyImage, in_flight: int = 2):
-    """``windows_for`` computing up to ``in_flight`` windows at once in threads.
+def threaded_windows(bundle: ModelBundle, lazy: LazyImage, at_once: int | None = None):
+    """``windows_for`` computing up to ``at_once`` windows at once in threads.
 
     While one window is in post-processing (mostly one core), the next one's network
     pass uses the other; results are still consumed in raster order, so the stitched
     labels are the same as one window at a time.
     """
     from concurrent.futures import ThreadPoolExecutor
+
+    from .batch import in_flight
+
+    at_once = at_once or in_flight()
 
     def one(fp: FramePlan, frame: int, cell):
         core = fp.plan.core(*cell)
@@ -192,10 +196,10 @@ def threaded_windows(bundle: ModelBundle, lazy: LazyImage, in_flight: int = 2):
 
     def windows_for(fp: FramePlan, frame: int):
         cells = list(fp.plan.cells())
-        with ThreadPoolExecutor(max_workers=in_flight) as pool:
+        with ThreadPoolExecutor(max_workers=at_once) as pool:
             futures = {}
             for index, cell in enumerate(cells):
-                for ahead in range(index, min(index + in_flight, len(cells))):
+                for ahead in range(index, min(index + at_once, len(cells))):
                     if ahead not in futures:
                         futures[ahead] = pool.submit(one, fp, frame, cells[ahead])
                 labels, classes = futures.pop(index).result()

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .memory import release_free_memory
 from .progress import Progress, StopCheck, check_stop
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (ends exclusive)
@@ -257,6 +258,8 @@ def stitch_iter(
         labels = stitch_core(local, window, core, written, earlier, state)
         cy0, cy1, cx0, cx1 = core
         out[cy0:cy1, cx0:cx1] = labels
+        del local, written, labels
+        release_free_memory()  # keeps a long run's peak memory flat (see its notes)
         yield Progress("chunks", index + 1, len(cells), f"{state.next_id - 1} ids")
     if state.unions.merged:
         yield from relabel_iter(plan, out, state.unions.lookup(state.next_id - 1), should_stop)

@@ -122,3 +122,33 @@ def parameter_count(config) -> int:
         total += 9 * channels_in * out + 9 * out * out * (convs - 1)
         channels_in = out
     return 2 * total  # decoder about as large as the encoder
+
+
+def release_free_memory(min_interval: float = 0.5) -> None:
+    """Hand freed heap memory back to the system (glibc ``malloc_trim``; no-op elsewhere).
+
+    Long runs that allocate and free frame-sized arrays over and over (stacks, chunked
+    slides) otherwise creep up: glibc raises its mmap threshold after each large free, so
+    later frame-sized arrays come from the heap, which fragments and is never returned.
+    Trimming walks the heap, so it is done at most once per ``min_interval`` seconds.
+    """
+    global _MALLOC_TRIM, _LAST_TRIM
+    import time
+
+    now = time.monotonic()
+    if now - _LAST_TRIM < min_interval:
+        return
+    _LAST_TRIM = now
+    if _MALLOC_TRIM is None:
+        try:
+            import ctypes
+
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None
+_LAST_TRIM = 0.0
