@@ -11,7 +11,8 @@ Writes ``--files`` synthetic ``--side``² nuclei images (the slide generator of
   the network, no post-processing, no I/O).
 
 It also times the stages of one image (network, post-processing) to show where the time
-goes.
+goes, and, when cellpose is installed (optional, never a dependency) and its ``nuclei``
+weights are on disk, runs cellpose on the same images in this process for the ratio.
 """
 
 from __future__ import annotations
@@ -81,6 +82,30 @@ def stages(paths: list[Path]) -> dict:
     }
 
 
+def cellpose_side_by_side(paths: list[Path], segloop_mpx_per_s: float) -> dict:
+    """cellpose's ``nuclei`` model on the same images, if it is installed and offline-ready."""
+    try:
+        from cellpose import models
+    except ImportError:
+        return {"cellpose": "not installed"}
+    from segloop.core.imageio import read_image
+
+    images = [read_image(p) for p in paths]
+    try:
+        model = models.Cellpose(gpu=False, model_type="nuclei")  # cellpose 3
+    except Exception as exc:  # weights missing offline, or another API version
+        return {"cellpose": f"unavailable: {type(exc).__name__}: {exc}"[:300]}
+    start = time.perf_counter()
+    model.eval(images, diameter=None, channels=[0, 0])
+    seconds = time.perf_counter() - start
+    mpx = sum(image.size for image in images) / 1e6
+    return {
+        "cellpose_seconds": round(seconds, 1),
+        "cellpose_mpx_per_s": round(mpx / seconds, 3),
+        "segloop_vs_cellpose": round(segloop_mpx_per_s / (mpx / seconds), 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=84)
@@ -105,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             results[f"predict_{at_once}_at_once"]["mpx_per_s"] / results["network_only_mpx_per_s"]
         )
         results[f"end_to_end_vs_network_{at_once}"] = round(ratio, 3)
+    results.update(cellpose_side_by_side(paths, results["predict_2_at_once"]["mpx_per_s"]))
     one = sorted((args.work / "out1").glob("*_labels.tif"))
     two = sorted((args.work / "out2").glob("*_labels.tif"))
     results["same_labels"] = len(one) == len(two) == args.files and all(

@@ -116,7 +116,7 @@ def test_ome_zarr_input_gets_a_labels_group_beside_the_image(disk_model, tmp_pat
 def test_a_stack_is_written_frame_by_frame(disk_model, tmp_path):
     frames = np.stack([grid_of_disks((300, 280), seed=s)[0] for s in range(3)])
     path = tmp_path / "movie.tif"
-    tifffile.imwrite(path, frames)
+    tifffile.imwrite(path, frames, photometric="minisblack")
     argv = ["predict", "--model", str(disk_model), "--diameter", "native", "--out-format", "zarr"]
     assert main([*argv, "--chunk", "256", "--out", str(tmp_path / "out"), str(path)]) == 0
     labels = zarr.open_group(str(tmp_path / "out" / "movie_labels.zarr"), mode="r")["0"]
@@ -188,3 +188,37 @@ def test_count_of_a_chunked_image_equals_the_whole_image(disk_model, big_image, 
     np.testing.assert_allclose(areas, whole_areas, rtol=0.05)
     assert (tmp_path / "co.csv.json").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".segloop-count-")]
+
+
+def test_level_auto_picks_the_level_where_objects_have_the_models_size(disk_model, tmp_path):
+    from skimage.transform import downscale_local_mean
+
+    from segloop.bigimage import choose_level
+    from segloop.core.modelio import load_model
+
+    image, truth = grid_of_disks((300, 280), step=40)
+    big = np.kron(image, np.ones((2, 2), np.uint8))  # objects twice the model's size
+    folder = tmp_path / "pyramid.zarr"
+    group = zarr.open_group(str(folder), mode="w", zarr_format=3)
+    group.create_array("0", data=big, chunks=(128, 128))
+    group.create_array("1", data=downscale_local_mean(big, 2).astype(np.uint8), chunks=(128, 128))
+    axes = [{"name": a, "type": "space", "unit": "micrometer"} for a in "yx"]
+    datasets = [
+        {
+            "path": str(i),
+            "coordinateTransformations": [{"type": "scale", "scale": [0.5 * 2**i] * 2}],
+        }
+        for i in range(2)
+    ]
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": datasets}]}
+    model_diameter = load_model(str(disk_model)).diameter
+    assert choose_level(folder, model_diameter, 2 * model_diameter) == 1
+    assert choose_level(folder, model_diameter, model_diameter) == 0
+    assert choose_level(folder, model_diameter, None) == 0
+    diameter = f"{2 * model_diameter:.1f}"
+    argv = ["predict", "--model", str(disk_model), "--diameter", diameter, "--level", "auto"]
+    assert main([*argv, "--out-format", "zarr", "--out", str(tmp_path / "o"), str(folder)]) == 0
+    labels = zarr.open_group(str(folder / "labels" / "segloop"), mode="r")
+    assert labels["0"].shape == truth.shape  # level 1's grid
+    assert labels.attrs["segloop"]["frames"][0]["level"] == 1
+    assert len(np.unique(labels["0"][:])) - 1 == len(np.unique(truth)) - 1

@@ -419,7 +419,7 @@ def _count_chunked(model, path, options, pixel_size, chunking, scratch, part, pr
         model, path, scratch, options, "scratch", chunking.chunk, chunking.halo, pixel_size,
         None, progress, chunking.level,
     )  # fmt: skip
-    lazy = open_lazy(path, chunking.level)
+    lazy = open_lazy(path, summaries[0]["level"])  # --level auto: the level predict chose
     size = pixel_size or lazy.pixel_size
     frames = {"frame": np.arange(lazy.n_frames), "count": np.zeros(lazy.n_frames, np.int64)}
     if part is None:

@@ -11,7 +11,6 @@ OME-Zarr (``--out-format zarr``) or a tiled BigTIFF streamed from a temporary Za
 from __future__ import annotations
 
 import functools
-import shutil
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,7 +292,7 @@ def predict_chunked(
     pixel_size=None,
     client=None,
     progress=None,
-    level: int = 0,
+    level: int | str = 0,
     overlap: bool = True,
 ) -> tuple[list[Path], list[dict]]:
     """Segment one large input chunk by chunk; returns (written paths, frame summaries).
@@ -302,6 +301,7 @@ def predict_chunked(
     with ``client``, windows are dask tasks instead.
     """
     bundle = load_model(model)
+    level, options = _pick_level(bundle, path, level, options, pixel_size)
     lazy = open_lazy(path, level)
     size = pixel_size or lazy.pixel_size
     shape = (lazy.n_frames, lazy.height, lazy.width) if lazy.is_stack else (lazy.height, lazy.width)
@@ -322,6 +322,8 @@ def predict_chunked(
             ),
             progress,
         )
+        for summary in summaries:
+            summary["level"] = level
         record["frames"] = summaries
         labels.group.attrs["segloop"] = record
         if out_format == "tiff":
@@ -344,6 +346,27 @@ def predict_chunked(
         raise
 
 
+def _pick_level(bundle, path, level, options: SegmentOptions, pixel_size):
+    """``--level auto`` and the diameter on the chosen level's grid.
+
+    A numeric diameter is in level-0 pixels; on a coarser level it is divided by the
+    level's scale.
+    """
+    from dataclasses import replace
+
+    from .bigimage import choose_level, level_scales
+
+    if level == "auto":
+        size = pixel_size or open_lazy(path, 0).pixel_size
+        diameter = options.diameter if isinstance(options.diameter, float) else None
+        model_size = bundle.metadata.get("pixel_size_um")
+        level = choose_level(path, bundle.diameter, diameter, model_size, size)
+    scale = level_scales(path)[level] if is_zarr_path(path) else 1.0
+    if isinstance(options.diameter, float) and scale != 1.0:
+        options = replace(options, diameter=options.diameter / scale)
+    return int(level), options
+
+
 def _targets(lazy: LazyImage, out_dir: Path, stem: str, out_format: str) -> tuple[Path, Path]:
     """Zarr folders for labels and classes (temporary ones when the output is TIFF, and
     for ``"scratch"``: kept, in ``out_dir``, for counting)."""
@@ -355,8 +378,3 @@ def _targets(lazy: LazyImage, out_dir: Path, stem: str, out_format: str) -> tupl
     if lazy.ome_root is not None:
         return labels, labels.with_name(f"{labels.name}-classes")
     return labels, out_dir / f"{stem}_classes.zarr"
-
-
-def remove_tree(path: Path) -> None:
-    """Delete a Zarr output folder (tests, benchmarks)."""
-    shutil.rmtree(path, ignore_errors=True)

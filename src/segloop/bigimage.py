@@ -170,6 +170,48 @@ def _open_zarr(path: Path, level: int) -> LazyImage:
     return LazyImage(array, _guess_axes(array.shape), path, None)
 
 
+def level_scales(path: str | Path) -> list[float]:
+    """How many level-0 pixels one pixel of each level of an OME-Zarr spans (1, 2, 4…)."""
+    attrs = _ome_attrs(Path(path)) if is_zarr_path(path) else {}
+    if "multiscales" not in attrs:
+        return [1.0]
+    from .core.units import _scale_of
+
+    scales = []
+    for dataset in attrs["multiscales"][0]["datasets"]:
+        scale = _scale_of(dataset.get("coordinateTransformations", [])) or [1.0, 1.0]
+        scales.append(float(scale[-1]))
+    return [s / scales[0] for s in scales]
+
+
+def choose_level(
+    path: str | Path,
+    model_diameter: float | None,
+    diameter_px: float | None,
+    model_pixel_size: float | None = None,
+    pixel_size: tuple[float, float] | None = None,
+) -> int:
+    """The OME-Zarr level whose pixels best match the model's (``--level auto``).
+
+    With the model's training pixel size and the image's known, the level whose pixel
+    size is nearest to it (in ratio); else, with the objects' diameter in level-0 pixels
+    and the model's object diameter, the level where the objects are nearest to the
+    model's size; else level 0. Never a level where objects would be more than 1.5x
+    smaller than the model's (coarser levels lose detail the network needs).
+    """
+    import math
+
+    scales = level_scales(path)
+    if model_pixel_size and pixel_size:
+        wanted = model_pixel_size / math.sqrt(pixel_size[0] * pixel_size[1])
+    elif model_diameter and diameter_px:
+        wanted = diameter_px / model_diameter
+    else:
+        return 0
+    allowed = [i for i, s in enumerate(scales) if s <= wanted * 1.5] or [0]
+    return min(allowed, key=lambda i: abs(math.log(scales[i] / wanted)))
+
+
 # --------------------------------------------------------------------------- outputs
 
 

@@ -122,6 +122,13 @@ def diameter(option: str, words: tuple[str, ...]) -> Callable[[str], float | str
     return parse
 
 
+def level(text: str) -> int | str:
+    """Argparse type of ``--level``: a resolution level 0-64 or ``auto``."""
+    if text == "auto":
+        return text
+    return integer("--level", 0, 64)(text)
+
+
 def pixel_size(text: str) -> tuple[float, float]:
     """Argparse type of ``--pixel-size``: micrometres per pixel, ``0.65``, ``650nm``, ``y,x``."""
     from .core.units import parse_pixel_size

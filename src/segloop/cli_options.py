@@ -28,9 +28,10 @@ def add_chunk_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--level",
-        type=checks.integer("--level", 0, 64),
+        type=checks.level,
         default=0,
-        help="resolution level of a multiscale OME-Zarr input (default 0, full resolution)",
+        help="resolution level of a multiscale OME-Zarr input: a number (default 0, full "
+        "resolution) or 'auto', the level whose pixels best match the model's object size",
     )
 
 

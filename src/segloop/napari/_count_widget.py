@@ -331,57 +331,50 @@ class CountWidget(JobWidget):
 
     def export_csv(self, path: str | Path | None = None) -> Path | None:
         """Write the object table as CSV (asks for a file when ``path`` is None)."""
-        if self.counts is None or self.counted is None:
-            show_warning("Nothing to export yet: press Run first.")
-            return None
-        if path is None:
-            default = f"{self.counted.name.replace(' ', '_')}_counts.csv"
-            path, _ = QFileDialog.getSaveFileName(self, "Export counts", default, "CSV (*.csv)")
-            if not path:
-                return None
-        try:
-            written = count_adapters.write_counts(self.counts, path, source=self.counted.name)
-        except adapters.UserError as exc:
-            self.report_error(str(exc))
-            return None
-        show_info(f"Wrote {self.counts.total} objects to {written}")
+        write = count_adapters.write_counts
+        written = self._export(path, "_counts.csv", "Export counts", "CSV (*.csv)", write)
+        if written is not None:
+            show_info(f"Wrote {self.counts.total} objects to {written}")
         return written
 
     def export_plot(self, path: str | Path | None = None) -> Path | None:
         """Save the counts-over-time plot as PNG (asks for a file when ``path`` is None)."""
-        if self.counts is None or self.counted is None or self.counted.ndim != 3:
+        if self.counted is not None and self.counted.ndim != 3:
             show_warning("No counts over time yet: count a 2-D + t stack first.")
             return None
-        if path is None:
-            default = f"{self.counted.name.replace(' ', '_')}_counts.png"
-            path, _ = QFileDialog.getSaveFileName(self, "Save plot", default, "PNG (*.png)")
-            if not path:
-                return None
-        try:
-            written = self.plot.save_png(path)
-        except OSError as exc:
-            self.report_error(str(exc))
-            return None
-        show_info(f"Wrote {written}")
+
+        def save(_counts, target, _source):
+            return self.plot.save_png(target)
+
+        written = self._export(path, "_counts.png", "Save plot", "PNG (*.png)", save)
+        if written is not None:
+            show_info(f"Wrote {written}")
         return written
 
     def export_frame_counts(self, path: str | Path | None = None) -> Path | None:
         """Write the objects-per-frame table as CSV (asks for a file when ``path`` is None)."""
+        write = count_adapters.write_frame_counts
+        written = self._export(path, "_per_frame.csv", "Counts per frame", "CSV (*.csv)", write)
+        if written is not None:
+            frames = len(self.counts.frames["frame"])
+            show_info(f"Wrote counts of {frames} frames to {written}")
+        return written
+
+    def _export(self, path, suffix: str, title: str, kinds: str, write) -> Path | None:
+        """Ask for a file (when ``path`` is None) and ``write(counts, path, source)`` it."""
         if self.counts is None or self.counted is None:
             show_warning("Nothing to export yet: press Run first.")
             return None
         if path is None:
-            default = f"{self.counted.name.replace(' ', '_')}_per_frame.csv"
-            path, _ = QFileDialog.getSaveFileName(self, "Counts per frame", default, "CSV (*.csv)")
+            default = f"{self.counted.name.replace(' ', '_')}{suffix}"
+            path, _ = QFileDialog.getSaveFileName(self, title, default, kinds)
             if not path:
                 return None
         try:
-            written = count_adapters.write_frame_counts(self.counts, path, source=self.counted.name)
-        except adapters.UserError as exc:
+            return write(self.counts, path, self.counted.name)
+        except (adapters.UserError, OSError) as exc:
             self.report_error(str(exc))
             return None
-        show_info(f"Wrote counts of {len(self.counts.frames['frame'])} frames to {written}")
-        return written
 
 
 def _size_text(size: tuple[float, float]) -> str:

@@ -103,24 +103,20 @@ def write_counts(counts: Counts, path: str | os.PathLike, source: str = "") -> P
 
     A side file ``<path>.json`` records the provenance and the unit of every column.
     """
-    path = _csv_path(path)
-    extra = {"source": source} if source else None
-    try:
-        counting.write_csv(
-            counts.table, path, extra_columns=extra, provenance=counts_record(counts, source)
-        )
-    except OSError as exc:
-        raise UserError(f"Cannot write {path}: {exc}") from None
-    return path
+    return _write_table(counts.table, counts, path, source)
 
 
 def write_frame_counts(counts: Counts, path: str | os.PathLike, source: str = "") -> Path:
     """Write the objects-per-frame table (``frame``, ``count``) as CSV, with its side file."""
+    return _write_table(counts.frames, counts, path, source)
+
+
+def _write_table(table: dict, counts: Counts, path: str | os.PathLike, source: str) -> Path:
     path = _csv_path(path)
     extra = {"source": source} if source else None
     try:
         counting.write_csv(
-            counts.frames, path, extra_columns=extra, provenance=counts_record(counts, source)
+            table, path, extra_columns=extra, provenance=counts_record(counts, source)
         )
     except OSError as exc:
         raise UserError(f"Cannot write {path}: {exc}") from None
