@@ -222,3 +222,17 @@ def test_level_auto_picks_the_level_where_objects_have_the_models_size(disk_mode
     assert labels["0"].shape == truth.shape  # level 1's grid
     assert labels.attrs["segloop"]["frames"][0]["level"] == 1
     assert len(np.unique(labels["0"][:])) - 1 == len(np.unique(truth)) - 1
+
+
+def test_a_diameter_in_micrometres_works_on_the_chunked_path(disk_model, big_image, tmp_path):
+    path, truth = big_image
+    from segloop.core.modelio import load_model
+
+    model_diameter = load_model(str(disk_model)).diameter
+    argv = ["predict", "--model", str(disk_model), "--chunk", "256", "--pixel-size", "0.5"]
+    microns = f"{model_diameter * 0.5:.2f}um"  # the model's own size: no rescaling
+    assert main([*argv, "--diameter", microns, "--out", str(tmp_path / "o"), str(path)]) == 0
+    labels = read_image(tmp_path / "o" / "slide_labels.tif")
+    assert len(np.unique(labels)) - 1 == len(np.unique(truth)) - 1
+    record = read_tiff_provenance(tmp_path / "o" / "slide_labels.tif")
+    assert abs(record["settings"]["diameter"] - model_diameter) < 0.05

@@ -300,7 +300,11 @@ def predict_chunked(
     ``overlap`` computes two windows at once in threads (see :func:`threaded_windows`);
     with ``client``, windows are dask tasks instead.
     """
+    from .batch import file_options
+
     bundle = load_model(model)
+    base_size = pixel_size or open_lazy(path, 0).pixel_size
+    options = file_options(options, base_size, path)  # a diameter in µm -> level-0 pixels
     level, options = _pick_level(bundle, path, level, options, pixel_size)
     lazy = open_lazy(path, level)
     size = pixel_size or lazy.pixel_size
