@@ -193,6 +193,7 @@ def finetune_step(viewer: napari.Viewer, model: str, epochs: int = 15) -> None:
         options.model_combo.setCurrentIndex(options.model_combo.findData(model))
     else:
         options.add_model_file(model)
+    options.budget_combo.setCurrentIndex(options.budget_combo.findData("epochs"))
     options.budget_spin.setValue(epochs)
     options.crop_spin.setValue(128)
     widget.config_overrides = {"val_interval_s": 5.0}
@@ -247,6 +248,7 @@ def classes_step(viewer: napari.Viewer, epochs: int = 60) -> None:
     options.start_combo.setCurrentIndex(options.start_combo.findData("scratch"))
     options.target_combo.setCurrentIndex(options.target_combo.findData("classes"))
     options.names_edit.setText("background, cytoplasm, nucleus")
+    options.budget_combo.setCurrentIndex(options.budget_combo.findData("epochs"))
     options.budget_spin.setValue(epochs)
     options.crop_spin.setValue(128)
     options.lr_spin.setValue(3e-3)
