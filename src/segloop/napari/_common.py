@@ -219,7 +219,7 @@ class JobWidget(QWidget):
                 self.cancel()
             elif not self._tabified:
                 self._tabified = True
-                QTimer.singleShot(0, lambda: tabify_with_siblings(self))
+                QTimer.singleShot(0, self._tabify_when_docked)
         return super().event(event)
 
     def showEvent(self, event) -> None:
@@ -240,8 +240,17 @@ class JobWidget(QWidget):
 
     def fit_width(self) -> None:
         """Make the scroll area as wide as the content needs (plus a vertical scroll bar)."""
-        bar = self.scroll_area.verticalScrollBar().sizeHint().width()
-        self.scroll_area.setMinimumWidth(self.content.minimumSizeHint().width() + bar)
+        try:
+            bar = self.scroll_area.verticalScrollBar().sizeHint().width()
+            self.scroll_area.setMinimumWidth(self.content.minimumSizeHint().width() + bar)
+        except RuntimeError:  # called from a timer after the widget was closed
+            pass
+
+    def _tabify_when_docked(self) -> None:
+        try:
+            tabify_with_siblings(self)
+        except RuntimeError:  # the widget was closed before the event loop got here
+            pass
 
     def minimumSizeHint(self):
         """The content's width, but at most :data:`MAX_MIN_HEIGHT` tall (it scrolls)."""
