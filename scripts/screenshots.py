@@ -122,14 +122,19 @@ def shoot(viewer: napari.Viewer, name: str) -> Path:
     return path
 
 
-def segment_step(viewer: napari.Viewer, model: str, save: bool = True) -> None:
-    widget = dock(viewer, "Segment")
+def choose_model(segment, model: str) -> None:
+    """Pick ``model`` (a shipped name or a file) in a Segment widget."""
     from segloop.napari.adapters import shipped_model_names
 
     if model in shipped_model_names():
-        widget.model_combo.setCurrentIndex(widget.model_combo.findData(model))
+        segment.model_combo.setCurrentIndex(segment.model_combo.findData(model))
     else:
-        widget.add_model_file(model)
+        segment.add_model_file(model)
+
+
+def segment_step(viewer: napari.Viewer, model: str, save: bool = True) -> None:
+    widget = dock(viewer, "Segment")
+    choose_model(widget, model)
     widget.min_size_spin.setValue(MIN_SIZE)
     widget.run()
     wait_until(lambda: not widget.running)
@@ -276,8 +281,6 @@ def window_step(viewer: napari.Viewer, model: str, size: tuple[int, int]) -> Non
     """
     from qtpy.QtWidgets import QDockWidget
 
-    from segloop.napari.adapters import shipped_model_names
-
     for other in list(viewer.window.dock_widgets):
         viewer.window.remove_dock_widget(viewer.window.dock_widgets[other])
     viewer.window.resize(*size)
@@ -286,10 +289,7 @@ def window_step(viewer: napari.Viewer, model: str, size: tuple[int, int]) -> Non
         _, widgets[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name)
         settle(0.2)
     segment, count = widgets["Segment"], widgets["Count"]
-    if model in shipped_model_names():
-        segment.model_combo.setCurrentIndex(segment.model_combo.findData(model))
-    else:
-        segment.add_model_file(model)
+    choose_model(segment, model)
     segment.min_size_spin.setValue(MIN_SIZE)
     segment.run()
     wait_until(lambda: not segment.running)

@@ -87,7 +87,7 @@ def segment_file(
             raise
         raise ValueError(f"{path}: {exc}") from exc
     record = provenance(bundle, options, size, source=Path(path).name)
-    record["diameter_used_px"] = [d for d in result.diameters]
+    record["diameter_used_px"] = list(result.diameters)
     return FileResult(image, result, size, record)
 
 
@@ -300,6 +300,20 @@ def in_flight() -> int:
     return max(1, int(value)) if value.isdigit() else 2
 
 
+def in_order(submit, items: Sequence, at_once: int):
+    """``(item, submit(item).result())`` in the order of ``items``, ``at_once`` in flight.
+
+    ``submit`` starts the work of one item and returns a future (a thread pool's or a dask
+    client's); the next ones are started before the current result is waited for.
+    """
+    futures: dict[int, object] = {}
+    for index, item in enumerate(items):
+        for ahead in range(index, min(index + at_once, len(items))):
+            if ahead not in futures:
+                futures[ahead] = submit(items[ahead])
+        yield item, futures.pop(index).result()
+
+
 def _overlapped(bundle, inputs, options, pixel_size, at_once: int | None = None):
     """(path, FileResult) in input order, two files segmented at once in threads.
 
@@ -310,13 +324,11 @@ def _overlapped(bundle, inputs, options, pixel_size, at_once: int | None = None)
 
     at_once = at_once or in_flight()
     with ThreadPoolExecutor(max_workers=at_once) as pool:
-        futures = {}
-        for index, path in enumerate(inputs):
-            for ahead in range(index, min(index + at_once, len(inputs))):
-                if ahead not in futures:
-                    args = (bundle, inputs[ahead], options, None, pixel_size)
-                    futures[ahead] = pool.submit(segment_file, *args)
-            yield path, futures.pop(index).result()
+
+        def submit(path):
+            return pool.submit(segment_file, bundle, path, options, None, pixel_size)
+
+        yield from in_order(submit, inputs, at_once)
 
 
 def count_files(
@@ -413,7 +425,6 @@ def _count_chunked(model, path, options, pixel_size, chunking, scratch, part, pr
     from .bigimage import open_lazy
     from .core.chunked import ChunkPlan
     from .core.chunked_counting import CsvStream, measure_chunked
-    from .core.provenance import provenance
 
     written, summaries = predict_chunked(
         model, path, scratch, options, "scratch", chunking.chunk, chunking.halo, pixel_size,
@@ -442,10 +453,9 @@ def _count_chunked(model, path, options, pixel_size, chunking, scratch, part, pr
         except BaseException:
             stream.abort()
             raise
+    record = dict(zarr.open_group(str(written[0]), mode="r").attrs["segloop"])  # with frames
     for folder in written:
         shutil.rmtree(folder, ignore_errors=True)
-    record = provenance(load_model(model), options, size, source=Path(path).name)
-    record["frames"] = summaries
     return frames, size, record
 
 

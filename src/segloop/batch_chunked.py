@@ -181,7 +181,7 @@ def threaded_windows(bundle: ModelBundle, lazy: LazyImage, at_once: int | None =
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from .batch import in_flight
+    from .batch import in_flight, in_order
 
     at_once = at_once or in_flight()
 
@@ -194,14 +194,11 @@ def threaded_windows(bundle: ModelBundle, lazy: LazyImage, at_once: int | None =
         return labels, _core_of(window, core, classes).copy()
 
     def windows_for(fp: FramePlan, frame: int):
-        cells = list(fp.plan.cells())
         with ThreadPoolExecutor(max_workers=at_once) as pool:
-            futures = {}
-            for index, cell in enumerate(cells):
-                for ahead in range(index, min(index + at_once, len(cells))):
-                    if ahead not in futures:
-                        futures[ahead] = pool.submit(one, fp, frame, cells[ahead])
-                labels, classes = futures.pop(index).result()
+            results = in_order(
+                lambda cell: pool.submit(one, fp, frame, cell), list(fp.plan.cells()), at_once
+            )
+            for cell, (labels, classes) in results:
                 yield cell, labels, classes
 
     return windows_for
@@ -232,30 +229,20 @@ def window_task(model: str, path: str, level: int, frame: int, window, core, opt
 
 def dask_windows(client, model: str, lazy: LazyImage, in_flight: int | None = None):
     """``windows_for`` running windows as tasks on ``client``, at most ``in_flight`` at once."""
+    from .batch import in_order
+
     workers = max(len(client.scheduler_info().get("workers", {})), 1)
     limit = in_flight or 2 * workers + 1
 
     def windows_for(fp: FramePlan, frame: int):
-        cells = list(fp.plan.cells())
-        futures: dict[int, object] = {}
-        submitted = 0
-        for index in range(len(cells)):
-            while submitted < len(cells) and submitted < index + limit:
-                core = fp.plan.core(*cells[submitted])
-                futures[submitted] = client.submit(
-                    window_task,
-                    model,
-                    str(lazy.path),
-                    lazy.level,
-                    frame,
-                    fp.plan.window(core),
-                    core,
-                    fp.options,
-                    pure=False,
-                )
-                submitted += 1
-            labels, classes = futures.pop(index).result()
-            yield cells[index], labels, classes
+        def submit(cell):
+            core = fp.plan.core(*cell)
+            window = fp.plan.window(core)
+            args = (model, str(lazy.path), lazy.level, frame, window, core, fp.options)
+            return client.submit(window_task, *args, pure=False)
+
+        for cell, (labels, classes) in in_order(submit, list(fp.plan.cells()), limit):
+            yield cell, labels, classes
 
     return windows_for
 
@@ -303,10 +290,11 @@ def predict_chunked(
     from .batch import file_options
 
     bundle = load_model(model)
-    base_size = pixel_size or open_lazy(path, 0).pixel_size
+    full = open_lazy(path, 0)
+    base_size = pixel_size or full.pixel_size
     options = file_options(options, base_size, path)  # a diameter in µm -> level-0 pixels
-    level, options = _pick_level(bundle, path, level, options, pixel_size)
-    lazy = open_lazy(path, level)
+    level, options = _pick_level(bundle, path, level, options, base_size)
+    lazy = full if level == 0 else open_lazy(path, level)
     size = pixel_size or lazy.pixel_size
     shape = (lazy.n_frames, lazy.height, lazy.width) if lazy.is_stack else (lazy.height, lazy.width)
     record = provenance(bundle, options, size, source=Path(path).name, chunk=chunk)
@@ -350,7 +338,7 @@ def predict_chunked(
         raise
 
 
-def _pick_level(bundle, path, level, options: SegmentOptions, pixel_size):
+def _pick_level(bundle, path, level, options: SegmentOptions, level0_size):
     """``--level auto`` and the diameter on the chosen level's grid.
 
     A numeric diameter is in level-0 pixels; on a coarser level it is divided by the
@@ -361,10 +349,9 @@ def _pick_level(bundle, path, level, options: SegmentOptions, pixel_size):
     from .bigimage import choose_level, level_scales
 
     if level == "auto":
-        size = pixel_size or open_lazy(path, 0).pixel_size
         diameter = options.diameter if isinstance(options.diameter, float) else None
         model_size = bundle.metadata.get("pixel_size_um")
-        level = choose_level(path, bundle.diameter, diameter, model_size, size)
+        level = choose_level(path, bundle.diameter, diameter, model_size, level0_size)
     scale = level_scales(path)[level] if is_zarr_path(path) else 1.0
     if isinstance(options.diameter, float) and scale != 1.0:
         options = replace(options, diameter=options.diameter / scale)

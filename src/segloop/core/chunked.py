@@ -237,13 +237,12 @@ def stitch_iter(
     """
     state = StitchState()
     cells = list(plan.cells())
-    source = windows if windows is not None else None
     for index, (row, col) in enumerate(cells):
         check_stop(should_stop)
         core = plan.core(row, col)
         window = plan.window(core)
-        if source is not None:
-            cell, local = next(source)
+        if windows is not None:
+            cell, local = next(windows)
             if cell != (row, col):
                 raise RuntimeError(f"windows out of order: got {cell}, expected {(row, col)}")
         else:

@@ -30,7 +30,7 @@ def _shifted(table: dict[str, np.ndarray], rows: np.ndarray, dy: int, dx: int, f
         part[key] = part[key] + dy
     for key in _X:
         part[key] = part[key] + dx
-    part["frame"] = np.full(int(rows.sum()) if rows.dtype == bool else len(rows), frame, np.int64)
+    part["frame"] = np.full(int(rows.sum()), frame, np.int64)  # rows: a boolean mask
     return part
 
 
