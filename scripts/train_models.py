@@ -24,11 +24,13 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from segloop.cli import ProgressPrinter
+from segloop.core.augment import AugmentConfig
 from segloop.core.datasets import load_pairs
 from segloop.core.evaluation import evaluate_iter, tune_postprocess
 from segloop.core.modelio import load_model, new_bundle, save_model, widened, with_distance_head
@@ -64,6 +66,33 @@ RECIPES = {
         # Stage 2 (--add-distance-head): the stage-1 model gets a distance output and is
         # fine-tuned for this wall-clock budget with these overrides.
         "distance_head": {"minutes": 50.0, "learning_rate": 5e-4, "seed": 1},
+    },
+    "cells": {
+        "data": "usiigaci_phase_nih3t3",
+        "description": "Whole cells in phase contrast (touching fibroblasts), trained on "
+        "Usiigaci NIH/3T3 (Tsai et al. 2019, MIT)",
+        "arch": "unet",
+        "distance_head": True,  # from the start (not a second stage as for nuclei)
+        "invert": "never",  # phase-contrast backgrounds are mid-grey: 'auto' would flip
+        # Whole fields, never a random split of crops: train sets 1-20, val 21-25 (picks
+        # the checkpoint and post-processing), test = the repository's own val sets 46-50.
+        "names": {
+            "train": [f"train_set{i}.tif" for i in range(1, 21)],
+            "val": [f"train_set{i}.tif" for i in range(21, 26)],
+            "test": [f"val_set{i}.tif" for i in range(46, 51)],
+        },
+        "epochs": 400,
+        "train": {
+            "crop": 256,
+            "batch_size": 4,
+            "learning_rate": 1e-3,
+            "val_interval_s": 600.0,
+            "val_max_images": 5,
+            # cells are ~70 px across: trained at 30 px (4-5x fewer pixels per field)
+            "target_diameter": 30.0,
+            "shift_augment": True,
+            "seed": 0,
+        },
     },
     "ecoli": {
         "data": "ecoli_phase_vanvliet2018_subset",
@@ -124,7 +153,10 @@ def load_split(name: str, recipe: dict):
     folder = SHARED / recipe["data"]
     data = load_pairs(folder / "images", folder / "masks")
     split_file = SPLITS_DIR / f"{name}.json"
-    if split_file.exists():
+    if "names" in recipe:
+        split = recipe["names"]
+        split_file.write_text(json.dumps(split, indent=1))
+    elif split_file.exists():
         split = json.loads(split_file.read_text())
     else:
         split = make_split([d.name for d in data], recipe["split_seed"], recipe["fractions"])
@@ -304,9 +336,10 @@ def main(argv=None) -> int:
                 "seconds": previous.get("seconds"),
             }
         else:
-            bundle = new_bundle(
-                preset(recipe["arch"]), args.model, description=recipe["description"]
-            )
+            config = preset(recipe["arch"])
+            if recipe.get("distance_head"):
+                config = replace(config, distance_head=True)
+            bundle = new_bundle(config, args.model, description=recipe["description"])
             bundle.metadata["preprocess"]["invert"] = recipe["invert"]
         epochs = args.epochs or (None if args.minutes else recipe["epochs"])
         if args.target_diameter:
@@ -321,6 +354,8 @@ def main(argv=None) -> int:
             train_options["distance_weight_map"] = True
         if args.skip_tune:
             train_options["tune_postprocess"] = False
+        if train_options.pop("shift_augment", False):
+            train_options["augment"] = AugmentConfig.shift()
         config = TrainConfig(minutes=args.minutes, epochs=epochs, **train_options)
         start = time.time()
         work = out.with_suffix(".work.safetensors")

@@ -258,3 +258,60 @@ def test_sparse_corrections_crop_around_what_was_painted():
     assert all((t >= 0).any() for t in targets.numpy())  # every crop holds painted pixels
     dense = make_sample(LabelledImage(item.image, labels, "d"), bundle, config)
     assert dense.labelled is None
+
+
+def test_shift_augmentations_are_off_by_default_and_validated():
+    config = AugmentConfig()
+    assert config.scale_range == (1.0, 1.0)
+    assert config.blur_probability == config.invert_probability == 0.0
+    assert config.poisson_probability == 0.0
+    with pytest.raises(ValueError, match="scale_range"):
+        AugmentConfig(scale_range=(2.0, 1.0))
+    with pytest.raises(ValueError, match="blur_probability"):
+        AugmentConfig(blur_probability=1.5)
+    shift = AugmentConfig.shift()
+    assert AugmentConfig.from_dict(json.loads(json.dumps(shift.to_dict()))) == shift
+
+
+def test_inversion_blur_and_shot_noise_change_only_the_image():
+    image, target = _square_sample()
+    rng = np.random.default_rng(0)
+    inverted, tgt, _ = augment_sample(
+        image, target, None, rng, AugmentConfig(**{**OFF.to_dict(), "invert_probability": 1.0})
+    )
+    np.testing.assert_allclose(inverted, 1.0 - image)
+    np.testing.assert_array_equal(tgt, target)
+    blurred, tgt, _ = augment_sample(
+        image, target, None, rng, AugmentConfig(**{**OFF.to_dict(), "blur_probability": 1.0})
+    )
+    np.testing.assert_array_equal(tgt, target)
+    assert 0 < blurred[0, 45, 34] < 1 and 0 < blurred[0, 45, 35] < 1  # edges softened
+    assert abs(blurred.sum() - image.sum()) < 0.01 * image.sum()  # blur keeps the mass
+    noisy, tgt, _ = augment_sample(
+        image, target, None, rng, AugmentConfig(**{**OFF.to_dict(), "poisson_probability": 1.0})
+    )
+    np.testing.assert_array_equal(tgt, target)
+    assert np.all(noisy[image == 0] == 0)  # no photons where there is no signal
+    inside = noisy[0, 30:60, 35:65]
+    assert inside.std() > 0 and abs(inside.mean() - 1.0) < 0.2
+
+
+def test_zoomed_crops_keep_image_and_target_aligned():
+    from segloop.core.samples import _zoomed_crop
+    from segloop.core.training import TrainConfig
+
+    image, target = _square_sample(192)
+    config = TrainConfig(epochs=1, augment=AugmentConfig(scale_range=(2.0, 2.0)))
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        crop_image, crop_target = _zoomed_crop([image, target], 64, rng, None, 0, config)
+        assert crop_image.shape == (1, 64, 64) and crop_target.shape == (64, 64)
+        assert crop_target.dtype == np.int64 and set(np.unique(crop_target)) <= {-1, 1, 2}
+        inside = crop_target == 2
+        if inside.sum() > 50:  # the bright square is where the target says it is
+            assert crop_image[0][inside].mean() > 0.9
+            assert crop_image[0][crop_target == 1].mean() < 0.1
+    zoomed_out = TrainConfig(epochs=1, augment=AugmentConfig(scale_range=(0.5, 0.5)))
+    crop_image, crop_target = _zoomed_crop([image, target], 64, rng, None, 0, zoomed_out)
+    assert crop_image.shape == (1, 64, 64)
+    assert (crop_target == 2).sum() < 30 * 30  # objects shrink when zooming out

@@ -53,6 +53,21 @@ class AugmentConfig:
         channels.
     noise : bool
         Additive Gaussian noise whose std is drawn uniformly in [0, 0.05].
+    scale_range : tuple of float
+        Zoom factors ``(low, high)``: each crop is taken ``1/s`` times the training size
+        and resized to it, ``s`` log-uniform in the range (applied by the batch builder;
+        ``(1, 1)`` = off). Teaches objects of other sizes than the training median.
+    blur_probability : float
+        Probability of a Gaussian defocus blur, sigma uniform in [0.5, 2] pixels.
+    invert_probability : float
+        Probability of inverting the normalised image (``1 - x``): dark objects on a
+        bright background, as in brightfield or the other phase-contrast polarity.
+    poisson_probability : float
+        Probability of Poisson shot noise at a peak of 10 to 1,000 photons (log-uniform)
+        for a normalised intensity of 1, before the Gaussian read noise.
+
+    The last four are the "shift" augmentations (what differs between labs and
+    microscopes); all are off by default, so older recipes train exactly as before.
     """
 
     flips: bool = True
@@ -63,6 +78,30 @@ class AugmentConfig:
     elastic_probability: float = 0.5
     intensity: bool = True
     noise: bool = True
+    scale_range: tuple[float, float] = (1.0, 1.0)
+    blur_probability: float = 0.0
+    invert_probability: float = 0.0
+    poisson_probability: float = 0.0
+
+    def __post_init__(self) -> None:
+        low, high = (float(v) for v in self.scale_range)
+        if not (0 < low <= high):
+            raise ValueError(f"scale_range must be 0 < low <= high, got {self.scale_range}")
+        self.scale_range = (low, high)
+        for name in ("blur_probability", "invert_probability", "poisson_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+    @classmethod
+    def shift(cls) -> AugmentConfig:
+        """The defaults plus the shift augmentations used for the shipped models that
+        must hold up on other labs' images (zoom 0.6-1.6x, blur, inversion, shot noise)."""
+        return cls(
+            scale_range=(0.6, 1.6),
+            blur_probability=0.25,
+            invert_probability=0.2,
+            poisson_probability=0.25,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict of the settings."""
@@ -77,7 +116,11 @@ class AugmentConfig:
             if key not in known:
                 continue
             default = getattr(cls, key)
-            kwargs[key] = type(default)(value)
+            kwargs[key] = (
+                tuple(float(v) for v in value)
+                if isinstance(default, tuple)
+                else (type(default)(value))
+            )
         return cls(**kwargs)
 
 
@@ -198,6 +241,19 @@ def _noise(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (image + noise).astype(image.dtype, copy=False)
 
 
+def _blur(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian defocus blur of each channel, sigma uniform in [0.5, 2] pixels."""
+    sigma = float(rng.uniform(0.5, 2.0))
+    return np.stack([ndimage.gaussian_filter(plane, sigma, mode="reflect") for plane in image])
+
+
+def _shot_noise(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Poisson noise at a random photon peak (10-1,000 photons for intensity 1)."""
+    peak = float(np.exp(rng.uniform(np.log(10.0), np.log(1000.0))))
+    counts = rng.poisson(np.clip(image, 0.0, None) * peak).astype(np.float32)
+    return (counts / np.float32(peak) + np.minimum(image, 0.0)).astype(image.dtype, copy=False)
+
+
 def augment_sample(
     image: np.ndarray,
     target: np.ndarray,
@@ -230,7 +286,9 @@ def augment_sample(
     Notes
     -----
     Order: dihedral (exact, no interpolation; odd quarter turns only for square inputs),
-    elastic (with probability ``elastic_probability``), intensity, noise. Elastic uses
+    elastic (with probability ``elastic_probability``), blur, inversion, intensity, shot
+    noise, Gaussian noise (each shift augmentation with its probability; a disabled one
+    draws no random numbers, so older configs give the same samples as before). Elastic uses
     cubic interpolation for the image, nearest neighbour for the target and linear for the
     weight, all with mirrored (``"reflect"``) borders.
     """
@@ -251,8 +309,14 @@ def augment_sample(
         disp = _elastic_displacement(shape, config.elastic_grid, config.elastic_sigma, rng)
         img, tgt, wgt = _elastic_warp(np.ascontiguousarray(img), tgt, wgt, disp)
 
+    if config.blur_probability and rng.random() < config.blur_probability:
+        img = _blur(np.asarray(img, dtype=np.float32), rng).astype(image.dtype, copy=False)
+    if config.invert_probability and rng.random() < config.invert_probability:
+        img = (1.0 - img).astype(image.dtype, copy=False)
     if config.intensity:
         img = _intensity(img, rng)
+    if config.poisson_probability and rng.random() < config.poisson_probability:
+        img = _shot_noise(img, rng)
     if config.noise:
         img = _noise(img, rng)
 

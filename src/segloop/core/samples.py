@@ -19,7 +19,7 @@ from .augment import augment_sample, random_crop
 from .evaluation import LabelledImage
 from .imageio import prepare_image
 from .modelio import ModelBundle
-from .scale import estimate_diameter, rescale_image, rescale_labels
+from .scale import estimate_diameter, rescale_image, rescale_labels, resize_to_shape
 from .targets import (
     class_ids_to_target,
     classes_to_target,
@@ -150,6 +150,27 @@ def split_validation(
     return [data[i] for i in order[n_val:]], [data[i] for i in order[:n_val]]
 
 
+def _zoomed_crop(arrays, size, rng, centre, margin, config):
+    """A random ``size`` x ``size`` crop of every array; with a zoom range in the
+    augmentation config, the crop covers ``size / s`` pixels resized to ``size`` (image
+    and maps linearly, the target by nearest neighbour), ``s`` log-uniform in the range."""
+    low, high = config.augment.scale_range
+    if low == high == 1.0:
+        return random_crop(arrays, (size, size), rng, centre=centre, margin=margin)
+    zoom = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+    side = max(8, round(size / zoom))
+    inner_margin = min(side // 2, round(margin / zoom))
+    crops = random_crop(arrays, (side, side), rng, centre=centre, margin=inner_margin)
+    if side == size:
+        return crops
+    return [
+        resize_to_shape(crop, (size, size), order=0 if crop.dtype.kind in "iub" else 1).astype(
+            crop.dtype, copy=False
+        )
+        for crop in crops
+    ]
+
+
 def _batch(samples, order, geometry, config, rng, margin):
     """Random crops + augmentation for one batch; returns image, target, weight and
     distance tensors (distance None unless the samples carry distance maps)."""
@@ -165,7 +186,7 @@ def _batch(samples, order, geometry, config, rng, margin):
         if sample.labelled is not None:
             pick = int(sample.labelled[rng.integers(len(sample.labelled))])
             centre = divmod(pick, sample.target.shape[1])
-        crops = random_crop(arrays, (geometry.input_size,) * 2, rng, centre=centre, margin=margin)
+        crops = _zoomed_crop(arrays, geometry.input_size, rng, centre, margin, config)
         maps = crops[2] if len(crops) > 2 else None
         image, target, maps = augment_sample(crops[0], crops[1], maps, rng, config.augment)
         inner = slice(margin, margin + geometry.output_size)

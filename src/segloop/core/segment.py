@@ -20,6 +20,14 @@ from .scale import estimate_diameter, rescale_image, resize_to_shape
 
 #: Rescaling is skipped when the object size is within this factor of the model's.
 SCALE_TOLERANCE = 1.15
+#: Most prediction passes of ``diameter="auto"``, the first one included (see
+#: :func:`_measure_and_rescale`).
+AUTO_MAX_PASSES = 4
+#: Take the outlines of shrunk objects from the first (full-resolution) pass. Off: where
+#: objects are several times the model's size that pass cuts them into pieces, and its
+#: outlines then ruin the rescaled pass's objects (F1 0.83 -> 0.00 on the packaged
+#: fluorescence sample at 6x; see docs/models.md, object size).
+AUTO_REFINE = False
 #: Auto-estimated rescale factors are clamped to this range.
 SCALE_LIMITS = (0.1, 10.0)
 
@@ -170,32 +178,56 @@ def _segment_frame(bundle, frame, options, settings, should_stop, stage):
     factor = bundle.native_scale_factor
     if isinstance(diameter, float):
         factor = model_diameter / diameter if model_diameter else 1.0
-    # The measuring pass of 'auto' only needs rough objects: no test-time augmentation.
+    # The measuring passes of 'auto' only need rough objects: no test-time augmentation.
     probs = yield from _predict_at_scale(
         bundle, frame, factor, options, settings, should_stop, stage, tta and not measure
     )
     classes, labels = _postprocess(bundle, probs, options, 1.0 / factor**2)
     used = model_diameter / factor if model_diameter else None
     if measure:
-        # Measure what the first pass found (in input pixels) and re-run at the scale that
-        # gives those objects the model's diameter, unless it is already close.
-        measured = estimate_diameter(labels, area_weighted=True)
-        rerun = tta
-        if not math.isnan(measured):
-            used = measured
-            new_factor = float(np.clip(model_diameter / measured, *SCALE_LIMITS))
-            if abs(math.log(new_factor / factor)) > math.log(SCALE_TOLERANCE):
-                factor, rerun = new_factor, True
-        if rerun:
-            first_probs, first_factor = probs, bundle.native_scale_factor
+        first_probs, first_factor = probs, factor
+        factor, used, probs, classes, labels = yield from _measure_and_rescale(
+            bundle, frame, options, settings, should_stop, stage, factor, (probs, classes, labels)
+        )
+        if tta:
             probs = yield from _predict_at_scale(
-                bundle, frame, factor, options, settings, should_stop, stage + " (rescaled)", tta
+                bundle, frame, factor, options, settings, should_stop, stage + " (TTA)", True
             )
             classes, labels = _postprocess(bundle, probs, options, 1.0 / factor**2)
-            if factor < first_factor:
-                # shrunk: objects and splits from this pass, outlines from the sharper one
-                labels = _refine(bundle, labels, probs, first_probs, options, first_factor)
+        if AUTO_REFINE and factor < first_factor:
+            # shrunk: objects and splits from the coarse pass, outlines from the sharp one
+            labels = _refine(bundle, labels, probs, first_probs, options, first_factor)
     return probs, classes, labels, used, factor
+
+
+def _measure_and_rescale(bundle, frame, options, settings, should_stop, stage, factor, first_pass):
+    """'auto': measure the objects a pass found and predict again at the scale that gives
+    them the model's diameter, until a pass finds objects of that size or
+    AUTO_MAX_PASSES ran. A pass at the wrong scale mismeasures (objects far larger than
+    the network knows come out as pieces), so one correction is not enough; each pass
+    brings the objects closer to the size the network measures them well at.
+
+    Returns (factor, measured diameter in input pixels, probs, classes, labels).
+    """
+    model_diameter = bundle.diameter
+    used = model_diameter / factor
+    probs, classes, labels = first_pass
+    for n_pass in range(1, AUTO_MAX_PASSES + 1):
+        measured = estimate_diameter(labels, area_weighted=True)
+        if math.isnan(measured):
+            break
+        used = measured
+        new_factor = float(np.clip(model_diameter / measured, *SCALE_LIMITS))
+        if abs(math.log(new_factor / factor)) <= math.log(SCALE_TOLERANCE):
+            break
+        if n_pass == AUTO_MAX_PASSES:
+            break
+        factor = new_factor
+        probs = yield from _predict_at_scale(
+            bundle, frame, factor, options, settings, should_stop, f"{stage} (x{factor:.2g})", False
+        )
+        classes, labels = _postprocess(bundle, probs, options, 1.0 / factor**2)
+    return factor, used, probs, classes, labels
 
 
 def _refine(bundle, labels, probs, fine_probs, options, fine_factor):

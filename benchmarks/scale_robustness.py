@@ -1,0 +1,176 @@
+"""Does the default object-size handling hold when objects are smaller or larger than in
+training? Scores a model on its validation images rescaled 0.33x-6x, and on shared sets
+it never trained on, for several object-size modes.
+
+    python benchmarks/scale_robustness.py --model nuclei --sets dsb_val bitdepth \
+        --modes native auto auto-1 --scales 0.33 0.5 1 2 4 6
+
+``dsb_val`` is the nuclei model's validation split (scripts/splits/nuclei.json), each
+image cut to its central 340 x 340 pixels at most so that the 6x version stays within
+2,040 pixels a side (the same cut at every scale, so the rows compare like with like).
+It is where the size-mode defaults are chosen. ``bitdepth`` (DAPI tissue at 20x-63x),
+``fluo_n2dl`` (CTC, internal) and ``miccai`` (H&E, internal) are checks at their own
+scale: the model never trained on them and they choose nothing. ``usiigaci_test`` and
+``dic_hela`` are the same for the cells model.
+
+Modes: ``native`` (no rescaling), ``auto`` (the shipped multi-pass measurement),
+``auto-1`` (one measuring pass then one rescaled pass with the first pass's outlines,
+the behaviour before issue #20), ``auto-2`` (the same without the outlines),
+``auto-refine`` (the multi-pass measurement with the first pass's outlines),
+``true`` (the true median diameter, as a user who knows it would type).
+Rows are appended to docs/results/scale_robustness.json keyed by model, set, mode, scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from skimage.segmentation import relabel_sequential
+
+import segloop.core.segment as segment_module
+from segloop.core.datasets import load_labels, load_pairs
+from segloop.core.evaluation import LabelledImage, evaluate_iter
+from segloop.core.imageio import read_image
+from segloop.core.modelio import load_model
+from segloop.core.progress import run_to_end
+from segloop.core.scale import estimate_diameter, rescale_labels, rescale_raw_image
+from segloop.core.segment import SegmentOptions
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+OUT = ROOT / "docs" / "results" / "scale_robustness.json"
+CUT = 340
+
+
+def _central(item: LabelledImage, side: int = CUT) -> LabelledImage:
+    height, width = item.labels.shape
+    y0, x0 = max(0, (height - side) // 2), max(0, (width - side) // 2)
+    window = (slice(y0, y0 + side), slice(x0, x0 + side))
+    labels = relabel_sequential(item.labels[window].astype(np.int32))[0]
+    return LabelledImage(item.image[window], labels, item.name)
+
+
+def _folder_pairs(folder: Path, names: list[str] | None = None) -> list[LabelledImage]:
+    out = []
+    for image_path in sorted((folder / "images").iterdir()):
+        if names is not None and image_path.name not in names and image_path.stem not in names:
+            continue
+        mask = next((folder / "masks").glob(image_path.stem + ".*"))
+        labels = relabel_sequential(load_labels(mask).astype(np.int32))[0]
+        out.append(LabelledImage(read_image(image_path), labels, image_path.name))
+    return out
+
+
+def dsb_val() -> list[LabelledImage]:
+    split = json.loads((ROOT / "scripts" / "splits" / "nuclei.json").read_text())
+    folder = SHARED / "dsb2018_stage1_train_fixed"
+    by_name = {d.name: d for d in load_pairs(folder / "images", folder / "masks")}
+    return [_central(by_name[name]) for name in split["val"]]
+
+
+SETS = {
+    "dsb_val": dsb_val,
+    "bitdepth": lambda: _folder_pairs(SHARED / "bitdepth_dapi_tissue_nuclei"),
+    "fluo_n2dl": lambda: _folder_pairs(SHARED / "ctc_fluo_n2dl_hela_dense_gt"),
+    "miccai": lambda: _folder_pairs(SHARED / "miccai2015_he_nuclei"),
+    "usiigaci_test": lambda: _folder_pairs(
+        SHARED / "usiigaci_phase_nih3t3", [f"val_set{i}" for i in range(46, 51)]
+    ),
+    "dic_hela": lambda: _folder_pairs(SHARED / "ctc_dic_c2dh_hela" / "gt_frames"),
+}
+
+
+def rescaled(data: list[LabelledImage], scale: float) -> list[LabelledImage]:
+    if scale == 1.0:
+        return data
+    return [
+        LabelledImage(
+            rescale_raw_image(item.image, scale), rescale_labels(item.labels, scale), item.name
+        )
+        for item in data
+    ]
+
+
+def run(model: str, set_name: str, mode: str, scale: float, data: list[LabelledImage]) -> dict:
+    bundle = load_model(model)
+    passes, refine = segment_module.AUTO_MAX_PASSES, segment_module.AUTO_REFINE
+    if mode == "auto-1":  # before issue #20: one rescaled pass, outlines refined
+        segment_module.AUTO_MAX_PASSES, segment_module.AUTO_REFINE = 2, True
+    if mode == "auto-refine":
+        segment_module.AUTO_REFINE = True
+    if mode == "auto-2":
+        segment_module.AUTO_MAX_PASSES = 2
+    start = time.perf_counter()
+    try:
+        if mode == "true":  # per image: its own true median diameter
+            reports = [
+                run_to_end(
+                    evaluate_iter(
+                        bundle, [item], SegmentOptions(diameter=estimate_diameter(item.labels))
+                    )
+                )
+                for item in data
+            ]
+            tp = sum(r.matches.tp for r in reports)
+            fp = sum(r.matches.fp for r in reports)
+            fn = sum(r.matches.fn for r in reports)
+            errors = [e for r in reports for e in r.count_errors]
+            weights = [r.matches.tp + r.matches.fn for r in reports]
+            seg = float(np.average([r.seg for r in reports], weights=weights))
+        else:
+            diameter = "auto" if mode.startswith("auto") else mode
+            report = run_to_end(evaluate_iter(bundle, data, SegmentOptions(diameter=diameter)))
+            tp, fp, fn = report.matches.tp, report.matches.fp, report.matches.fn
+            errors, seg = report.count_errors, report.seg
+    finally:
+        segment_module.AUTO_MAX_PASSES, segment_module.AUTO_REFINE = passes, refine
+    seconds = time.perf_counter() - start
+    f1 = 2 * tp / max(1, 2 * tp + fp + fn)
+    return {
+        "model": model,
+        "set": set_name,
+        "mode": mode,
+        "scale": scale,
+        "f1": round(f1, 4),
+        "precision": round(tp / max(1, tp + fp), 4),
+        "recall": round(tp / max(1, tp + fn), 4),
+        "seg": round(float(seg), 4),
+        "median_count_error": round(float(np.median(errors)), 4),
+        "n_images": len(data),
+        "n_objects": int(tp + fn),
+        "seconds": round(seconds, 1),
+    }
+
+
+def save(row: dict) -> None:
+    rows = json.loads(OUT.read_text()) if OUT.exists() else []
+    key = ("model", "set", "mode", "scale")
+    rows = [r for r in rows if tuple(r[k] for k in key) != tuple(row[k] for k in key)]
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(rows + [row], indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="nuclei")
+    parser.add_argument("--sets", nargs="+", default=["dsb_val"], choices=sorted(SETS))
+    parser.add_argument("--modes", nargs="+", default=["native", "auto"])
+    parser.add_argument("--scales", nargs="+", type=float, default=[1.0])
+    parser.add_argument("--limit", type=int, default=None, help="first N images of each set")
+    args = parser.parse_args()
+    for set_name in args.sets:
+        base = SETS[set_name]()[: args.limit]
+        for scale in args.scales:
+            data = rescaled(base, scale)
+            for mode in args.modes:
+                row = run(args.model, set_name, mode, scale, data)
+                save(row)
+                print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
