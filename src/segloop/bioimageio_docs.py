@@ -55,6 +55,29 @@ SHIPPED = {
             ],
         },
     },
+    "cells": {
+        "sample": "usiigaci_phase.png",
+        "tags": ["cells", "whole-cell", "phase-contrast", "fibroblasts"],
+        "data": {
+            "name": "Usiigaci NIH/3T3 phase-contrast fibroblasts (Tsai et al. 2019)",
+            "source": "https://github.com/oist/Usiigaci",
+            "tags": ["cells", "phase-contrast"],
+            "description": "30 annotated fields (1022x1024, Zernike phase contrast, 10x "
+            "Ph-1 + 1.5x) with 1,930 touching whole fibroblasts; segloop trained on "
+            "fields 1-20, picked its checkpoint and thresholds on fields 21-25 and "
+            "tested on fields 46-50. Copyright (c) 2018 Okinawa Institute of Science & "
+            "Technology Graduate University, MIT License.",
+            "license": "MIT",
+            "cite": [
+                {
+                    "text": "Tsai, H.-F., Gajda, J., Sloan, T. F. W., Rares, A., Shen, A. Q. "
+                    "Usiigaci: Instance-aware cell tracking in stain-free phase contrast "
+                    "microscopy enabled by machine learning. SoftwareX 9, 230-237 (2019).",
+                    "doi": "10.1016/j.softx.2019.02.007",
+                }
+            ],
+        },
+    },
 }
 
 

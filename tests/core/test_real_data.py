@@ -45,10 +45,19 @@ def test_short_training_on_30_dsb_images_beats_untrained(shared_data):
 MODEL_SAMPLES = {
     "nuclei": ["dsb2018_fluorescence", "dsb2018_histology"],
     "ecoli": ["ecoli_phase"],
+    "cells": ["usiigaci_phase"],
 }
 #: F1@0.5 floors, set below what was measured: fluorescence 0.83, H&E 0.88 (nuclei);
 #: 0.65 on the densest E. coli test frame (14 of 17 cells found).
-MIN_F1 = {"dsb2018_fluorescence": 0.7, "dsb2018_histology": 0.7, "ecoli_phase": 0.55}
+#: cells: 21 of 34 whole fibroblasts found on its sample (F1 0.58; touching cells merge).
+MIN_F1 = {
+    "dsb2018_fluorescence": 0.7,
+    "dsb2018_histology": 0.7,
+    "ecoli_phase": 0.55,
+    "usiigaci_phase": 0.5,
+}
+#: Largest relative count error accepted per sample (0.3 unless listed).
+MAX_COUNT_ERROR = {"usiigaci_phase": 0.45}
 
 
 @pytest.mark.parametrize("name", sorted(shipped_models()))
@@ -61,7 +70,8 @@ def test_shipped_models_count_the_packaged_samples(name):
         n_true, n_found = len(np.unique(truth)) - 1, found.max()
         # regression guard (nuclei: test-split F1 0.89, median count error 4.5 %;
         # ecoli: test frames F1 0.78, median count error 12.5 %)
-        assert abs(int(n_found) - n_true) <= 0.3 * n_true, (sample, n_found, n_true)
+        tolerance = MAX_COUNT_ERROR.get(sample, 0.3)
+        assert abs(int(n_found) - n_true) <= tolerance * n_true, (sample, n_found, n_true)
         assert match_instances(truth, found).f1 > MIN_F1[sample], sample
 
 

@@ -94,3 +94,27 @@ def test_area_weighted_diameter_ignores_small_fragments():
         labels[10 + 30 * index : 13 + 30 * index, 5:8] = index + 2
     assert estimate_diameter(labels) < 10  # plain median: a fragment
     assert estimate_diameter(labels, area_weighted=True) == pytest.approx(80, rel=0.05)
+
+
+def test_diameter_range_is_the_trained_spread_in_network_pixels():
+    from segloop.core.evaluation import LabelledImage
+    from segloop.core.samples import diameter_range
+
+    from ..conftest import disks_image
+
+    data = []
+    for radius in (4, 6, 8, 10, 12, 14, 16, 18, 20, 22):
+        image, labels = disks_image([(60, 60), (60, 180)], [radius] * 2, shape=(240, 240))
+        data.append(LabelledImage(image, labels, str(radius)))
+    low, high = diameter_range(data, [1.0] * len(data))
+    assert 8 <= low <= 14 and 38 <= high <= 44  # 10th-90th percentile of 8..44 px
+    # rescaled training: every image brought to 24 px -> a narrow range around 24
+    scales = [24.0 / (2 * r) for r in (4, 6, 8, 10, 12, 14, 16, 18, 20, 22)]
+    low, high = diameter_range(data, scales)
+    assert 22 <= low <= high <= 26
+    # a zoom augmentation widens it by the square root of its factors
+    wide = diameter_range(data, scales, (0.25, 4.0))
+    assert wide[0] == pytest.approx(low * 0.5, abs=0.02) and wide[1] == pytest.approx(
+        high * 2, abs=0.02
+    )
+    assert diameter_range([LabelledImage(image, labels * 0, "empty")], [1.0]) is None

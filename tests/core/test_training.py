@@ -156,3 +156,21 @@ def test_distance_head_learns_the_distance_and_splits_touching():
     image, labels = disks_image([(40, 40), (40, 58), (90, 90)], [10, 10, 8])
     found = segment(bundle, image).instances
     assert match_instances(labels, found).tp == 3
+
+
+def test_validation_over_several_domains_is_their_macro_average(disk_model):
+    from segloop.core.evaluation import LabelledImage
+    from segloop.core.progress import run_to_end
+    from segloop.core.training import _validate
+
+    bundle = load_model(disk_model)
+    easy = [LabelledImage(*random_disks(seed), f"easy{seed}", domain="a") for seed in (1, 2, 3)]
+    image, labels = random_disks(9)
+    hard = [LabelledImage(np.full_like(image, 0.1), labels, "blank", domain="b")]  # no signal
+    config = TrainConfig(epochs=1)
+    score, metrics = run_to_end(_validate(bundle, easy + hard, config, None))
+    assert metrics["f1[a]"] > 0.8 and metrics["f1[b]"] == 0.0
+    assert score == metrics["macro_f1"] == pytest.approx((metrics["f1[a]"] + 0.0) / 2)
+    assert metrics["f1"] > score  # pooled, the three easy images outweigh the blank one
+    pooled, only = run_to_end(_validate(bundle, easy, config, None))
+    assert "macro_f1" not in only and pooled == only["f1"]

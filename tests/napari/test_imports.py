@@ -55,7 +55,12 @@ def test_manifest_is_valid_and_complete():
     }
     assert contributions.readers[0].accepts_directories
     assert contributions.writers[0].layer_types == ["labels"]
-    assert {s.key for s in contributions.sample_data} == {"fluorescence", "histology", "ecoli"}
+    assert {s.key for s in contributions.sample_data} == {
+        "fluorescence",
+        "histology",
+        "ecoli",
+        "fibroblasts",
+    }
     for command in contributions.commands:
         module, _, attribute = command.python_name.partition(":")
         assert hasattr(__import__(module, fromlist=[attribute]), attribute), command.python_name

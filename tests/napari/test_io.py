@@ -8,7 +8,7 @@ import tifffile
 from PIL import Image
 
 from segloop.napari._reader import napari_get_reader
-from segloop.napari._sample_data import ecoli, fluorescence, histology
+from segloop.napari._sample_data import ecoli, fibroblasts, fluorescence, histology
 from segloop.napari._writer import write_labels
 
 from .conftest import THREE_DISKS, disks
@@ -76,7 +76,13 @@ def test_writer_through_napari(make_napari_viewer, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "factory, shape", [(fluorescence, (256, 256)), (histology, (256, 320)), (ecoli, (320, 320))]
+    "factory, shape",
+    [
+        (fluorescence, (256, 256)),
+        (histology, (256, 320)),
+        (ecoli, (320, 320)),
+        (fibroblasts, (512, 512)),
+    ],
 )
 def test_sample_data_functions(factory, shape):
     (image, image_meta, image_kind), (masks, masks_meta, masks_kind) = factory()

@@ -34,6 +34,9 @@ class LabelledImage:
     labels: np.ndarray
     name: str = ""
     ignore: np.ndarray | None = None
+    #: acquisition domain (data set, lab, modality); validation sets with several
+    #: domains are scored by the mean over domains, so no single one dominates
+    domain: str = ""
 
 
 @dataclass

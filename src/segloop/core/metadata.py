@@ -33,10 +33,21 @@ METADATA_KEYS: dict[str, tuple[str, str]] = {
     "diameter": ("float", "median object diameter (px) as the network saw it"),
     "native_diameter": ("float", "median object diameter (px) of the training images"),
     "rescaled": ("bool", "training images were rescaled to `diameter`"),
+    "diameter_range": (
+        "list[float]",
+        "10th-90th percentile of the per-image median object diameters (px) the network "
+        "was trained on, widened by its zoom augmentation; `diameter: auto` keeps "
+        "images whose objects measure inside it at their own scale",
+    ),
     "pixel_size_um": (
         "float | null",
         "median pixel size (µm) of the training images as read, before any rescaling; "
         "null when their files record none",
+    ),
+    "training_data": (
+        "list[dict]",
+        "data sets the shipped weights were trained on: name, licence, the copyright "
+        "notice their licence asks copies to keep, citation",
     ),
     "class_names": ("list[str]", "names of class ids 1..K (class models)"),
     "class_colors": ("list[str]", "#rrggbb colours of class ids 1..K (class models)"),

@@ -57,6 +57,28 @@ NATIVE_RANGE = (12.0, 45.0)
 DEFAULT_DIAMETER = 30.0
 
 
+def diameter_range(
+    data: Sequence[LabelledImage],
+    scales: Sequence[float],
+    zoom: tuple[float, float] = (1.0, 1.0),
+) -> list[float] | None:
+    """Object diameters the network was trained on: the 10th and 90th percentiles of the
+    per-image median diameters, in network pixels (each image's rescale factor applied),
+    widened by half the zoom augmentation's log-range (``sqrt`` of its factors: zooms
+    near the extremes are rare). ``diameter="auto"`` leaves images whose objects measure
+    inside it at the scale they come in. None if nothing is measurable.
+    """
+    measured = [
+        estimate_diameter(item.labels) * scale for item, scale in zip(data, scales, strict=True)
+    ]
+    measured = [d for d in measured if not math.isnan(d)]
+    if not measured:
+        return None
+    low, high = np.percentile(measured, [10, 90])
+    low, high = low * math.sqrt(zoom[0]), high * math.sqrt(zoom[1])
+    return [round(float(low), 2), round(float(high), 2)]
+
+
 def median_diameter(data: Sequence[LabelledImage]) -> float | None:
     """Median of the per-image median object diameters (pixels); None if none measurable."""
     measured = [estimate_diameter(item.labels) for item in data]

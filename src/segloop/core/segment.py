@@ -28,6 +28,12 @@ AUTO_MAX_PASSES = 4
 #: outlines then ruin the rescaled pass's objects (F1 0.83 -> 0.00 on the packaged
 #: fluorescence sample at 6x; see docs/models.md, object size).
 AUTO_REFINE = False
+#: Keep the first pass when the measured size is inside the model's trained diameter
+#: range (``metadata["diameter_range"]``); off: within SCALE_TOLERANCE of its diameter.
+AUTO_USE_RANGE = True
+#: ... but objects larger than this many times the model's diameter are shrunk even
+#: inside that range (None: up to the range's top).
+AUTO_UPPER: float | None = 1.6
 #: Auto-estimated rescale factors are clamped to this range.
 SCALE_LIMITS = (0.1, 10.0)
 
@@ -201,33 +207,74 @@ def _segment_frame(bundle, frame, options, settings, should_stop, stage):
 
 
 def _measure_and_rescale(bundle, frame, options, settings, should_stop, stage, factor, first_pass):
-    """'auto': measure the objects a pass found and predict again at the scale that gives
-    them the model's diameter, until a pass finds objects of that size or
-    AUTO_MAX_PASSES ran. A pass at the wrong scale mismeasures (objects far larger than
-    the network knows come out as pieces), so one correction is not enough; each pass
-    brings the objects closer to the size the network measures them well at.
+    """'auto': find the objects' size and the scale to predict them at.
+
+    A pass at the wrong scale mismeasures: objects several times larger than the network
+    knows come out as pieces, often of a size it *does* know. So the size is found as a
+    fixed point: measure what a pass found, predict again at the scale that gives those
+    objects the model's diameter, and repeat until a pass finds objects of the size it
+    was scaled for (or AUTO_MAX_PASSES ran). Objects that measure smaller than the
+    model's diameter are trusted at once (pieces are never smaller than a nucleus-sized
+    blob), which keeps the expensive enlarging passes to one.
+
+    The pass returned is the first one when the objects' size at that pass's scale is
+    inside the model's trained range (``metadata["diameter_range"]``, else within
+    SCALE_TOLERANCE of its diameter), since the network knows those sizes as they come;
+    otherwise the last one.
 
     Returns (factor, measured diameter in input pixels, probs, classes, labels).
     """
     model_diameter = bundle.diameter
+    first = (factor, *first_pass)
+    current = first
     used = model_diameter / factor
-    probs, classes, labels = first_pass
     for n_pass in range(1, AUTO_MAX_PASSES + 1):
+        factor, probs, classes, labels = current
         measured = estimate_diameter(labels, area_weighted=True)
         if math.isnan(measured):
             break
         used = measured
         new_factor = float(np.clip(model_diameter / measured, *SCALE_LIMITS))
-        if abs(math.log(new_factor / factor)) <= math.log(SCALE_TOLERANCE):
+        converged = abs(math.log(new_factor / factor)) <= math.log(SCALE_TOLERANCE)
+        if converged or n_pass == AUTO_MAX_PASSES:
             break
-        if n_pass == AUTO_MAX_PASSES:
+        if (
+            n_pass == 1
+            and measured * factor < model_diameter
+            and _inside(bundle, measured * factor)
+        ):
+            break  # small or as trained: no fragments to fear, keep the first pass
+        if n_pass > 1 and measured * factor < model_diameter and new_factor > factor:
+            # enlarging after a shrinking pass: take this pass's size as found
             break
-        factor = new_factor
         probs = yield from _predict_at_scale(
-            bundle, frame, factor, options, settings, should_stop, f"{stage} (x{factor:.2g})", False
+            bundle,
+            frame,
+            new_factor,
+            options,
+            settings,
+            should_stop,
+            f"{stage} (x{new_factor:.2g})",
+            False,
         )
-        classes, labels = _postprocess(bundle, probs, options, 1.0 / factor**2)
+        classes, labels = _postprocess(bundle, probs, options, 1.0 / new_factor**2)
+        current = (new_factor, probs, classes, labels)
+    if current is not first and _inside(bundle, used * first[0]):
+        current = first  # the size found is one the network knows at the first scale
+    factor, probs, classes, labels = current
     return factor, used, probs, classes, labels
+
+
+def _inside(bundle: ModelBundle, seen_diameter: float) -> bool:
+    """Whether objects of ``seen_diameter`` network pixels are of a size the model was
+    trained on: from the low end of its stored diameter range up to AUTO_UPPER x its
+    diameter (without a stored range, within SCALE_TOLERANCE of its diameter)."""
+    stored = bundle.metadata.get("diameter_range") if AUTO_USE_RANGE else None
+    if stored:
+        upper = float(stored[1]) if AUTO_UPPER is None else AUTO_UPPER * bundle.diameter
+        return float(stored[0]) <= seen_diameter <= upper
+    ratio = seen_diameter / bundle.diameter
+    return 1.0 / SCALE_TOLERANCE <= ratio <= SCALE_TOLERANCE
 
 
 def _refine(bundle, labels, probs, fine_probs, options, fine_factor):

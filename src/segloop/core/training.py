@@ -30,6 +30,7 @@ from .samples import (  # noqa: F401  (re-exported: training's public names)
     SPARSE_SHARE,
     Sample,
     _batch,
+    diameter_range,
     make_sample,
     median_diameter,
     resolve_target_diameter,
@@ -134,7 +135,8 @@ class TrainResult:
 
 
 def _validate(bundle, val_data, config, should_stop):
-    """Pooled F1@0.5 (instances) or pixel accuracy on labelled pixels (classes)."""
+    """Pooled F1@0.5 (instances; the mean of the per-domain F1s when the images come
+    from several domains) or pixel accuracy on labelled pixels (classes)."""
     bundle.network.eval()
     # native scale (or each image's true diameter for rescaled models), whatever the
     # model's prediction default: comparable between checks and one pass per image
@@ -145,6 +147,18 @@ def _validate(bundle, val_data, config, should_stop):
         )
         metrics = {"f1": report.matches.f1, "seg": report.seg, "ap": report.matches.ap}
         score = report.matches.f1
+        domains = sorted({item.domain for item in val_data})
+        if len(domains) > 1:  # out-of-distribution validation: macro-average of domains
+            for domain in domains:
+                rows = [
+                    row
+                    for row, item in zip(report.per_image, val_data, strict=True)
+                    if item.domain == domain
+                ]
+                tp, fp, fn = (sum(row[key] for row in rows) for key in ("tp", "fp", "fn"))
+                metrics[f"f1[{domain}]"] = 2 * tp / max(1, 2 * tp + fp + fn)
+            score = float(np.mean([metrics[f"f1[{d}]"] for d in domains]))
+            metrics["macro_f1"] = score
     else:
         correct = total = 0
         for item in val_data:
@@ -230,10 +244,10 @@ def train_iter(
     yield Progress("prepare", 0, len(data), "preparing training images")
     target_diameter = resolve_target_diameter(config.target_diameter, bundle, data)
     config = replace(config, target_diameter=target_diameter)
+    scales = [1.0] * len(data)
     if bundle.target == "instances":
-        check_samples_fit(data, [checked_pair_scale(item, target_diameter) for item in data])
-    else:
-        check_samples_fit(data, [1.0] * len(data))
+        scales = [checked_pair_scale(item, target_diameter) for item in data]
+    check_samples_fit(data, scales)
     samples = [make_sample(item, bundle, config) for item in data]
     if bundle.target == "instances":
         if not any(s.n_objects for s in samples):
@@ -243,6 +257,9 @@ def train_iter(
             bundle.metadata["native_diameter"] = native_median
             bundle.metadata["diameter"] = target_diameter or native_median
             bundle.metadata["rescaled"] = target_diameter is not None
+            bundle.metadata["diameter_range"] = diameter_range(
+                data, scales, config.augment.scale_range
+            )
     # Crops larger than every (rescaled) image would be mostly padding: shrink them.
     largest_side = max(max(sample.image.shape[-2:]) for sample in samples)
     geometry = tile_geometry(bundle.config, min(config.crop, largest_side))

@@ -1,5 +1,6 @@
-"""Sample data: two CC0 images of the 2018 Data Science Bowl with their nucleus masks, and
-one E. coli phase-contrast crop with its cell masks.
+"""Sample data: two CC0 images of the 2018 Data Science Bowl with their nucleus masks, one
+E. coli phase-contrast crop and one phase-contrast fibroblast crop (Usiigaci, MIT) with
+their cell masks.
 
 See ``segloop/data/README.md`` for the sources and attributions.
 """
@@ -18,9 +19,15 @@ SAMPLES = {
     "fluorescence": "dsb2018_fluorescence",
     "histology": "dsb2018_histology",
     "ecoli": "ecoli_phase",
+    "fibroblasts": "usiigaci_phase",
 }
 #: Layer name prefix per sample.
-KINDS = {"fluorescence": "nuclei", "histology": "nuclei", "ecoli": "E. coli"}
+KINDS = {
+    "fluorescence": "nuclei",
+    "histology": "nuclei",
+    "ecoli": "E. coli",
+    "fibroblasts": "cells",
+}
 
 
 def _read(file_name: str) -> np.ndarray:
@@ -55,3 +62,8 @@ def histology() -> list[LayerData]:
 def ecoli() -> list[LayerData]:
     """E. coli colony in phase contrast, 320 x 320 uint16, 17 cells (van Vliet 2018, t9)."""
     return sample_layers("ecoli")
+
+
+def fibroblasts() -> list[LayerData]:
+    """NIH/3T3 fibroblasts in phase contrast, 512 x 512 uint16, 34 cells (Usiigaci, MIT)."""
+    return sample_layers("fibroblasts")
