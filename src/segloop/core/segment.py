@@ -218,9 +218,10 @@ def _measure_and_rescale(bundle, frame, options, settings, should_stop, stage, f
     blob), which keeps the expensive enlarging passes to one.
 
     The pass returned is the first one when the objects' size at that pass's scale is
-    inside the model's trained range (``metadata["diameter_range"]``, else within
-    SCALE_TOLERANCE of its diameter), since the network knows those sizes as they come;
-    otherwise the last one.
+    one the network was trained on (:func:`_inside`: from the low end of
+    ``metadata["diameter_range"]`` up to AUTO_UPPER x the model's diameter), since it
+    knows those sizes as they come; otherwise the last one. AUTO_UPPER (1.6) was chosen
+    on the nuclei model's validation images rescaled 0.33x-6x (docs/models.md).
 
     Returns (factor, measured diameter in input pixels, probs, classes, labels).
     """
