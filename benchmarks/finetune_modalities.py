@@ -185,8 +185,12 @@ def before_row(modality: str, base: str) -> dict:
 
 def summary() -> None:
     rows = _load_rows()
-    before = {r["modality"]: r for r in rows if r["config"] == "before"}
-    runs = [r for r in rows if r["config"] != "before"]
+    before = {
+        (r["modality"], r["config"][len("before") :]): r
+        for r in rows
+        if r["config"].startswith("before")
+    }
+    runs = [r for r in rows if not r["config"].startswith("before")]
     groups = sorted({(r["config"], r["frames"], r["budget_s"]) for r in runs})
     for config, frames, budget in groups:
         part = {
@@ -201,8 +205,9 @@ def summary() -> None:
         )
         print("|---|---|---|---|---|---|---|---|")
         gains, segs, speeds = [], [], []
+        base_suffix = config[config.index("@") :] if "@" in config else ""
         for modality, row in sorted(part.items()):
-            old = before.get(modality, {})
+            old = before.get((modality, base_suffix), {})
             gain = row["after_seg"] - old.get("seg", float("nan"))
             gains.append(gain)
             segs.append(row["after_seg"])
@@ -245,21 +250,27 @@ def main() -> None:
     parser.add_argument("--modalities", nargs="+", default=sorted(MODALITIES))
     parser.add_argument("--frames", type=int, nargs="+", default=[2])
     parser.add_argument("--budgets", type=float, nargs="+", default=[120])
-    parser.add_argument("--base", default="nuclei")
+    parser.add_argument(
+        "--base",
+        default="nuclei",
+        help="start model; rows of another than nuclei are labelled config@BASE",
+    )
     parser.add_argument("--summary", action="store_true", help="print the tables and stop")
     args = parser.parse_args()
     if args.summary:
         summary()
         return
+    suffix = "" if args.base == "nuclei" else f"@{args.base}"
     done = {(r["config"], r["modality"], r["frames"], r["budget_s"]) for r in _load_rows()}
     for modality in args.modalities:
-        if ("before", modality, 0, 0) not in done:
-            _save(before_row(modality, args.base))
+        if ("before" + suffix, modality, 0, 0) not in done:
+            _save({**before_row(modality, args.base), "config": "before" + suffix})
     for modality in args.modalities:  # configs side by side, under the same machine load
         for frames in args.frames:
             for budget in args.budgets:
                 for config in args.configs:
-                    _save(run_one(modality, config, frames, budget, args.base))
+                    row = run_one(modality, config, frames, budget, args.base)
+                    _save({**row, "config": config + suffix})
 
 
 if __name__ == "__main__":

@@ -181,8 +181,9 @@ TRAINING_DATA = {
     "bitdepth": {
         "name": "BitDepth_NucSeg DAPI tissue nuclei (GitHub masih4/BitDepth_NucSeg)",
         "licence": "Apache-2.0",
-        "notice": "Licensed under the Apache License, Version 2.0 (segloop/data/licenses/"
-        "bitdepth_nucseg_Apache-2.0.txt); images used unmodified, masks relabelled",
+        "notice": "Licensed under the Apache License, Version 2.0 (../shared/data/"
+        "bitdepth_dapi_tissue_nuclei/LICENSE; ship it with any model trained on it); "
+        "images used unmodified, masks relabelled",
         "cite": "Mahbod et al., Diagnostics 11, 967 (2021), doi:10.3390/diagnostics11060967",
     },
     "usiigaci": {
