@@ -90,30 +90,6 @@ def preload_torch(modules: tuple[str, ...] = SEGMENT_MODULES) -> None:
                 _done.add(name)
 
 
-def warm_layer_types() -> None:
-    """Build a tiny Labels and Image layer object once per process, in a worker thread.
-
-    napari's first Labels layer of a session pays a one-time set-up (lazy imports, label
-    colormap caches; 150 ms or more of the GUI thread in a loaded window) that every
-    later one skips. Layer objects hold no Qt state, so making throw-away ones here moves
-    that cost out of the handler that adds the first result layer. Errors are ignored:
-    the real layer is built (and reports them) in the GUI thread anyway.
-    """
-    with _lock:
-        if "napari-layers" in _done:
-            return
-        _done.add("napari-layers")
-    try:
-        import numpy as np
-        from napari.layers import Image, Labels
-
-        with no_full_collections():
-            Labels(np.zeros((2, 2), np.uint8))
-            Image(np.zeros((2, 2), np.float32))
-    except Exception:  # noqa: BLE001 - a warm-up only
-        log.debug("warming napari layer types failed", exc_info=True)
-
-
 def preload_for_training() -> None:
     """:func:`preload_torch` of :data:`TRAIN_MODULES`, for the start of a training worker.
 

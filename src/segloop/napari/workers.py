@@ -186,7 +186,7 @@ def segment_job(request: adapters.SegmentRequest, **callbacks: Any) -> Job:
 def _segment_for_layers(
     request: adapters.SegmentRequest, should_stop: Callable[[], bool] | None = None
 ) -> Generator[Progress, None, adapters.SegmentOutput]:
-    from ._preload import preload_torch, warm_layer_types
+    from ._preload import preload_torch
     from ._result_layers import segment_outputs
 
     if "torch" not in sys.modules:  # the first run: import torch without stalling the GUI
@@ -194,7 +194,6 @@ def _segment_for_layers(
         preload_torch()
     output = yield from adapters.segment_run(request, should_stop)
     output.layers = segment_outputs(output)
-    warm_layer_types()  # the first result layer's one-time napari set-up, off the GUI
     return output
 
 
