@@ -38,8 +38,25 @@ def _start_training(tmp_path: Path, init: Path, minutes: str = "5"):
     log = (tmp_path / "stderr.txt").open("w")
     argv = [*SEGLOOP, "train", "--images", images, "--masks", masks, "--out", out]
     argv += ["--init", init, "--minutes", minutes, "--crop", "48", "--batch", "2"]
-    process = subprocess.Popen([str(a) for a in argv], stdout=subprocess.DEVNULL, stderr=log)
+    process = subprocess.Popen(
+        [str(a) for a in argv],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        preexec_fn=_as_from_a_shell,
+    )
     return process, out, tmp_path / "stderr.txt"
+
+
+def _as_from_a_shell() -> None:
+    """The child gets SIGINT as a shell gives it: default disposition, not blocked.
+
+    A process inherits ignored signals and the signal mask, and Python installs its
+    Ctrl-C handler only when SIGINT is not ignored at start-up; after the napari tests
+    the test process may hand down either, and ``segloop train`` would then never see
+    the SIGINT the test sends.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def _training_started(log: Path):
