@@ -214,7 +214,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_count(args) -> int:
-    from .batch import count_files
+    from .batch_count import count_files
 
     checks.check_output_file(args.csv, "--csv")
     if args.objects:
