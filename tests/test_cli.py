@@ -390,3 +390,18 @@ def test_diameter_in_micrometres_without_a_pixel_size_is_a_clear_error(
     bad = ["predict", "--model", str(disk_model), "--pixel-size", "-1", "--out", "o", "x.tif"]
     assert main(bad) == 1  # bad option values exit 1, as every other option
     assert "--pixel-size" in capsys.readouterr().err
+
+
+def test_train_shift_augment_is_recorded_and_excludes_no_augment(folders, tmp_path, capsys):
+    from segloop.core.modelio import load_model
+
+    images, masks = folders
+    out = tmp_path / "shift.safetensors"
+    base = ["train", "--images", str(images), "--masks", str(masks), "--out", str(out)]
+    assert main([*base, "--epochs", "1", "--crop", "48", "--shift-augment"]) == 0
+    augment = load_model(out).metadata["training"]["config"]["augment"]
+    assert augment["scale_range"] == [0.6, 1.6] and augment["invert_probability"] == 0.2
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([*base, "--epochs", "1", "--shift-augment", "--no-augment"])
+    assert "not allowed with" in capsys.readouterr().err

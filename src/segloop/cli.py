@@ -55,8 +55,15 @@ def _train_diameter(value: str) -> float | str | None:
     return float(value)
 
 
-def cmd_train(args) -> int:
+def _train_augment(args):
     from .core.augment import AugmentConfig
+
+    if args.no_augment:
+        return AugmentConfig(flips=False, rot90=False, elastic=False, intensity=False, noise=False)
+    return AugmentConfig.shift() if args.shift_augment else AugmentConfig()
+
+
+def cmd_train(args) -> int:
     from .core.datasets import load_pairs
     from .core.modelio import load_model, new_bundle, with_distance_head
     from .core.models import preset
@@ -116,9 +123,7 @@ def cmd_train(args) -> int:
         val_fraction=args.val_fraction,
         target_diameter=_train_diameter(args.diameter),
         device=args.device,
-        augment=AugmentConfig()
-        if not args.no_augment
-        else AugmentConfig(flips=False, rot90=False, elastic=False, intensity=False, noise=False),
+        augment=_train_augment(args),
         use_weight_map=not args.no_weight_map,
     )
     printer = ProgressPrinter()
@@ -359,7 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--invert", default=None, choices=["never", "auto", "always"])
     train.add_argument("--device", type=checks.device, default="auto")
-    train.add_argument("--no-augment", action="store_true")
+    augment = train.add_mutually_exclusive_group()
+    augment.add_argument("--no-augment", action="store_true")
+    augment.add_argument(
+        "--shift-augment",
+        action="store_true",
+        help="add the augmentations for other labs' images: zoom 0.6-1.6x, defocus blur, "
+        "inversion, shot noise (as the shipped nuclei/cells models)",
+    )
     train.add_argument("--no-weight-map", action="store_true")
     train.add_argument(
         "--distance-head",
