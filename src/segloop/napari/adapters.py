@@ -188,6 +188,7 @@ def upsert_layer(
     data: np.ndarray,
     kind: str,
     like: Layer | None = None,
+    prebuilt: Layer | None = None,
     **kwargs: Any,
 ) -> Layer:
     """Replace the data of layer ``name`` (same kind) or add a new layer.
@@ -204,6 +205,9 @@ def upsert_layer(
         Layer type.
     like : Layer, optional
         Layer whose scale and translation a new layer copies (so that it overlays).
+    prebuilt : Layer, optional
+        A layer already built from ``data`` (with ``like``'s geometry and ``kwargs``, in
+        a worker thread): appended, under ``name``, instead of building a new one.
     **kwargs
         Passed to ``add_labels`` / ``add_image`` for a new layer; for an existing Image
         layer ``colormap`` and ``contrast_limits`` are re-applied.
@@ -223,6 +227,10 @@ def upsert_layer(
         return existing
     if existing is not None:
         name = _free_name(viewer, name)
+    if prebuilt is not None and prebuilt.data is data:
+        prebuilt.name = name
+        viewer.layers.append(prebuilt)
+        return prebuilt
     if like is not None:
         kwargs.setdefault("scale", like.scale)
         kwargs.setdefault("translate", like.translate)
@@ -327,6 +335,9 @@ class SegmentRequest:
     uncertainty: bool = False
     unknown_threshold: float = 0.0
     tta: bool | None = None  # None: the model's default
+    #: (scale, translate) of the image layer when the result covers all of it: the
+    #: worker then builds the result layers too (``_result_layers.prebuild_layers``)
+    layer_geometry: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 @dataclass
