@@ -98,41 +98,6 @@ def test_segment_adds_layers_over_several_turns_and_stays_running(dock, model_pa
     assert viewer.layers["cells instances"].metadata["segloop_model"] == widget.model_ref()
 
 
-def test_new_result_layers_are_the_ones_built_in_the_worker(
-    dock, model_path, qtbot, monkeypatch
-):
-    import threading
-
-    from segloop.napari import _result_layers
-
-    built: dict[str, object] = {}
-    threads: set[int] = set()
-    real = _result_layers.prebuild_layers
-
-    def spy(outputs, scale, translate):
-        real(outputs, scale, translate)
-        threads.add(threading.get_ident())
-        built.update({o.suffix: o.layer for o in outputs})
-
-    monkeypatch.setattr(_result_layers, "prebuild_layers", spy)
-    viewer, widget = dock(SegmentWidget)
-    widget.add_model_file(model_path)
-    viewer.add_image(noisy_image(disks(THREE_DISKS)), name="cells", scale=(2, 3))
-    for _run in range(2):  # the second run updates the layers the first one added
-        job = widget.run()
-        with qtbot.waitSignal(job.worker.finished, timeout=60_000):
-            pass
-        wait_idle(qtbot, widget)
-        first = dict(built) if _run == 0 else first
-    assert threading.get_ident() not in threads  # built off the GUI thread
-    instances = viewer.layers["cells instances"]
-    assert instances is first["instances"] and instances is not built["instances"]
-    assert tuple(instances.scale) == (2, 3) and instances.opacity == 0.6
-    assert viewer.layers["cells foreground"] is first["foreground"]
-    assert instances.metadata["segloop_model"] == widget.model_ref()
-    assert len([layer for layer in viewer.layers if "instances" in layer.name]) == 1
-
-
 @pytest.mark.parametrize("code", ["import torch; assert torch.ones(3).sum() == 3"])
 def test_preloading_torch_leaves_it_working(code):
     script = (

@@ -7,10 +7,7 @@ handler froze the window for half a second or more. Here the worker thread prepa
 layer's data (final dtype, contiguous, styles decided) and :class:`Stager` runs the
 additions from a timer, one per turn of the event loop, so that painting and input are
 handled in between. The worker's arrays are handed to napari as they are: no
-copy is made in the GUI thread. For a whole-image result the worker also builds the
-napari layer objects themselves (:func:`prebuild_layers`; a layer is a plain Python model
-until it is appended), which takes their construction, 0.2 s or more the first time a
-Labels layer is made in a session, off the GUI thread too.
+copy is made in the GUI thread.
 """
 
 from __future__ import annotations
@@ -41,9 +38,6 @@ class LayerOutput:
     kind: str  # "labels" or "image"
     data: np.ndarray
     style: dict[str, Any] = field(default_factory=dict)
-    #: the napari layer built from ``data`` and ``style`` in the worker (or None): the GUI
-    #: thread appends it when it adds a new layer, and ignores it when it updates one
-    layer: Any = None
 
 
 def segment_outputs(result: Any) -> list[LayerOutput]:
@@ -78,22 +72,6 @@ def segment_outputs(result: Any) -> list[LayerOutput]:
             )
         )
     return outputs
-
-
-def prebuild_layers(
-    outputs: list[LayerOutput], scale: tuple[float, ...], translate: tuple[float, ...]
-) -> None:
-    """Build each output's napari layer (``output.layer``) with the image layer's
-    ``scale`` and ``translate``. Runs in the worker thread; a layer that fails to build
-    is left to the GUI thread's usual path."""
-    from napari.layers import Image, Labels
-
-    for output in outputs:
-        kind = Labels if output.kind == "labels" else Image
-        try:
-            output.layer = kind(output.data, scale=scale, translate=translate, **output.style)
-        except Exception:  # noqa: BLE001 - the GUI thread builds it and reports errors
-            output.layer = None
 
 
 def _ready(array: np.ndarray, dtype: Any = None) -> np.ndarray:

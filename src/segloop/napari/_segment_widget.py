@@ -263,9 +263,6 @@ class SegmentWidget(JobWidget):
             tta=TTA_MODES[self.tta_combo.currentText()],
             uncertainty=self.uncertainty_check.isChecked(),
             unknown_threshold=self.unknown_spin.value(),
-            layer_geometry=None
-            if frame is not None
-            else (tuple(layer.scale), tuple(layer.translate)),
         )
         self._target = (layer, frame, self.model_ref())
         self._settings = {
@@ -362,9 +359,7 @@ class SegmentWidget(JobWidget):
         if frame is not None:
             shape = (layer.data.shape[0], *data.shape)
             data = adapters.frame_into(self.viewer, name, kind, data, frame, shape)
-        out = adapters.upsert_layer(
-            self.viewer, name, data, kind, like=layer, prebuilt=output.layer, **style
-        )
+        out = adapters.upsert_layer(self.viewer, name, data, kind, like=layer, **style)
         if kind == "labels":
             out.metadata[MODEL_KEY] = model
             out.metadata[PROVENANCE_KEY] = self._provenance(result, layer, frame, model)

@@ -188,7 +188,6 @@ def upsert_layer(
     data: np.ndarray,
     kind: str,
     like: Layer | None = None,
-    prebuilt: Layer | None = None,
     **kwargs: Any,
 ) -> Layer:
     """Replace the data of layer ``name`` (same kind) or add a new layer.
@@ -205,9 +204,6 @@ def upsert_layer(
         Layer type.
     like : Layer, optional
         Layer whose scale and translation a new layer copies (so that it overlays).
-    prebuilt : Layer, optional
-        A layer already built from ``data`` (with ``like``'s geometry and ``kwargs``, in
-        a worker thread): appended, under ``name``, instead of building a new one.
     **kwargs
         Passed to ``add_labels`` / ``add_image`` for a new layer; for an existing Image
         layer ``colormap`` and ``contrast_limits`` are re-applied.
@@ -227,10 +223,6 @@ def upsert_layer(
         return existing
     if existing is not None:
         name = _free_name(viewer, name)
-    if prebuilt is not None and prebuilt.data is data:
-        prebuilt.name = name
-        viewer.layers.append(prebuilt)
-        return prebuilt
     if like is not None:
         kwargs.setdefault("scale", like.scale)
         kwargs.setdefault("translate", like.translate)
@@ -335,9 +327,6 @@ class SegmentRequest:
     uncertainty: bool = False
     unknown_threshold: float = 0.0
     tta: bool | None = None  # None: the model's default
-    #: (scale, translate) of the image layer when the result covers all of it: the
-    #: worker then builds the result layers too (``_result_layers.prebuild_layers``)
-    layer_geometry: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 @dataclass

@@ -187,15 +187,13 @@ def _segment_for_layers(
     request: adapters.SegmentRequest, should_stop: Callable[[], bool] | None = None
 ) -> Generator[Progress, None, adapters.SegmentOutput]:
     from ._preload import preload_torch
-    from ._result_layers import prebuild_layers, segment_outputs
+    from ._result_layers import segment_outputs
 
     if "torch" not in sys.modules:  # the first run: import torch without stalling the GUI
         yield Progress("load model", 0, 1, "starting torch")
         preload_torch()
     output = yield from adapters.segment_run(request, should_stop)
     output.layers = segment_outputs(output)
-    if request.layer_geometry is not None:
-        prebuild_layers(output.layers, *request.layer_geometry)
     return output
 
 
