@@ -288,15 +288,20 @@ def test_train_with_a_distance_head_new_and_from_init(folders, class_folders, tm
     base = ["train", "--images", str(images), "--masks", str(masks), "--epochs", "1"]
     new = tmp_path / "new.safetensors"
     assert main([*base, "--crop", "48", "--out", str(new), "--distance-head"]) == 0
+    by_default = tmp_path / "default.safetensors"  # a new instance model has one anyway
+    assert main([*base, "--crop", "48", "--out", str(by_default)]) == 0
     grown = tmp_path / "grown.safetensors"
     plain = tmp_path / "plain.safetensors"
-    assert main([*base, "--crop", "48", "--out", str(plain)]) == 0
+    assert main([*base, "--crop", "48", "--out", str(plain), "--no-distance-head"]) == 0
     args = [*base, "--crop", "48", "--out", str(grown), "--init", str(plain), "--distance-head"]
     assert main(args) == 0
     capsys.readouterr()
-    for path in (new, grown):
+    for path, head in ((new, True), (by_default, True), (grown, True), (plain, False)):
         assert main(["info", str(path)]) == 0
-        assert json.loads(capsys.readouterr().out)["config"]["distance_head"] is True
+        assert json.loads(capsys.readouterr().out)["config"].get("distance_head", False) is head
+    args = [*base, "--out", str(tmp_path / "x.safetensors"), "--init", str(plain)]
+    assert main([*args, "--no-distance-head"]) == 1
+    assert "--no-distance-head is for a new instance model" in capsys.readouterr().err
     out = tmp_path / "p"
     assert (
         main(["predict", "--model", str(grown), "--out", str(out), "--probabilities", str(images)])

@@ -64,6 +64,8 @@ def _train_augment(args):
 
 
 def cmd_train(args) -> int:
+    from dataclasses import replace
+
     from .core.datasets import load_pairs
     from .core.modelio import load_model, new_bundle, with_distance_head
     from .core.models import preset
@@ -95,13 +97,18 @@ def cmd_train(args) -> int:
             n_classes = int(max(int(item.labels.max()) for item in data))
             if n_classes < 2:
                 raise ValueError("--target classes needs masks with at least two class ids")
+        config = preset(args.arch, n_classes=n_classes)
+        if target == "instances" and DEFAULTS.distance_head and not args.no_distance_head:
+            config = replace(config, distance_head=True)
         bundle = new_bundle(
-            preset(args.arch, n_classes=n_classes),
+            config,
             Path(args.out).name.split(".")[0],
             target=target,
             seed=args.seed,
         )
         bundle.metadata["preprocess"]["invert"] = args.invert or "never"
+    if args.no_distance_head and (args.init or target != "instances"):
+        raise ValueError("--no-distance-head is for a new instance model (without --init)")
     if args.distance_head:
         if bundle.target != "instances":
             raise ValueError("--distance-head needs an instance model (--target instances)")
@@ -373,11 +380,18 @@ def build_parser() -> argparse.ArgumentParser:
         "inversion, shot noise (as the shipped nuclei/cells models)",
     )
     train.add_argument("--no-weight-map", action="store_true")
-    train.add_argument(
+    head = train.add_mutually_exclusive_group()
+    head.add_argument(
         "--distance-head",
         action="store_true",
         help="instance models: also learn each pixel's distance to its object's edge and "
-        "seed touching objects from it (added to an --init model that lacks one)",
+        "seed touching objects from it (the default for a new instance model; added to an "
+        "--init model that lacks one)",
+    )
+    head.add_argument(
+        "--no-distance-head",
+        action="store_true",
+        help="a new instance model without the distance head (3 classes only)",
     )
     train.set_defaults(func=cmd_train)
 

@@ -310,6 +310,8 @@ def new_model(request: FinetuneRequest, items: Sequence[LabelledImage], name: st
     if request.target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}")
     config = preset(request.arch, n_classes_of(items, request.target))
+    if request.target == "instances" and DEFAULTS.distance_head:
+        config = replace(config, distance_head=True)
     bundle = new_bundle(config, name, target=request.target, seed=request.config.seed)
     bundle.metadata["arch"] = request.arch
     if request.target == "classes":

@@ -46,6 +46,13 @@ class Defaults:
     tune_grid: str = "quick"
     #: most class ids a new class model may have (more means the labels are instances)
     max_classes: int = 20
+    #: a new instance model (``segloop train`` without ``--init``, Train from scratch)
+    #: also learns each pixel's distance to its object's edge and seeds touching objects
+    #: from it. Chosen on a far-apart time block of DIC-HeLa seq 01 never trained on
+    #: (benchmarks/dic_hela.py, docs/benchmarks.md), CTC SEG on its silver / gold frames:
+    #: 5 min 0.833 / 0.828 with the head vs 0.738 / 0.808 without; 15 min 0.870 / 0.888
+    #: vs 0.871 / 0.889 (a tie; F1@0.5 0.924 vs 0.897)
+    distance_head: bool = True
 
 
 DEFAULTS = Defaults()
