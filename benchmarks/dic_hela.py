@@ -16,6 +16,7 @@ frames away from the nearest training frame at its centre). It is scored two way
 Training defaults are chosen on these numbers, never on sequence 02 (kept aside outside
 this project). CTC data is for internal testing only: the trained model is written
 under /tmp, never into the package. Results are appended to --json (one row per label).
+``--block 0 28`` holds out the first block instead (gold t002, t005, t021).
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ DIC = ROOT.parent / "shared" / "data" / "ctc_dic_c2dh_hela"
 HELD_OUT_BLOCK = range(47, 75)
 HELD_OUT_GOLD = ("01_t054.tif", "01_t067.tif")
 SILVER_FRAMES = HELD_OUT_BLOCK[::3]
+
+
+def set_block(first: int, stop: int) -> None:
+    """Hold out frames ``first`` .. ``stop - 1`` instead (and the gold frames inside)."""
+    global HELD_OUT_BLOCK, HELD_OUT_GOLD, SILVER_FRAMES
+    HELD_OUT_BLOCK = range(first, stop)
+    gold = sorted((DIC / "gt_frames" / "images").glob("01_t*.tif"))
+    HELD_OUT_GOLD = tuple(p.name for p in gold if int(p.stem[4:]) in HELD_OUT_BLOCK)
+    SILVER_FRAMES = HELD_OUT_BLOCK[::3]
 
 
 def _link(folder: Path, name: str, target: Path) -> None:
@@ -86,10 +96,14 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="default /tmp/dic_<label>.safetensors")
     parser.add_argument("--json", default=str(ROOT / "docs" / "results" / "dic_hela.json"))
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument(
+        "--block", type=int, nargs=2, default=(47, 75), help="held-out frames FIRST STOP"
+    )
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="train options")
     args = parser.parse_args()
     if not DIC.exists():
         sys.exit(f"{DIC} not found")
+    set_block(*args.block)
     model = args.model or f"/tmp/dic_{args.label}.safetensors"
     segloop = [sys.executable, "-m", "segloop.cli"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,6 +126,8 @@ def main() -> None:
         }
     row = {
         "label": args.label,
+        "block": [HELD_OUT_BLOCK.start, HELD_OUT_BLOCK.stop - 1],
+        "gold": list(HELD_OUT_GOLD),
         "train_options": args.extra,
         "train_minutes": round(train_minutes, 1),
         "steps": summary.get("steps"),
@@ -120,14 +136,15 @@ def main() -> None:
     }
     print(json.dumps(row, indent=1))
     path = Path(args.json)
-    rows = json.loads(path.read_text()).get("rows", []) if path.exists() else []
-    rows = [r for r in rows if isinstance(r, dict) and r.get("label") != args.label] + [row]
-    protocol = {
-        "train": "seq 01 frames outside t047-t074, silver truth",
-        "gold": list(HELD_OUT_GOLD),
-        "silver": [f"t{n:03d}" for n in SILVER_FRAMES],
+    table = json.loads(path.read_text()) if path.exists() else {}
+    rows = [r for r in table.get("rows", []) if r.get("label") != args.label] + [row]
+    table["protocol"] = {
+        "train": "seq 01 frames outside the held-out block (--block), silver truth",
+        "gold": "the manual frames inside the block",
+        "silver": "every third frame of the block, against its silver truth",
     }
-    path.write_text(json.dumps({"protocol": protocol, "rows": rows}, indent=1) + "\n")
+    table["rows"] = rows
+    path.write_text(json.dumps(table, indent=1) + "\n")
 
 
 if __name__ == "__main__":

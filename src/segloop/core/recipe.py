@@ -50,8 +50,9 @@ class Defaults:
     #: also learns each pixel's distance to its object's edge and seeds touching objects
     #: from it. Chosen on a far-apart time block of DIC-HeLa seq 01 never trained on
     #: (benchmarks/dic_hela.py, docs/benchmarks.md), CTC SEG on its silver / gold frames:
-    #: 5 min 0.833 / 0.828 with the head vs 0.738 / 0.808 without; 15 min 0.870 / 0.888
-    #: vs 0.871 / 0.889 (a tie; F1@0.5 0.924 vs 0.897)
+    #: 5 min 0.833 / 0.828 with the head vs 0.738 / 0.808 without (block t047-t074) and
+    #: 0.875 / 0.865 vs 0.774 / 0.741 (block t000-t027); 15 min 0.870 / 0.888 vs 0.871 /
+    #: 0.889 (t047-t074; a tie, F1@0.5 0.924 vs 0.897)
     distance_head: bool = True
 
 
