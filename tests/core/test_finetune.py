@@ -245,3 +245,14 @@ def test_fine_tuned_version_rescales_new_images_like_its_corrections(tmp_path):
     assert version.metadata["rescaled"] and version.diameter == pytest.approx(12.0)
     assert version.metadata["native_diameter"] == pytest.approx(60.0, rel=0.15)
     assert version.native_scale_factor == pytest.approx(12.0 / 60.0, rel=0.15)
+
+
+def test_a_new_instance_model_has_a_distance_head_and_a_class_model_none():
+    from segloop.core.finetune import new_model
+
+    instances = [LabelledImage(np.zeros((8, 8)), np.eye(8, dtype=int), "c0")]
+    classes = [LabelledImage(np.zeros((8, 8)), (np.eye(8, dtype=int) + 1), "c1")]
+    made = new_model(FinetuneRequest(start="scratch"), instances, "new")
+    assert made.config.distance_head and made.config.n_classes == 3
+    made = new_model(FinetuneRequest(start="scratch", target="classes"), classes, "cls")
+    assert not made.config.distance_head
