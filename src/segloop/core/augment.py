@@ -93,6 +93,11 @@ class AugmentConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
     @classmethod
+    def none(cls) -> AugmentConfig:
+        """No augmentation at all: no flips, rotations, elastic, intensity or noise."""
+        return cls(flips=False, rot90=False, elastic=False, intensity=False, noise=False)
+
+    @classmethod
     def shift(cls) -> AugmentConfig:
         """The defaults plus the shift augmentations used for the shipped models that
         must hold up on other labs' images (zoom 0.6-1.6x, blur, inversion, shot noise)."""

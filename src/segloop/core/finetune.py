@@ -175,11 +175,8 @@ def build_request(
         "batch_size": batch_size,
     }
     options = {key: value for key, value in options.items() if value is not None}
-    no_augment = AugmentConfig(
-        flips=False, rot90=False, elastic=False, intensity=False, noise=False
-    )
     options.update(
-        augment=AugmentConfig() if augment else no_augment,
+        augment=AugmentConfig() if augment else AugmentConfig.none(),
         use_weight_map=weight_map,
         w0=w0,
         sigma=sigma,
@@ -300,18 +297,29 @@ def check_start_model(bundle: ModelBundle, items: Sequence[LabelledImage]) -> No
         )
 
 
+def network_config(
+    arch: str, n_classes: int, target: str, distance_head: bool = DEFAULTS.distance_head
+):
+    """The ``ModelConfig`` of a new network: the architecture's preset, with a distance
+    head for an instance model unless ``distance_head`` is False (the recipe's default,
+    used by Train from scratch and ``segloop train``)."""
+    from .models import preset
+
+    config = preset(arch, n_classes=n_classes)
+    if target == "instances" and distance_head:
+        config = replace(config, distance_head=True)
+    return config
+
+
 def new_model(request: FinetuneRequest, items: Sequence[LabelledImage], name: str) -> ModelBundle:
     """A fresh network for ``request`` (scratch), sized for the class ids in ``items``."""
     from .classes import class_style_metadata
-    from .models import preset
 
     if request.arch not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}")
     if request.target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}")
-    config = preset(request.arch, n_classes_of(items, request.target))
-    if request.target == "instances" and DEFAULTS.distance_head:
-        config = replace(config, distance_head=True)
+    config = network_config(request.arch, n_classes_of(items, request.target), request.target)
     bundle = new_bundle(config, name, target=request.target, seed=request.config.seed)
     bundle.metadata["arch"] = request.arch
     if request.target == "classes":

@@ -1,0 +1,251 @@
+"""``segloop train``: train a new model, or fine-tune one (``--init``), on image/mask folders.
+
+``--init`` runs the fine-tune service's recipe (:mod:`segloop.core.finetune`, as the
+Fine-tune widget's Train button); a new model gets the recipe's network defaults
+(:func:`segloop.core.finetune.network_config`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from . import cli_checks as checks
+from .cli_progress import ProgressPrinter
+from .core.recipe import DEFAULTS
+
+
+def _train_diameter(value: str) -> float | str | None:
+    if value in ("auto", "none"):
+        return None if value == "none" else "auto"
+    return float(value)
+
+
+def _train_augment(args):
+    from .core.augment import AugmentConfig
+
+    if args.no_augment:
+        return AugmentConfig.none()
+    return AugmentConfig.shift() if args.shift_augment else AugmentConfig()
+
+
+def cmd_train(args) -> int:
+    from .core.datasets import load_pairs
+    from .core.finetune import network_config
+    from .core.modelio import load_model, new_bundle, with_distance_head
+    from .core.progress import run_to_end
+    from .core.training import TrainConfig, checkpoint_path, train_iter
+
+    if args.minutes is None and args.epochs is None:
+        args.minutes = 10.0
+    checks.check_model_out(args.out)
+    checks.check_together(args, "--val-images", "--val-masks")
+    data = load_pairs(args.images, args.masks)
+    val_data = load_pairs(args.val_images, args.val_masks) if args.val_images else None
+    if args.target == "classes":
+        checks.check_class_ids(list(data) + list(val_data or []))
+    target = args.target
+    if args.init:
+        bundle = load_model(args.init)
+        parent = str(bundle.path)
+        bundle.metadata.update(
+            name=Path(args.out).name.split(".")[0],
+            parent=parent,
+            version=int(bundle.metadata.get("version", 0)) + 1,
+        )
+        if args.invert:
+            bundle.metadata.setdefault("preprocess", {})["invert"] = args.invert
+    else:
+        n_classes = 3
+        if target == "classes":
+            n_classes = int(max(int(item.labels.max()) for item in data))
+            if n_classes < 2:
+                raise ValueError("--target classes needs masks with at least two class ids")
+        config = network_config(args.arch, n_classes, target, not args.no_distance_head)
+        bundle = new_bundle(
+            config,
+            Path(args.out).name.split(".")[0],
+            target=target,
+            seed=args.seed,
+        )
+        bundle.metadata["preprocess"]["invert"] = args.invert or "never"
+    if args.no_distance_head and (args.init or target != "instances"):
+        raise ValueError("--no-distance-head is for a new instance model (without --init)")
+    if args.distance_head:
+        if bundle.target != "instances":
+            raise ValueError("--distance-head needs an instance model (--target instances)")
+        if not bundle.config.distance_head:
+            bundle = with_distance_head(bundle)
+    bundle.metadata["pixel_size_um"] = _training_pixel_size(args.images, args.masks)
+    if bundle.target == "classes":
+        _store_class_style(bundle, args)
+    elif args.class_names or args.class_colors:
+        raise ValueError("--class-names/--class-colors need a class model (--target classes)")
+    recipe = DEFAULTS if args.init else None  # --init fine-tunes with the Train button's recipe
+    config = TrainConfig(
+        minutes=args.minutes,
+        epochs=args.epochs,
+        crop=args.crop or (recipe.crop if recipe else 256),
+        batch_size=args.batch or (recipe.batch_size if recipe else 4),
+        learning_rate=args.lr or (recipe.learning_rate if recipe else 1e-3),
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        target_diameter=_train_diameter(args.diameter),
+        device=args.device,
+        augment=_train_augment(args),
+        use_weight_map=not args.no_weight_map,
+    )
+    printer = ProgressPrinter()
+    checks.check_model_out(args.out, checks.model_bytes(bundle))
+    side = checkpoint_path(args.out)
+    side_before = side.stat().st_mtime_ns if side.exists() else None
+    try:
+        if args.init:
+            run = _fine_tune_run(bundle, data, val_data, config, args)
+        else:
+            run = train_iter(bundle, data, config, val_data, args.out)
+        result = run_to_end(run, printer)
+    except KeyboardInterrupt as exc:
+        exc.detail = checks.interrupted_training(Path(args.out), side, side_before)
+        raise
+    summary = {
+        "model": str(args.out),
+        "steps": result.steps,
+        "epochs": round(result.epochs, 2),
+        "seconds": round(result.seconds, 1),
+        "best_validation": result.best_metric,
+        "diameter": result.bundle.diameter,
+        "postprocess": result.bundle.postprocess,
+    }
+    print(json.dumps(checks.json_safe(summary), indent=2))
+    return 0
+
+
+def _training_pixel_size(images: str, masks: str) -> float | None:
+    """Median pixel size (µm) of the training images, if every file records one."""
+    import statistics
+
+    from .core.datasets import pair_files
+    from .core.units import read_pixel_size
+
+    sizes = [read_pixel_size(image) for image, _mask in pair_files(images, masks)]
+    if not sizes or not all(sizes):
+        return None
+    return round(statistics.median((y * x) ** 0.5 for y, x in sizes), 6)
+
+
+def _fine_tune_run(bundle, data, val_data, config, args):
+    """``train --init``: the fine-tune service's recipe (split rule, replay, scale rule)."""
+    from .core.finetune import adapt_iter, replay_sample, split_corrections
+
+    if val_data is None:
+        data, val_data = split_corrections(data, None, args.seed, args.val_fraction)
+    replay = replay_sample(bundle, len(data), DEFAULTS.replay_fraction, args.seed)
+    return adapt_iter(bundle, data, val_data, config, replay, out_path=args.out)
+
+
+def _store_class_style(bundle, args) -> None:
+    """Put --class-names/--class-colors (or kept/default ones) into the model metadata."""
+    from .core.classes import class_style_metadata, parse_class_names
+
+    names = parse_class_names(args.class_names) or bundle.metadata.get("class_names")
+    colors = args.class_colors.split(",") if args.class_colors else None
+    colors = colors or bundle.metadata.get("class_colors")
+    try:
+        bundle.metadata.update(class_style_metadata(bundle.config.n_classes, names, colors))
+    except ValueError as exc:
+        raise ValueError(f"--class-names/--class-colors: {exc}") from None
+
+
+def add_train_command(sub: argparse._SubParsersAction) -> None:
+    """Register ``train`` on the ``segloop`` parser."""
+    train = sub.add_parser("train", help="train or fine-tune a model on image/mask folders")
+    train.add_argument("--images", required=True)
+    train.add_argument(
+        "--masks",
+        required=True,
+        help="instance labels (0 = background), same file names as --images",
+    )
+    train.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    train.add_argument(
+        "--arch", default="unet", choices=["unet", "unet-classic", "segnet", "segnet-classic"]
+    )
+    budget = train.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--minutes",
+        type=checks.number("--minutes", 0.0, checks.MAX_MINUTES, low_open=True),
+        default=None,
+        help="CPU time budget (default 10)",
+    )
+    budget.add_argument("--epochs", type=checks.integer("--epochs", 1, checks.MAX_EPOCHS))
+    train.add_argument("--init", default=None, help="start from this model (fine-tune)")
+    train.add_argument("--seed", type=checks.integer("--seed", *checks.SEED_RANGE), default=0)
+    train.add_argument("--target", default="instances", choices=["instances", "classes"])
+    train.add_argument(
+        "--class-names",
+        default=None,
+        help="with --target classes: names of class ids 1..K, comma-separated "
+        "(stored in the model; default 'class 1', 'class 2', ...)",
+    )
+    train.add_argument(
+        "--class-colors",
+        default=None,
+        help="with --target classes: #rrggbb colours of class ids 1..K, comma-separated",
+    )
+    train.add_argument("--val-images", default=None)
+    train.add_argument("--val-masks", default=None)
+    train.add_argument(
+        "--val-fraction", type=checks.number("--val-fraction", 0.0, 0.9), default=0.1
+    )
+    train.add_argument(
+        "--crop",
+        type=checks.integer("--crop", *checks.CROP_RANGE),
+        default=None,
+        help="crop side (default 256; with --init the fine-tune recipe's)",
+    )
+    train.add_argument(
+        "--batch",
+        type=checks.integer("--batch", *checks.BATCH_RANGE),
+        default=None,
+        help="crops per step (default 4; with --init the fine-tune recipe's)",
+    )
+    train.add_argument(
+        "--lr",
+        type=checks.number("--lr", 0.0, 10.0, low_open=True),
+        default=None,
+        help="learning rate (default 1e-3; with --init the fine-tune recipe's)",
+    )
+    train.add_argument(
+        "--diameter",
+        type=checks.diameter("--diameter", ("auto", "none")),
+        default="auto",
+        help="rescale training pairs so objects are this many pixels across; "
+        "'auto' (default): only when objects are < 12 or > 45 px, or as "
+        "the --init model was trained; 'none': native scale",
+    )
+    train.add_argument("--invert", default=None, choices=["never", "auto", "always"])
+    train.add_argument("--device", type=checks.device, default="auto")
+    augment = train.add_mutually_exclusive_group()
+    augment.add_argument("--no-augment", action="store_true")
+    augment.add_argument(
+        "--shift-augment",
+        action="store_true",
+        help="add the augmentations for other labs' images: zoom 0.6-1.6x, defocus blur, "
+        "inversion, shot noise (as the shipped nuclei/cells models)",
+    )
+    train.add_argument("--no-weight-map", action="store_true")
+    head = train.add_mutually_exclusive_group()
+    head.add_argument(
+        "--distance-head",
+        action="store_true",
+        help="instance models: also learn each pixel's distance to its object's edge and "
+        "seed touching objects from it (the default for a new instance model; added to an "
+        "--init model that lacks one)",
+    )
+    head.add_argument(
+        "--no-distance-head",
+        action="store_true",
+        help="a new instance model without the distance head (3 classes only)",
+    )
+    train.set_defaults(func=cmd_train)
