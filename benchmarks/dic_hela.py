@@ -31,18 +31,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DIC = ROOT.parent / "shared" / "data" / "ctc_dic_c2dh_hela"
-HELD_OUT_BLOCK = range(47, 75)
-HELD_OUT_GOLD = ("01_t054.tif", "01_t067.tif")
-SILVER_FRAMES = HELD_OUT_BLOCK[::3]
+#: the held-out block by default (--block 47 75)
+DEFAULT_BLOCK = (47, 75)
 
 
-def set_block(first: int, stop: int) -> None:
-    """Hold out frames ``first`` .. ``stop - 1`` instead (and the gold frames inside)."""
-    global HELD_OUT_BLOCK, HELD_OUT_GOLD, SILVER_FRAMES
-    HELD_OUT_BLOCK = range(first, stop)
+def gold_frames(block: range) -> tuple[str, ...]:
+    """The manual (gold) frames of seq 01 inside ``block``."""
     gold = sorted((DIC / "gt_frames" / "images").glob("01_t*.tif"))
-    HELD_OUT_GOLD = tuple(p.name for p in gold if int(p.stem[4:]) in HELD_OUT_BLOCK)
-    SILVER_FRAMES = HELD_OUT_BLOCK[::3]
+    return tuple(path.name for path in gold if int(path.stem[4:]) in block)
 
 
 def _link(folder: Path, name: str, target: Path) -> None:
@@ -50,28 +46,28 @@ def _link(folder: Path, name: str, target: Path) -> None:
     (folder / name).symlink_to(target)
 
 
-def build_training_folders(tmp: Path) -> tuple[Path, Path]:
+def build_training_folders(tmp: Path, block: range) -> tuple[Path, Path]:
     """Every frame of seq 01 outside the held-out block, with its silver truth."""
     images, masks = tmp / "images", tmp / "masks"
     for frame in sorted((DIC / "ctc_layout" / "01").glob("t*.tif")):
         number = int(frame.stem[1:])
-        if number in HELD_OUT_BLOCK:
+        if number in block:
             continue
         _link(images, frame.name, frame)
         _link(masks, frame.name, DIC / "ctc_layout" / "01_ST" / "SEG" / f"man_seg{number:03d}.tif")
     return images, masks
 
 
-def build_eval_folders(tmp: Path) -> dict[str, tuple[Path, Path]]:
+def build_eval_folders(tmp: Path, block: range) -> dict[str, tuple[Path, Path]]:
     """``gold``: manual frames of the block; ``silver``: every third frame, silver truth."""
     sets = {}
     gold_images, gold_masks = tmp / "gold_images", tmp / "gold_masks"
-    for name in HELD_OUT_GOLD:
+    for name in gold_frames(block):
         _link(gold_images, name, DIC / "gt_frames" / "images" / name)
         _link(gold_masks, name, DIC / "gt_frames" / "masks" / name)
     sets["gold"] = (gold_images, gold_masks)
     silver_images, silver_masks = tmp / "silver_images", tmp / "silver_masks"
-    for number in SILVER_FRAMES:
+    for number in block[::3]:
         name = f"t{number:03d}.tif"
         _link(silver_images, name, DIC / "ctc_layout" / "01" / name)
         _link(silver_masks, name, DIC / "ctc_layout" / "01_ST" / "SEG" / f"man_seg{number:03d}.tif")
@@ -97,18 +93,18 @@ def main() -> None:
     parser.add_argument("--json", default=str(ROOT / "docs" / "results" / "dic_hela.json"))
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument(
-        "--block", type=int, nargs=2, default=(47, 75), help="held-out frames FIRST STOP"
+        "--block", type=int, nargs=2, default=DEFAULT_BLOCK, help="held-out frames FIRST STOP"
     )
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="train options")
     args = parser.parse_args()
     if not DIC.exists():
         sys.exit(f"{DIC} not found")
-    set_block(*args.block)
+    block = range(*args.block)
     model = args.model or f"/tmp/dic_{args.label}.safetensors"
     segloop = [sys.executable, "-m", "segloop.cli"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        images, masks = build_training_folders(tmp)
+        images, masks = build_training_folders(tmp, block)
         start = time.time()
         summary = {}
         if not args.skip_train:
@@ -121,13 +117,12 @@ def main() -> None:
             ).stdout
             summary = json.loads(out[out.index("{") :])
         train_minutes = (time.time() - start) / 60
-        results = {
-            name: evaluate(segloop, model, *pair) for name, pair in build_eval_folders(tmp).items()
-        }
+        eval_sets = build_eval_folders(tmp, block)
+        results = {name: evaluate(segloop, model, *pair) for name, pair in eval_sets.items()}
     row = {
         "label": args.label,
-        "block": [HELD_OUT_BLOCK.start, HELD_OUT_BLOCK.stop - 1],
-        "gold": list(HELD_OUT_GOLD),
+        "block": [block.start, block.stop - 1],
+        "gold": list(gold_frames(block)),
         "train_options": args.extra,
         "train_minutes": round(train_minutes, 1),
         "steps": summary.get("steps"),
