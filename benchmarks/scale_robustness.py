@@ -14,14 +14,21 @@ scale: the model never trained on them and they choose nothing. ``usiigaci_test`
 ``dic_hela`` are the same for the cells model.
 
 Modes: ``native`` (no rescaling), ``auto`` (the shipped multi-pass measurement),
-``auto-1`` (one measuring pass then one rescaled pass with the first pass's outlines,
-the behaviour before issue #20), ``auto-2`` (the same without the outlines),
-``auto-refine`` (the multi-pass measurement with the first pass's outlines),
-``auto-range`` (the first pass kept anywhere inside the trained range), ``auto-up1.6``
-(kept from the range's low end up to 1.6x the model's diameter, what ``auto`` does),
-``auto-tol`` / ``auto-tol1.3`` (the first pass kept only within 1.15x / 1.3x of the model's
-diameter instead of inside its trained range),
-``true`` (the true median diameter, as a user who knows it would type), ``default`` (the
+``auto-1`` (one measuring pass then one rescaled pass with the first pass's outlines, the
+behaviour before issue #20), ``auto-2`` (the same without the outlines), ``auto-refine``
+(the multi-pass measurement with the first pass's outlines), ``auto-range`` (the first
+pass kept anywhere inside the trained range), ``auto-up1.6`` (kept from the range's low
+end up to 1.6x the model's diameter, what ``auto`` does), ``auto-tol`` / ``auto-tol1.3``
+(the first pass kept only within 1.15x / 1.3x of the model's diameter instead of inside
+its trained range), ``auto-probes0`` (no coarse probes before the fixed point: ``auto``
+until 2026-12-02; ``auto-probes2`` is the same as ``auto`` since), ``auto-target1.25``
+(the rescaled passes give the objects 1.25x the model's diameter instead of 1x); variants
+join with ``+`` (``auto-probes2+target1.3``); ``auto-beyond0`` believes any probe whose
+objects are of a trained size at its own scale (the first version of the probes),
+``auto-coverage0`` drops the probes' coverage condition (the second version). ``true``
+(the true median diameter, as a user who knows it would type), ``oracle`` (the image
+brought back to its original scale exactly: the ceiling of any size estimator, what is
+left being the detail lost or interpolated by the rescaling itself), ``default`` (the
 model's stored default: what a user gets without choosing).
 Rows are appended to docs/results/scale_robustness.json keyed by model, set, mode, scale.
 """
@@ -121,6 +128,32 @@ def rescaled(data: list[LabelledImage], scale: float) -> list[LabelledImage]:
     ]
 
 
+def _apply_variant(mode: str) -> None:
+    """Set segment_module's 'auto' knobs for one variant name, e.g. ``auto-target1.3``."""
+    if mode == "auto-range":  # the whole trained range, up to its top
+        segment_module.AUTO_UPPER = None
+    if mode.startswith("auto-up"):  # the range's low end, this many x the diameter up
+        segment_module.AUTO_UPPER = float(mode[len("auto-up") :])
+    if mode.startswith("auto-tol"):  # tolerance band instead of the trained range
+        segment_module.AUTO_USE_RANGE = False
+        if mode != "auto-tol":
+            segment_module.SCALE_TOLERANCE = float(mode[len("auto-tol") :])
+    if mode.startswith("auto-probes"):  # this many coarse probes (0: before the probes)
+        segment_module.AUTO_PROBES = int(mode[len("auto-probes") :])
+    if mode.startswith("auto-beyond"):  # probes believed beyond this x the range's top
+        segment_module.AUTO_PROBE_BEYOND = float(mode[len("auto-beyond") :])
+    if mode.startswith("auto-coverage"):  # probes believed above this x the coverage
+        segment_module.AUTO_PROBE_COVERAGE = float(mode[len("auto-coverage") :])
+    if mode.startswith("auto-target"):  # rescaled passes aim at this many x the diameter
+        segment_module.AUTO_TARGET = float(mode[len("auto-target") :])
+    if mode == "auto-1":  # before issue #20: one rescaled pass, outlines refined
+        segment_module.AUTO_MAX_PASSES, segment_module.AUTO_REFINE = 2, True
+    if mode == "auto-refine":
+        segment_module.AUTO_REFINE = True
+    if mode == "auto-2":
+        segment_module.AUTO_MAX_PASSES = 2
+
+
 def run(model: str, set_name: str, mode: str, scale: float, data: list[LabelledImage]) -> dict:
     bundle = load_model(model)
     saved = {
@@ -131,22 +164,16 @@ def run(model: str, set_name: str, mode: str, scale: float, data: list[LabelledI
             "AUTO_USE_RANGE",
             "AUTO_UPPER",
             "SCALE_TOLERANCE",
+            "AUTO_TARGET",
+            "AUTO_PROBES",
+            "AUTO_PROBE_BEYOND",
+            "AUTO_PROBE_COVERAGE",
         )
     }
-    if mode == "auto-range":  # the whole trained range, up to its top
-        segment_module.AUTO_UPPER = None
-    if mode.startswith("auto-up"):  # the range's low end, this many x the diameter up
-        segment_module.AUTO_UPPER = float(mode[len("auto-up") :])
-    if mode.startswith("auto-tol"):  # tolerance band instead of the trained range
-        segment_module.AUTO_USE_RANGE = False
-        if mode != "auto-tol":
-            segment_module.SCALE_TOLERANCE = float(mode[len("auto-tol") :])
-    if mode == "auto-1":  # before issue #20: one rescaled pass, outlines refined
-        segment_module.AUTO_MAX_PASSES, segment_module.AUTO_REFINE = 2, True
-    if mode == "auto-refine":
-        segment_module.AUTO_REFINE = True
-    if mode == "auto-2":
-        segment_module.AUTO_MAX_PASSES = 2
+    for variant in mode.split("+"):  # e.g. auto-probes2+target1.3: both variants at once
+        _apply_variant(
+            variant if variant.startswith(("auto", "true", "oracle")) else f"auto-{variant}"
+        )
     start = time.perf_counter()
     try:
         if mode == "true":  # per image: its own true median diameter
@@ -165,7 +192,10 @@ def run(model: str, set_name: str, mode: str, scale: float, data: list[LabelledI
             weights = [r.matches.tp + r.matches.fn for r in reports]
             seg = float(np.average([r.seg for r in reports], weights=weights))
         else:
-            diameter = {"default": None}.get(mode, "auto" if mode.startswith("auto") else mode)
+            if mode == "oracle":  # factor 1/scale exactly: back to the original pixels
+                diameter = bundle.diameter * scale
+            else:
+                diameter = {"default": None}.get(mode, "auto" if mode.startswith("auto") else mode)
             report = run_to_end(evaluate_iter(bundle, data, SegmentOptions(diameter=diameter)))
             tp, fp, fn = report.matches.tp, report.matches.fp, report.matches.fn
             errors, seg = report.count_errors, report.seg

@@ -129,3 +129,86 @@ def test_shipped_nuclei_auto_size_holds_on_a_real_sample_zoomed_5x(zoom):
     assert result.diameters[0] == pytest.approx(19.5 * zoom, rel=0.3)
     if zoom > 1:
         assert match_instances(labels, segment(bundle, image, diameter="native").instances).f1 < 0.3
+
+
+def test_coarse_probes_find_nuclei_fifteen_times_the_training_size(monkeypatch):
+    """At 15x the first pass sees only flat nucleus interiors and finds nothing it can
+    measure (or a few texture pieces of a size it knows); the coarse probes (an option,
+    off by default) find the nuclei (packaged DSB2018 sample, CC0, its top-left 96 px
+    zoomed 15x)."""
+    from skimage.segmentation import relabel_sequential
+
+    import segloop.core.segment as segment_module
+    from segloop.core.datasets import load_labels
+    from segloop.core.imageio import read_image
+    from segloop.core.scale import rescale_labels, rescale_raw_image
+
+    data = Path(segloop.__file__).parent / "data"
+    image = read_image(data / "dsb2018_fluorescence.png")[:96, :96]
+    labels = relabel_sequential(load_labels(data / "dsb2018_fluorescence_masks.png")[:96, :96])[0]
+    image, labels = rescale_raw_image(image, 15.0), rescale_labels(labels, 15.0)
+    bundle = load_model("nuclei")
+    # the default, without probes, finds nothing
+    assert match_instances(labels, segment(bundle, image, diameter="auto").instances).f1 < 0.3
+    monkeypatch.setattr(segment_module, "AUTO_PROBES", 2)
+    result = segment(bundle, image, diameter="auto")
+    assert match_instances(labels, result.instances).f1 > 0.7
+    assert result.diameters[0] == pytest.approx(19.5 * 15, rel=0.3)
+
+
+def _disk_labels(shape, radius, step):
+    """Labels of disks of ``radius`` on a grid of ``step`` pixels."""
+    from skimage.draw import disk
+
+    labels = np.zeros(shape, np.int32)
+    centres = range(step // 2, shape[0] - radius, step)
+    for n, (y, x) in enumerate(((y, x) for y in centres for x in centres), start=1):
+        labels[disk((y, x), radius, shape=shape)] = n
+    return labels
+
+
+@pytest.mark.parametrize(
+    ("case", "first_radius", "first_step", "probe_radius", "believed"),
+    [
+        ("pieces of huge nuclei", 8, 300, 135, True),
+        ("a confluent sheet seen as blobs", 15, 32, 135, False),
+        ("objects the first pass saw whole", 8, 300, 30, False),
+    ],
+)
+def test_a_coarse_probe_is_believed_only_where_the_first_pass_saw_pieces(
+    monkeypatch, case, first_radius, first_step, probe_radius, believed
+):
+    """The decision of 'auto''s coarse probes, with the passes' objects given: a probe is
+    the fixed point's start only for objects of a trained size at its scale, too large
+    for the first pass to see whole, covering much more than the first pass's objects."""
+    from types import SimpleNamespace
+
+    import segloop.core.segment as segment_module
+
+    shape = (900, 900)
+    first_labels = _disk_labels(shape, first_radius, first_step)
+    probe_labels = _disk_labels(shape, probe_radius, 2 * probe_radius + 60)
+
+    def fake_predict(bundle, frame, factor, *args):
+        return factor  # the "probabilities" are the factor the pass ran at
+        yield
+
+    def fake_postprocess(bundle, factor, options, area_scale):
+        # the 1/3 probe finds nothing; the 1/9 (and, in the last case, 1/3) one the probe's
+        labels = probe_labels if factor < 0.2 or probe_radius < 100 else np.zeros(shape, int)
+        return None, labels
+
+    monkeypatch.setattr(segment_module, "AUTO_PROBES", 2)
+    monkeypatch.setattr(segment_module, "_predict_at_scale", fake_predict)
+    monkeypatch.setattr(segment_module, "_postprocess", fake_postprocess)
+    bundle = SimpleNamespace(diameter=20.0, metadata={"diameter_range": [10.0, 40.0]})
+    if probe_radius < 100:  # objects of 60 px: of a trained size at the 1/3 probe only
+        bundle.metadata["diameter_range"] = [15.0, 35.0]
+    first = (1.0, None, None, first_labels)
+    gen = segment_module._coarse_start(bundle, np.zeros(shape), None, None, None, "s", first)
+    with pytest.raises(StopIteration) as stop:
+        next(gen)
+    start = stop.value.value
+    assert (start is not first) == believed, case
+    if believed:
+        assert start[0] == pytest.approx(1 / 9) and start[3] is probe_labels
