@@ -20,8 +20,8 @@ behaviour before issue #20), ``auto-2`` (the same without the outlines), ``auto-
 pass kept anywhere inside the trained range), ``auto-up1.6`` (kept from the range's low
 end up to 1.6x the model's diameter, what ``auto`` does), ``auto-tol`` / ``auto-tol1.3``
 (the first pass kept only within 1.15x / 1.3x of the model's diameter instead of inside
-its trained range), ``auto-probes0`` (no coarse probes before the fixed point: ``auto``
-until 2026-12-02; ``auto-probes2`` is the same as ``auto`` since), ``auto-target1.25``
+its trained range), ``auto-probes2`` (two coarse probes before the fixed point, an option
+kept off: ``auto`` is ``auto-probes0``), ``auto-target1.25``
 (the rescaled passes give the objects 1.25x the model's diameter instead of 1x); variants
 join with ``+`` (``auto-probes2+target1.3``); ``auto-beyond0`` believes any probe whose
 objects are of a trained size at its own scale (the first version of the probes),
