@@ -174,3 +174,34 @@ def test_validation_over_several_domains_is_their_macro_average(disk_model):
     assert metrics["f1"] > score  # pooled, the three easy images outweigh the blank one
     pooled, only = run_to_end(_validate(bundle, easy, config, None))
     assert "macro_f1" not in only and pooled == only["f1"]
+
+
+def _object_share_of_crops(object_crops: float, n_batches: int = 6) -> list[float]:
+    """Share of object pixels in the target of each crop, for one small disk in a large
+    empty correction (as an E. coli frame with a few rods)."""
+    from segloop.core.augment import AugmentConfig
+    from segloop.core.models import tile_geometry
+    from segloop.core.samples import _batch, make_sample
+
+    image, labels = disks_image([(150, 40)], [6], shape=(192, 192))
+    bundle = tiny_bundle()
+    config = TrainConfig(
+        epochs=1, crop=32, batch_size=4, object_crops=object_crops, augment=AugmentConfig.none()
+    )
+    sample = make_sample(LabelledImage(image, labels, "sparse"), bundle, config)
+    geometry = tile_geometry(bundle.config, config.crop)
+    rng = np.random.default_rng(0)
+    shares = []
+    for _ in range(n_batches):
+        _, targets, _, _ = _batch([sample], [0] * 4, geometry, config, rng, geometry.margin)
+        shares += [float((t > 0).float().mean()) for t in targets]
+    return shares
+
+
+def test_object_crops_centre_crops_on_the_objects():
+    centred = _object_share_of_crops(1.0)
+    assert all(share > 0 for share in centred)  # every crop holds part of the object
+    uniform = _object_share_of_crops(0.0)
+    assert sum(share > 0 for share in uniform) < len(uniform) // 2  # most miss it
+    with pytest.raises(ValueError, match="object_crops"):
+        TrainConfig(epochs=1, object_crops=1.5)

@@ -46,6 +46,9 @@ class Sample:
     #: flat indices of the labelled pixels of a sparse correction (crops are drawn
     #: around them, so every step learns from what the user painted); None when dense
     labelled: np.ndarray | None = None
+    #: flat indices of the object pixels (instance models with
+    #: ``TrainConfig.object_crops``): the centres of object-centred crops
+    objects: np.ndarray | None = None
 
 
 #: A correction with labels on less than this share of its pixels has its crops drawn
@@ -151,6 +154,9 @@ def make_sample(item: LabelledImage, bundle: ModelBundle, config: TrainConfig) -
         distance = normalized_distance(labels)
     labelled = np.flatnonzero(target >= 0)
     sparse = ignore is not None and 0 < len(labelled) < SPARSE_SHARE * target.size
+    objects = None
+    if bundle.target == "instances" and config.object_crops > 0:
+        objects = np.flatnonzero(labels > 0).astype(np.int32) if n_objects else None
     return Sample(
         image[None].astype(np.float32),
         target,
@@ -158,6 +164,7 @@ def make_sample(item: LabelledImage, bundle: ModelBundle, config: TrainConfig) -
         n_objects,
         distance,
         labelled if sparse else None,
+        objects,
     )
 
 
@@ -207,6 +214,9 @@ def _batch(samples, order, geometry, config, rng, margin):
         centre = None
         if sample.labelled is not None:
             pick = int(sample.labelled[rng.integers(len(sample.labelled))])
+            centre = divmod(pick, sample.target.shape[1])
+        elif sample.objects is not None and rng.random() < config.object_crops:
+            pick = int(sample.objects[rng.integers(len(sample.objects))])
             centre = divmod(pick, sample.target.shape[1])
         crops = _zoomed_crop(arrays, geometry.input_size, rng, centre, margin, config)
         maps = crops[2] if len(crops) > 2 else None

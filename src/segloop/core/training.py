@@ -84,6 +84,9 @@ class TrainConfig:
     #: weigh the distance loss with the weight map too (stresses the gaps between nuclei)
     distance_weight_map: bool = False
     border_width: int = 2
+    #: share of the crops of a dense instance correction centred on a random object
+    #: pixel (the rest are drawn uniformly); 0 draws no extra random numbers
+    object_crops: float = 0.0
     target_diameter: float | str | None = None
     device: str = "auto"
     tune_postprocess: bool = True
@@ -107,6 +110,7 @@ class TrainConfig:
         check_number("val_interval_s", self.val_interval_s, 0.0, math.inf, finite=False)
         check_integer("val_max_images", self.val_max_images, 1, 10**6)
         check_integer("border_width", self.border_width, 1, 64)
+        check_number("object_crops", self.object_crops, 0.0, 1.0)
         check_weight_parameters(self.w0, self.sigma)
         value = self.target_diameter
         if value is not None and value != "auto":
