@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -120,6 +121,8 @@ CONFIGS: dict[str, dict] = {
     "crop128": {"crop": 128, "batch_size": 4, "val_fraction": 0.2, "tune_on_training": False},
     "crop128-all": {"crop": 128, "batch_size": 4, "val_ids": [], "tune_on_training": True},
     "default": {},  # whatever segloop.core.recipe.DEFAULTS says now
+    # the default with half the crops of each correction centred on an object pixel
+    "objcrop": {"object_crops": 0.5},
 }
 
 
@@ -127,6 +130,20 @@ def score(model, frames, diameter=None) -> dict:
     bundle = load_model(model)
     report = run_to_end(evaluate_iter(bundle, frames, SegmentOptions(diameter=diameter)))
     return {"seg": round(report.seg, 4), "f1": round(report.matches.f1, 4)}
+
+
+#: Extra prediction modes a fine-tuned version is scored with (``--modes``): the
+#: version's stored default is always scored (``after_seg``); each mode adds
+#: ``after_seg[MODE]`` / ``after_f1[MODE]``. "native" is the corrections' scale.
+MODES = ("native", "auto")
+
+
+def score_modes(model, frames, modes) -> dict:
+    out = {}
+    for mode in modes:
+        result = score(model, frames, mode)
+        out.update({f"{key}[{mode}]": value for key, value in result.items()})
+    return out
 
 
 def _load_rows() -> list[dict]:
@@ -141,7 +158,15 @@ def _save(row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
-def run_one(modality: str, config: str, frames: int, budget: float, base: str) -> dict:
+def run_one(
+    modality: str,
+    config: str,
+    frames: int,
+    budget: float,
+    base: str,
+    modes: tuple[str, ...] = (),
+    keep: Path | None = None,
+) -> dict:
     corrected, scored = (make() for make in MODALITIES[modality])
     corrected = corrected[:frames]
     options = dict(CONFIGS[config])
@@ -157,7 +182,13 @@ def run_one(modality: str, config: str, frames: int, budget: float, base: str) -
         result = run_to_end(finetune_iter(project, request))
         wall = time.monotonic() - start
         after = score(result.version.path, scored)
+        after.update(score_modes(result.version.path, scored, modes))
         meta = result.version.metadata
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            suffix = "" if base == "nuclei" else f"@{base}"
+            target = keep / f"{config}{suffix}_{modality}_{frames}f_{budget:.0f}s.safetensors"
+            shutil.copyfile(result.version.path, target)
     return {
         "config": config,
         "modality": modality,
@@ -171,6 +202,19 @@ def run_one(modality: str, config: str, frames: int, budget: float, base: str) -
         "scale": "rescaled" if meta.get("rescaled") else "native",
         **{f"after_{k}": v for k, v in after.items()},
     }
+
+
+def rescore(keep: Path, config: str, label: str, modalities, modes, frames, budget) -> None:
+    """Score the versions ``--keep`` stored for ``config`` again with the current
+    prediction code (e.g. a changed ``diameter="auto"``), as rows ``label``."""
+    for modality in modalities:
+        path = keep / f"{config}_{modality}_{frames}f_{budget:.0f}s.safetensors"
+        if not path.is_file():
+            continue
+        _, scored = (make() for make in MODALITIES[modality])
+        after = {**score(path, scored), **score_modes(path, scored, modes)}
+        row = {"config": label, "modality": modality, "frames": frames, "budget_s": budget}
+        _save({**row, **{f"after_{k}": v for k, v in after.items()}})
 
 
 def before_row(modality: str, base: str) -> dict:
@@ -245,6 +289,7 @@ def _leave_one_out(runs: list[dict]) -> None:
 
 
 def main() -> None:
+    global OUT
     parser = argparse.ArgumentParser()
     parser.add_argument("--configs", nargs="+", default=["default"], choices=sorted(CONFIGS))
     parser.add_argument("--modalities", nargs="+", default=sorted(MODALITIES))
@@ -256,9 +301,33 @@ def main() -> None:
         help="start model; rows of another than nuclei are labelled config@BASE",
     )
     parser.add_argument("--summary", action="store_true", help="print the tables and stop")
+    parser.add_argument(
+        "--modes", nargs="*", default=[], choices=MODES, help="also score these diameters"
+    )
+    parser.add_argument("--keep", type=Path, help="copy every fine-tuned version here")
+    parser.add_argument("--out", type=Path, default=OUT, help="results JSON (rows appended)")
+    parser.add_argument(
+        "--rescore",
+        metavar="LABEL",
+        help="score the --keep versions of --configs again (current code) as rows LABEL",
+    )
     args = parser.parse_args()
+    OUT = args.out
     if args.summary:
         summary()
+        return
+    if args.rescore:
+        for frames in args.frames:
+            for budget in args.budgets:
+                rescore(
+                    args.keep,
+                    args.configs[0],
+                    args.rescore,
+                    args.modalities,
+                    tuple(args.modes),
+                    frames,
+                    budget,
+                )
         return
     suffix = "" if args.base == "nuclei" else f"@{args.base}"
     done = {(r["config"], r["modality"], r["frames"], r["budget_s"]) for r in _load_rows()}
@@ -269,7 +338,9 @@ def main() -> None:
         for frames in args.frames:
             for budget in args.budgets:
                 for config in args.configs:
-                    row = run_one(modality, config, frames, budget, args.base)
+                    row = run_one(
+                        modality, config, frames, budget, args.base, tuple(args.modes), args.keep
+                    )
                     _save({**row, "config": config + suffix})
 
 
