@@ -24,6 +24,7 @@ from segloop.core.models import ModelConfig
 from segloop.core.progress import Cancelled, RunControl, run_to_end
 from segloop.core.project import Project
 from segloop.core.segment import segment
+from segloop.core.training import median_diameter
 
 from ..conftest import random_disks
 
@@ -256,3 +257,77 @@ def test_a_new_instance_model_has_a_distance_head_and_a_class_model_none():
     assert made.config.distance_head and made.config.n_classes == 3
     made = new_model(FinetuneRequest(start="scratch", target="classes"), classes, "cls")
     assert not made.config.distance_head
+
+
+def _fake_reports(monkeypatch, f1_by_mode):
+    """evaluate_iter stand-in for check_predict_size: a report with the given F1 per
+    SegmentOptions.diameter."""
+    import segloop.core.finetune as finetune_module
+
+    def fake(bundle, data, options, should_stop=None, true_diameter=False):
+        yield from ()
+        matches = type("Matches", (), {"f1": f1_by_mode[options.diameter]})()
+        return type("Report", (), {"matches": matches})()
+
+    monkeypatch.setattr(finetune_module, "evaluate_iter", fake)
+
+
+@pytest.mark.parametrize(
+    ("f1_auto", "f1_native", "chosen"), [(0.40, 0.63, "native"), (0.60, 0.68, "auto")]
+)
+def test_size_check_switches_to_the_corrections_scale_only_when_clearly_better(
+    monkeypatch, f1_auto, f1_native, chosen
+):
+    from segloop.core.finetune import check_predict_size
+
+    _fake_reports(monkeypatch, {"auto": f1_auto, "native": f1_native})
+    bundle = new_bundle(ModelConfig(depth=3, base_channels=8), "v1")
+    bundle.metadata["predict"] = {"diameter": "auto", "tta": False}
+    check = [LabelledImage(*random_disks(0), name="frame0")]
+    record = run_to_end(check_predict_size(bundle, check, 0.1))
+    assert record["chosen"] == chosen and bundle.metadata["size_check"] == record
+    assert record["f1_auto"] == f1_auto and record["images"] == ["frame0"]
+    assert bundle.predict_defaults["diameter"] == (None if chosen == "native" else "auto")
+    assert bundle.predict_defaults["tta"] is False  # the rest of the defaults is kept
+
+
+def test_size_check_is_skipped_without_auto_or_corrections(monkeypatch):
+    from segloop.core.finetune import check_predict_size
+
+    _fake_reports(monkeypatch, {"auto": 0.0, "native": 1.0})
+    bundle = new_bundle(ModelConfig(depth=3, base_channels=8), "v1")
+    check = [LabelledImage(*random_disks(0), name="frame0")]
+    assert run_to_end(check_predict_size(bundle, check, 0.1)) is None  # native already
+    bundle.metadata["predict"] = {"diameter": "auto"}
+    assert run_to_end(check_predict_size(bundle, [], 0.1)) is None
+    assert run_to_end(check_predict_size(bundle, check, None)) is None
+    assert "size_check" not in bundle.metadata and bundle.predict_defaults["diameter"] == "auto"
+
+
+def test_fine_tuned_version_records_its_size_check_and_the_cli_file_gets_it(tmp_path):
+    from segloop.core.finetune import adapt_iter
+
+    base = new_bundle(ModelConfig(depth=3, base_channels=8), "base")
+    base.metadata.update(diameter=14.0, rescaled=False, training={})
+    base.metadata["predict"] = {"diameter": "auto"}
+    base.metadata["size_check"] = {"chosen": "native", "images": ["the parent's"]}
+    base_path = save_model(base, tmp_path / "base.safetensors")
+    project = _project(tmp_path, n=2, base=str(base_path))
+    result = run_to_end(finetune_iter(project, _request(str(base_path), epochs=2)))
+    check = result.version.metadata["size_check"]
+    assert sorted(check["images"]) == ["frame0", "frame1"]  # this run's, not the parent's
+    assert check["chosen"] == ("native" if check["f1_native"] - check["f1_auto"] > 0.1 else "auto")
+    # segloop train --init: the file holds the final metadata (corrections' diameter, check)
+    bundle = load_model(base_path)
+    items = project.load_corrections()
+    out = tmp_path / "init.safetensors"
+    config = recipe_config(epochs=2, crop=64, batch_size=2, val_interval_s=1e9)
+    replay = [  # two replay images of far larger objects: they must not set the size
+        LabelledImage(*random_disks(seed, n=3, shape=(192, 192), radius=(28, 32)), name=f"r{seed}")
+        for seed in range(2)
+    ]
+    run_to_end(adapt_iter(bundle, items, items, config, replay, out_path=out))
+    written = load_model(out).metadata
+    assert written["native_diameter"] == pytest.approx(median_diameter(items))
+    assert median_diameter(items + replay) > 1.5 * median_diameter(items)
+    assert written["size_check"] == bundle.metadata["size_check"]

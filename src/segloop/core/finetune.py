@@ -348,13 +348,16 @@ def adapt_iter(
     out_path: str | Path | None = None,
 ) -> Generator[Progress, None, TrainResult]:
     """Train ``bundle`` in place on ``train_set`` + ``replay`` with the recipe's scale
-    rule, tuning post-processing on ``val_set``; the objects of ``train_set`` (not the
+    rule, tuning post-processing on ``val_set`` and checking the prediction default's
+    object size on it (:func:`check_predict_size`); the objects of ``train_set`` (not the
     replay's) set the version's diameter. ``out_path`` is passed to
-    :func:`~segloop.core.training.train_iter` (``segloop train --init``)."""
+    :func:`~segloop.core.training.train_iter` for its checkpoints and written again,
+    atomically, with the final metadata (``segloop train --init``)."""
     control = control or RunControl()
     config = replace(config)  # the request's config stays as it was given
     config.tune_postprocess = bool(val_set) and config.tune_postprocess
     measured = median_diameter(train_set) if bundle.target == "instances" else None
+    bundle.metadata.pop("size_check", None)  # the start model's, not this run's
     if "training" in bundle.metadata:  # an existing model: rescale as fine_tune_scale says
         config.target_diameter = fine_tune_scale(bundle, config.target_diameter, measured)
     result = yield from train_iter(
@@ -370,7 +373,52 @@ def adapt_iter(
         bundle.metadata["native_diameter"] = measured
         if not bundle.metadata.get("rescaled"):
             bundle.metadata["diameter"] = measured
+    if val_set and result.steps and not result.stopped:
+        cancel = lambda: control.cancel_requested  # noqa: E731
+        yield from check_predict_size(bundle, val_set, DEFAULTS.size_check_margin, cancel)
+    if out_path is not None and result.steps:  # train_iter wrote it before the lines above
+        save_model(bundle, out_path)
     return result
+
+
+def check_predict_size(
+    bundle: ModelBundle,
+    check_set: Sequence[LabelledImage],
+    margin: float | None,
+    should_cancel=None,
+) -> Generator[Progress, None, dict[str, Any] | None]:
+    """Keep an inherited ``diameter: auto`` prediction default, or switch the version to
+    its corrections' scale when that scores more than ``margin`` better F1@0.5 on
+    ``check_set`` (both recorded in ``metadata["size_check"]``).
+
+    'auto' measures object size area-weighted and compares it with the model's median
+    diameter; on objects whose sizes vary a lot (EM cells) that mistakes a right pass
+    for a coarse one and shrinks the image until neighbours merge. The corrections show
+    it: they are at the scale the user images at.
+    """
+    if margin is None or bundle.target != "instances" or not check_set:
+        return None
+    if bundle.predict_defaults["diameter"] != "auto":
+        return None
+    yield Progress("tune", 0, 1, "checking the object size on the corrections")
+    scores = {}
+    for mode in ("auto", "native"):
+        report = yield from evaluate_iter(
+            bundle, check_set, SegmentOptions(diameter=mode), should_cancel
+        )
+        scores[mode] = round(float(report.matches.f1), 4)
+    chosen = "native" if scores["native"] - scores["auto"] > margin else "auto"
+    if chosen == "native":
+        bundle.metadata["predict"] = {**bundle.metadata.get("predict", {}), "diameter": None}
+    record = {
+        "f1_auto": scores["auto"],
+        "f1_native": scores["native"],
+        "margin": margin,
+        "chosen": chosen,
+        "images": [item.name for item in check_set],
+    }
+    bundle.metadata["size_check"] = record
+    return record
 
 
 def recipe_summary(config: TrainConfig, replay_fraction: float) -> dict[str, Any]:

@@ -39,6 +39,11 @@ METADATA_KEYS: dict[str, tuple[str, str]] = {
         "was trained on, widened by its zoom augmentation; `diameter: auto` keeps "
         "images whose objects measure inside it at their own scale",
     ),
+    "size_check": (
+        "dict",
+        "fine-tuned versions: F1@0.5 on the check corrections with `diameter: auto` and at "
+        "the corrections' scale, the margin, and the prediction default chosen from them",
+    ),
     "pixel_size_um": (
         "float | null",
         "median pixel size (µm) of the training images as read, before any rescaling; "
