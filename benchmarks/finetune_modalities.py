@@ -35,9 +35,9 @@ from skimage.segmentation import relabel_sequential
 
 from segloop.core.datasets import load_labels
 from segloop.core.evaluation import LabelledImage, evaluate_iter
-from segloop.core.finetune import build_request, finetune_iter
+from segloop.core.finetune import DEFAULTS, build_request, check_predict_size, finetune_iter
 from segloop.core.imageio import read_image
-from segloop.core.modelio import load_model
+from segloop.core.modelio import load_model, save_model
 from segloop.core.progress import run_to_end
 from segloop.core.project import Project
 from segloop.core.segment import SegmentOptions
@@ -200,21 +200,35 @@ def run_one(
         "wall_s": round(wall, 1),
         "validated_on": meta["finetune"]["validated_on"],
         "scale": "rescaled" if meta.get("rescaled") else "native",
+        "size_check": meta.get("size_check"),
         **{f"after_{k}": v for k, v in after.items()},
     }
 
 
-def rescore(keep: Path, config: str, label: str, modalities, modes, frames, budget) -> None:
+def rescore(
+    keep: Path, config: str, label: str, modalities, modes, frames, budget, size_check=False
+) -> None:
     """Score the versions ``--keep`` stored for ``config`` again with the current
-    prediction code (e.g. a changed ``diameter="auto"``), as rows ``label``."""
+    prediction code (e.g. a changed ``diameter="auto"``), as rows ``label``. With
+    ``size_check``, a version trained before the service checked the object size gets
+    :func:`~segloop.core.finetune.check_predict_size` on its corrections first, as the
+    service now runs it after training."""
     for modality in modalities:
         path = keep / f"{config}_{modality}_{frames}f_{budget:.0f}s.safetensors"
         if not path.is_file():
             continue
-        _, scored = (make() for make in MODALITIES[modality])
-        after = {**score(path, scored), **score_modes(path, scored, modes)}
+        corrected, scored = (make() for make in MODALITIES[modality])
+        extra = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            if size_check and "size_check" not in load_model(path).metadata:
+                bundle = load_model(path)
+                margin = DEFAULTS.size_check_margin
+                record = run_to_end(check_predict_size(bundle, corrected[:frames], margin))
+                extra = {"size_check": record}
+                path = save_model(bundle, Path(tmp) / path.name)
+            after = {**score(path, scored), **score_modes(path, scored, modes)}
         row = {"config": label, "modality": modality, "frames": frames, "budget_s": budget}
-        _save({**row, **{f"after_{k}": v for k, v in after.items()}})
+        _save({**row, **{f"after_{k}": v for k, v in after.items()}, **extra})
 
 
 def before_row(modality: str, base: str) -> dict:
@@ -310,6 +324,11 @@ def main() -> None:
         "--rescore",
         metavar="LABEL",
         help="score the --keep versions of --configs again (current code) as rows LABEL",
+    )
+    parser.add_argument(
+        "--size-check",
+        action="store_true",
+        help="with --rescore: run the service's object-size check on older versions first",
     )
     args = parser.parse_args()
     OUT = args.out
