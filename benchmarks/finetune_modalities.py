@@ -170,7 +170,7 @@ def run_one(
     corrected, scored = (make() for make in MODALITIES[modality])
     corrected = corrected[:frames]
     options = dict(CONFIGS[config])
-    tune_on_training = options.pop("tune_on_training", False)
+    tune_on_training = options.pop("tune_on_training", DEFAULTS.tune_on_training)
     with tempfile.TemporaryDirectory() as tmp:
         project = Project(Path(tmp) / "project", base_model=base)
         for item in corrected:
@@ -218,7 +218,7 @@ def rescore(
         if not path.is_file():
             continue
         corrected, scored = (make() for make in MODALITIES[modality])
-        extra = {}
+        extra, after = {}, None
         with tempfile.TemporaryDirectory() as tmp:
             if size_check and "size_check" not in load_model(path).metadata:
                 bundle = load_model(path)
@@ -226,9 +226,26 @@ def rescore(
                 record = run_to_end(check_predict_size(bundle, corrected[:frames], margin))
                 extra = {"size_check": record}
                 path = save_model(bundle, Path(tmp) / path.name)
-            after = {**score(path, scored), **score_modes(path, scored, modes)}
+                if record and record["chosen"] == "auto" and not modes:
+                    # the version predicts as it did: its scores are the original row's
+                    after = _original_scores(config, modality, frames, budget)
+            if after is None:
+                after = {**score(path, scored), **score_modes(path, scored, modes)}
         row = {"config": label, "modality": modality, "frames": frames, "budget_s": budget}
         _save({**row, **{f"after_{k}": v for k, v in after.items()}, **extra})
+
+
+def _original_scores(config: str, modality: str, frames: int, budget: float) -> dict | None:
+    """SEG and F1 of the row ``config`` already in the results for this run, if any."""
+    for row in _load_rows():
+        if (row["config"], row["modality"], row["frames"], row["budget_s"]) == (
+            config,
+            modality,
+            frames,
+            budget,
+        ):
+            return {"seg": row["after_seg"], "f1": row["after_f1"]}
+    return None
 
 
 def before_row(modality: str, base: str) -> dict:
