@@ -121,6 +121,8 @@ CONFIGS: dict[str, dict] = {
     "crop128": {"crop": 128, "batch_size": 4, "val_fraction": 0.2, "tune_on_training": False},
     "crop128-all": {"crop": 128, "batch_size": 4, "val_ids": [], "tune_on_training": True},
     "default": {},  # whatever segloop.core.recipe.DEFAULTS says now
+    # the default without tuning post-processing on the corrections (nor the size check)
+    "notune": {"tune_on_training": False},
     # the default with half the crops of each correction centred on an object pixel
     "objcrop": {"object_crops": 0.5},
 }

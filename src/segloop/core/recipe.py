@@ -32,8 +32,9 @@ class Defaults:
     #: training on both with 128 px crops and tuning post-processing on them against the
     #: old recipe (one held out, 256 px): median SEG 0.507 vs 0.488, picked for 4 of the
     #: 7 left-out modalities; a weak preference, with no collapse (H&E: 0.51 vs 0.08).
-    #: Those versions were scored at native scale; since `nuclei` predicts with
-    #: `diameter: auto` the same recipe gives a median SEG of 0.46 (3 runs, 2026-12-06).
+    #: Those versions were scored at native scale. Since `nuclei` predicts with
+    #: `diameter: auto`, and with the size check below, the recipe gives a median SEG of
+    #: 0.530 (one run, 2026-12-06; docs/benchmarks.md).
     val_fraction: float = 0.0
     #: with nothing held out, validate and tune post-processing on the training
     #: corrections themselves (in-sample) rather than not tuning
@@ -59,11 +60,12 @@ class Defaults:
     #: A version that inherits ``diameter: auto`` predicts at its corrections' scale
     #: instead when that scores more than this much better F1@0.5 on the check
     #: corrections (``size_check``; None: never). Chosen leaving one modality out
-    #: (benchmarks/finetune_modalities.py, 2026-12-06): checking beats never checking
-    #: on the median of the other modalities, and fixes EM (SEG 0.03 -> 0.46: `auto`
-    #: merges cells whose sizes vary); margins 0 and 0.1 tie there, 0.1 keeps `auto`
-    #: unless the corrections clearly disagree (it also keeps `auto` on MICCAI H&E,
-    #: whose scored images are at another magnification: 0.44 vs 0.23).
+    #: (benchmarks/finetune_modalities.py, 2026-12-06, versions trained without the
+    #: in-sample tuning): checking beats never checking on the median of the other
+    #: modalities for every modality but EM (a tie), and fixes EM (SEG 0.03 -> 0.46;
+    #: `auto` merges cells whose sizes vary). Margins 0 and 0.1 tie; 0.1 keeps `auto`
+    #: unless the corrections clearly disagree. In the shipped recipe's run it switched
+    #: EM (SEG 0.56) and MICCAI H&E (0.30).
     size_check_margin: float | None = 0.1
 
 
