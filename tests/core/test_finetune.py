@@ -262,14 +262,14 @@ def test_a_new_instance_model_has_a_distance_head_and_a_class_model_none():
 def _fake_reports(monkeypatch, f1_by_mode):
     """evaluate_iter stand-in for check_predict_size: a report with the given F1 per
     SegmentOptions.diameter."""
-    import segloop.core.finetune as finetune_module
+    import segloop.core.size_check as size_check_module
 
     def fake(bundle, data, options, should_stop=None, true_diameter=False):
         yield from ()
         matches = type("Matches", (), {"f1": f1_by_mode[options.diameter]})()
         return type("Report", (), {"matches": matches})()
 
-    monkeypatch.setattr(finetune_module, "evaluate_iter", fake)
+    monkeypatch.setattr(size_check_module, "evaluate_iter", fake)
 
 
 @pytest.mark.parametrize(

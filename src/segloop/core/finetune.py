@@ -28,6 +28,7 @@ from .progress import Cancelled, Progress, RunControl
 from .project import Project
 from .recipe import ARCHITECTURES, DEFAULTS, SCRATCH, TARGETS
 from .segment import SegmentOptions
+from .size_check import check_predict_size
 from .training import (
     NATIVE_RANGE,
     TrainConfig,
@@ -379,46 +380,6 @@ def adapt_iter(
     if out_path is not None and result.steps:  # train_iter wrote it before the lines above
         save_model(bundle, out_path)
     return result
-
-
-def check_predict_size(
-    bundle: ModelBundle,
-    check_set: Sequence[LabelledImage],
-    margin: float | None,
-    should_cancel=None,
-) -> Generator[Progress, None, dict[str, Any] | None]:
-    """Keep an inherited ``diameter: auto`` prediction default, or switch the version to
-    its corrections' scale when that scores more than ``margin`` better F1@0.5 on
-    ``check_set`` (both recorded in ``metadata["size_check"]``).
-
-    'auto' measures object size area-weighted and compares it with the model's median
-    diameter; on objects whose sizes vary a lot (EM cells) that mistakes a right pass
-    for a coarse one and shrinks the image until neighbours merge. The corrections show
-    it: they are at the scale the user images at.
-    """
-    if margin is None or bundle.target != "instances" or not check_set:
-        return None
-    if bundle.predict_defaults["diameter"] != "auto":
-        return None
-    yield Progress("tune", 0, 1, "checking the object size on the corrections")
-    scores = {}
-    for mode in ("auto", "native"):
-        report = yield from evaluate_iter(
-            bundle, check_set, SegmentOptions(diameter=mode), should_cancel
-        )
-        scores[mode] = round(float(report.matches.f1), 4)
-    chosen = "native" if scores["native"] - scores["auto"] > margin else "auto"
-    if chosen == "native":
-        bundle.metadata["predict"] = {**bundle.metadata.get("predict", {}), "diameter": None}
-    record = {
-        "f1_auto": scores["auto"],
-        "f1_native": scores["native"],
-        "margin": margin,
-        "chosen": chosen,
-        "images": [item.name for item in check_set],
-    }
-    bundle.metadata["size_check"] = record
-    return record
 
 
 def recipe_summary(config: TrainConfig, replay_fraction: float) -> dict[str, Any]:
