@@ -152,8 +152,12 @@ def _load_rows() -> list[dict]:
     return json.loads(OUT.read_text()) if OUT.exists() else []
 
 
+#: What identifies a result row (a newer row with the same values replaces it).
+ROW_KEYS = ("config", "modality", "frames", "budget_s")
+
+
 def _save(row: dict) -> None:
-    keys = ("config", "modality", "frames", "budget_s")
+    keys = ROW_KEYS
     rows = [r for r in _load_rows() if tuple(r.get(k) for k in keys) != tuple(row[k] for k in keys)]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps([*rows, row], indent=1))
@@ -222,8 +226,8 @@ def rescore(
         corrected, scored = (make() for make in MODALITIES[modality])
         extra, after = {}, None
         with tempfile.TemporaryDirectory() as tmp:
-            if size_check and "size_check" not in load_model(path).metadata:
-                bundle = load_model(path)
+            bundle = load_model(path) if size_check else None
+            if bundle is not None and "size_check" not in bundle.metadata:
                 margin = DEFAULTS.size_check_margin
                 record = run_to_end(check_predict_size(bundle, corrected[:frames], margin))
                 extra = {"size_check": record}
@@ -239,13 +243,9 @@ def rescore(
 
 def _original_scores(config: str, modality: str, frames: int, budget: float) -> dict | None:
     """SEG and F1 of the row ``config`` already in the results for this run, if any."""
+    wanted = (config, modality, frames, budget)
     for row in _load_rows():
-        if (row["config"], row["modality"], row["frames"], row["budget_s"]) == (
-            config,
-            modality,
-            frames,
-            budget,
-        ):
+        if tuple(row.get(k) for k in ROW_KEYS) == wanted:
             return {"seg": row["after_seg"], "f1": row["after_f1"]}
     return None
 
@@ -365,6 +365,7 @@ def main() -> None:
                     tuple(args.modes),
                     frames,
                     budget,
+                    args.size_check,
                 )
         return
     suffix = "" if args.base == "nuclei" else f"@{args.base}"
