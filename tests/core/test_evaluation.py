@@ -56,6 +56,54 @@ def test_quick_grid_keeps_the_models_smoothing_and_is_a_subset_of_the_full_grid(
     assert quick.f1 == 1.0 and quick.score <= full.score
 
 
+def _probabilities_with_a_halo(labels, halo=4):
+    """Interior 0.9 inside eroded objects; a halo ``halo`` px wide around each object
+    that the network half believes is foreground (1 - p_bg = 0.55)."""
+    from scipy import ndimage as ndi
+
+    probs = probabilities_for(labels, 0.9)
+    halo_mask = ndi.binary_dilation(labels > 0, iterations=halo) & (labels == 0)
+    probs[0][halo_mask] = 0.45
+    probs[1][halo_mask] = 0.05
+    probs[2] = 1 - probs[0] - probs[1]
+    return probs
+
+
+def test_seg_weight_picks_the_threshold_that_outlines_objects_best():
+    _, labels = disks_image([(40, 40), (40, 80), (90, 60)], [10, 10, 10])
+    probs = _probabilities_with_a_halo(labels)
+    plain = tune_postprocess([probs], [labels], diameter=20, quick=True, smooth=0.0)
+    outlined = tune_postprocess(
+        [probs], [labels], diameter=20, quick=True, smooth=0.0, seg_weight=1.0
+    )
+    # every object is found either way: F1 and count error cannot tell the halo apart
+    assert plain.f1 == outlined.f1 == 1.0 and plain.count_error == outlined.count_error == 0
+    assert plain.settings["fg_threshold"] == 0.5  # the first of the tied settings
+    assert outlined.settings["fg_threshold"] > 0.55  # leaves the halo out
+    assert outlined.seg > plain.seg + 0.1
+
+
+def test_baseline_settings_are_kept_unless_the_tuned_ones_outline_better():
+    _, labels = disks_image([(40, 40), (40, 80), (90, 60)], [10, 10, 10])
+    probs = _probabilities_with_a_halo(labels)
+    good = {"fg_threshold": 0.7, "seed_threshold": 0.5, "min_size": 0, "smooth": 0.0}
+    kept = tune_postprocess([probs], [labels], diameter=20, quick=True, baseline=good)
+    assert kept.kept_baseline and kept.settings["fg_threshold"] == 0.7
+    # seeds above 0.95 find none: two touching disks stay one object, whose outline
+    # matches neither disk well; the search's best replaces these settings
+    from scipy import ndimage as ndi
+
+    _, touching = disks_image([(40, 40), (40, 58), (90, 60)], [10, 10, 10])
+    probs = probabilities_for(touching, 0.9)
+    cores = [ndi.binary_erosion(touching == i, iterations=3) for i in (1, 2, 3)]
+    probs[1] = np.where(np.any(cores, axis=0), 0.9, np.minimum(probs[1], 0.05))
+    probs[2] = 1 - probs[0] - probs[1]
+    blind = {**good, "seed_threshold": 0.95}
+    tuned = tune_postprocess([probs], [touching], diameter=20, quick=True, baseline=blind)
+    assert not tuned.kept_baseline and tuned.f1 == 1.0
+    assert tuned.settings["seed_threshold"] < 0.95
+
+
 def test_rescale_raw_image_keeps_colour_axis_last():
     rgb = np.random.default_rng(0).random((20, 30, 3)).astype(np.float32)
     assert rescale_raw_image(rgb, 2.0).shape == (40, 60, 3)

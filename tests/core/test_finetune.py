@@ -194,6 +194,16 @@ def test_nothing_held_out_tunes_post_processing_on_the_corrections(tmp_path, bas
     assert record["validated_on"] == [] and sorted(record["trained_on"]) == ["frame0", "frame1"]
     assert record["recipe"]["tuned_on_training"] is True
     assert any("tuned_f1" in v for v in result.version.metadata["validation"])
+    # in-sample: the start model's settings stay unless the tuned ones outline better
+    assert record["recipe"]["tune_keep_current"] is True
+    tuned = next(v for v in result.version.metadata["validation"] if "tuned_f1" in v)
+    start = load_model(base_path).postprocess
+    kept = {k: result.version.metadata["postprocess"][k] == v for k, v in start.items()}
+    assert tuned["tuned_kept_current"] == all(kept.values())
+    held_out = _request(str(base_path), epochs=2)
+    held_out.val_ids = ["frame1"]
+    validated = run_to_end(finetune_iter(project, held_out)).version.metadata["finetune"]
+    assert validated["recipe"]["tune_keep_current"] is False
     request = _request(str(base_path), epochs=2)
     request.tune_on_training = False
     untuned = run_to_end(finetune_iter(project, request)).version.metadata

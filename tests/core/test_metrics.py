@@ -16,6 +16,7 @@ from segloop.core.metrics import (
     matched_predictions,
     pixel_iou,
     seg_counts,
+    seg_per_prediction,
     seg_score,
 )
 
@@ -216,3 +217,23 @@ def test_matched_predictions_flags_each_predicted_object() -> None:
         matched_predictions(true, pred * 2)
     with pytest.raises(ValueError, match="at least 0.5"):
         matched_predictions(true, pred, 0.3)
+
+
+def test_seg_per_prediction_sums_to_seg_and_credits_a_merge_with_both_objects():
+    true = _squares()
+    pred = np.zeros_like(true)
+    pred[1:5, 1:12] = 1  # merges objects 1 and 2 (each more than half covered)
+    pred[6:10, 14:16] = 2  # half of object 3: not more than half, no SEG partner
+    pred[0, 19] = 3  # a false object
+    per_object = seg_per_prediction(true, pred)
+    total, n_true = seg_counts(true, pred)
+    assert per_object.shape == (3,)
+    assert per_object[0] == pytest.approx(2 * 16 / 44)
+    assert per_object[1] == 0.0 and per_object[2] == 0.0
+    assert per_object.sum() == pytest.approx(total) and n_true == 3
+
+
+def test_seg_per_prediction_needs_sequential_predictions():
+    true = _squares()
+    with pytest.raises(ValueError, match="sequential"):
+        seg_per_prediction(true, np.where(true == 1, 5, 0))

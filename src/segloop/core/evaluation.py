@@ -19,6 +19,7 @@ from .metrics import (
     pixel_iou,
     relative_count_error,
     seg_counts,
+    seg_per_prediction,
 )
 from .modelio import ModelBundle
 from .progress import Progress, StopCheck
@@ -139,18 +140,23 @@ QUICK_GRID = {
 class TunedPostprocess:
     """Best post-processing found by :func:`tune_postprocess` and how it scored.
 
-    ``score`` is the pooled F1@0.5 minus the median per-image count error: the two
-    things a user counting cells needs, weighted equally.
+    ``score`` is the pooled F1@0.5 minus the median per-image count error (the two
+    things a user counting cells needs, weighted equally), plus ``seg_weight`` times
+    the pooled CTC SEG (how well the objects found are outlined).
     """
 
     settings: dict[str, float]
     f1: float
     count_error: float
+    seg: float = 0.0
+    seg_weight: float = 0.0
+    #: the ``baseline`` settings given to :func:`tune_postprocess` were kept
+    kept_baseline: bool = False
 
     @property
     def score(self) -> float:
-        """Pooled F1 minus median count error (higher is better)."""
-        return self.f1 - self.count_error
+        """Pooled F1 minus median count error plus weighted SEG (higher is better)."""
+        return self.f1 - self.count_error + self.seg_weight * self.seg
 
 
 def _peak_variants(
@@ -158,25 +164,35 @@ def _peak_variants(
     truths: Sequence[np.ndarray],
     seed_maps: Sequence[np.ndarray],
     min_peaks: Sequence[float],
-) -> list[tuple[float, float]]:
-    """(F1, median count error) of ``labels`` after dropping the objects whose seed-map
-    peak is below each of ``min_peaks``; matched once, since IoU > 0.5 matches are
-    unique and dropping objects changes no other pair."""
+) -> list[tuple[float, float, float]]:
+    """(F1, median count error, pooled SEG) of ``labels`` after dropping the objects
+    whose seed-map peak is below each of ``min_peaks``; matched once, since IoU > 0.5
+    matches (and SEG partners) are unique and dropping objects changes no other pair."""
     per_image = []
     for pred, true, seed_map in zip(labels, truths, seed_maps, strict=True):
-        n_true = n_objects(true)
-        per_image.append((n_true, matched_predictions(true, pred), object_peaks(pred, seed_map)))
+        per_image.append(
+            (
+                n_objects(true),
+                matched_predictions(true, pred),
+                seg_per_prediction(true, pred),
+                object_peaks(pred, seed_map),
+            )
+        )
+    n_true_all = sum(item[0] for item in per_image)
     results = []
     for min_peak in min_peaks:
         tp = fp = fn = 0
+        seg_total = 0.0
         errors = []
-        for n_true, matched, peaks in per_image:
+        for n_true, matched, seg_of, peaks in per_image:
             kept = peaks >= min_peak
             hits = int(np.count_nonzero(matched & kept))
             n_kept = int(np.count_nonzero(kept))
             tp, fp, fn = tp + hits, fp + n_kept - hits, fn + n_true - hits
+            seg_total += float(seg_of[kept].sum())
             errors.append(relative_count_error(n_true, n_kept))
-        results.append((MatchCounts(tp, fp, fn, 0.0).f1, float(np.median(errors))))
+        seg = seg_total / n_true_all if n_true_all else 0.0
+        results.append((MatchCounts(tp, fp, fn, 0.0).f1, float(np.median(errors)), seg))
     return results
 
 
@@ -187,16 +203,26 @@ def tune_postprocess(
     distances: Sequence[np.ndarray | None] | None = None,
     quick: bool = False,
     smooth: float = 1.0,
+    seg_weight: float = 0.0,
+    baseline: dict[str, float] | None = None,
 ) -> TunedPostprocess:
     """Grid-search the instance post-processing (:data:`POSTPROCESS_GRID`) for the best
-    pooled F1@0.5 minus median count error; then try splitting large seeds
-    (``split_large``) with the best of the rest.
+    pooled F1@0.5 minus median count error plus ``seg_weight`` times the pooled SEG
+    (:attr:`TunedPostprocess.score`); then try splitting large seeds (``split_large``)
+    with the best of the rest.
 
     ``min_size`` is tried at 0 and at a few fractions of the typical object area (from
     ``diameter``); probabilities must be at the network's scale (not rescaled) for the
     sizes to mean what they say. ``distances``: the predicted distance maps of a model
     with a distance head (seeds come from them). ``quick``: :data:`QUICK_GRID` (about
     ten times fewer watershed runs, for fine-tuning), keeping the model's ``smooth``.
+
+    ``baseline``: settings in use now (a fine-tuned model's start model's). They are
+    kept, and the search's best dropped, unless the best outlines the objects better:
+    a higher pooled SEG. When the images are the ones the network was just trained on,
+    the search's score overrates settings fitted to them; the start model's settings
+    are the prior that needs evidence to move (issue #19's leave-one-modality-out
+    benchmark, docs/benchmarks.md).
     """
     grid_values = dict(POSTPROCESS_GRID)
     fractions = (0.05, 0.15)
@@ -211,7 +237,7 @@ def tune_postprocess(
     if diameter:
         area = np.pi * diameter**2 / 4
         min_sizes += [int(area * f) for f in fractions]
-    best = TunedPostprocess({}, -1.0, float("inf"))
+    best = TunedPostprocess({}, -1.0, float("inf"), 0.0, seg_weight)
     # the seed maps depend on the smoothing only: computed once, not per grid point
     pairs = list(zip(probabilities, distances, strict=True))
     seed_maps = {
@@ -236,17 +262,25 @@ def tune_postprocess(
             instances_from_probabilities(probs, distance=distance, **settings)
             for probs, distance in pairs
         ]
-        for min_peak, (f1, error) in zip(
-            min_peaks, _peak_variants(preds, labels, seed_maps[smoothing], min_peaks), strict=True
-        ):
-            if f1 - error > best.score:
-                best = TunedPostprocess({**settings, "min_peak": min_peak}, f1, error)
+        variants = _peak_variants(preds, labels, seed_maps[smoothing], min_peaks)
+        for min_peak, (f1, error, seg) in zip(min_peaks, variants, strict=True):
+            tried = TunedPostprocess({**settings, "min_peak": min_peak}, f1, error, seg, seg_weight)
+            if tried.score > best.score:
+                best = tried
     best.settings["split_large"] = 0.0
     for split_large in grid_values["split_large"]:
         settings = {**best.settings, "split_large": split_large}
-        tried = _score_settings(probabilities, labels, distances, settings)
+        tried = _score_settings(probabilities, labels, distances, settings, seg_weight)
         if tried.score > best.score:
             best = tried
+    if baseline is not None:
+        current = {
+            key: baseline[key] for key in (*best.settings, "min_seed_size") if key in baseline
+        }
+        kept = _score_settings(probabilities, labels, distances, current, seg_weight)
+        if kept.seg >= best.seg:
+            kept.kept_baseline = True
+            return kept
     return best
 
 
@@ -255,12 +289,17 @@ def _score_settings(
     labels: Sequence[np.ndarray],
     distances: Sequence[np.ndarray | None],
     settings: dict[str, float],
+    seg_weight: float = 0.0,
 ) -> TunedPostprocess:
-    """Pooled F1, median count error and their difference for one set of settings."""
+    """Pooled F1, median count error and pooled SEG of one set of settings."""
     total = MatchCounts(0, 0, 0, 0.0)
     errors = []
+    seg_total, n_true = 0.0, 0
     for probs, true, distance in zip(probabilities, labels, distances, strict=True):
         pred = instances_from_probabilities(probs, distance=distance, **settings)
         total = total + match_instances(true, pred)
         errors.append(count_error(true, pred))
-    return TunedPostprocess(settings, total.f1, float(np.median(errors)))
+        jaccards, n_objects_here = seg_counts(true, pred)
+        seg_total, n_true = seg_total + jaccards, n_true + n_objects_here
+    seg = seg_total / n_true if n_true else 0.0
+    return TunedPostprocess(settings, total.f1, float(np.median(errors)), seg, seg_weight)

@@ -308,6 +308,21 @@ def seg_counts(true_labels: np.ndarray, pred_labels: np.ndarray) -> tuple[float,
     return float(ov.iou[hit].sum()), ov.n_true
 
 
+def seg_per_prediction(true_labels: np.ndarray, pred_labels: np.ndarray) -> np.ndarray:
+    """SEG Jaccard indices each predicted object earns (:func:`seg_counts`), summed.
+
+    For sequential predicted labels ``1..N``: entry ``i`` is object ``i + 1``'s. A
+    predicted object can be the partner of several reference objects (when it merges
+    them); leaving predicted objects out changes no other object's entry, so the SEG of
+    any subset is its entries' sum over the number of reference objects.
+    """
+    ov = _overlap(true_labels, pred_labels)
+    if ov.n_pred != int(np.max(pred_labels, initial=0)):
+        raise ValueError("predicted labels must be sequential 1..N")
+    hit = 2.0 * ov.intersection > ov.true_area[ov.true_idx]
+    return np.bincount(ov.pred_idx[hit], weights=ov.iou[hit], minlength=ov.n_pred)
+
+
 def seg_score(true_labels: np.ndarray, pred_labels: np.ndarray) -> float:
     """Cell Tracking Challenge SEG score.
 

@@ -92,6 +92,11 @@ class TrainConfig:
     tune_postprocess: bool = True
     #: "full" (POSTPROCESS_GRID, minutes on a CPU) or "quick" (QUICK_GRID, for fine-tuning)
     tune_grid: str = "full"
+    #: weight of the pooled SEG in the tuning score (F1 - count error + weight * SEG)
+    tune_seg_weight: float = 0.0
+    #: keep the model's current post-processing unless the tuned settings give a higher
+    #: pooled SEG on the validation images (``baseline`` of :func:`tune_postprocess`)
+    tune_keep_current: bool = False
 
     def __post_init__(self) -> None:
         if self.tune_grid not in ("full", "quick"):
@@ -111,6 +116,7 @@ class TrainConfig:
         check_integer("val_max_images", self.val_max_images, 1, 10**6)
         check_integer("border_width", self.border_width, 1, 64)
         check_number("object_crops", self.object_crops, 0.0, 1.0)
+        check_number("tune_seg_weight", self.tune_seg_weight, 0.0, 100.0)
         check_weight_parameters(self.w0, self.sigma)
         value = self.target_diameter
         if value is not None and value != "auto":
@@ -200,6 +206,8 @@ def _tune(bundle, val_data, config, should_stop):
         distances,
         quick=config.tune_grid == "quick",
         smooth=float(bundle.postprocess["smooth"]),
+        seg_weight=config.tune_seg_weight,
+        baseline=bundle.postprocess if config.tune_keep_current else None,
     )
     if tuned.settings:
         bundle.metadata["postprocess"] = {**bundle.postprocess, **tuned.settings}
@@ -364,6 +372,8 @@ def train_iter(
                 "seconds": seconds,
                 "tuned_f1": tuned.f1,
                 "tuned_count_error": tuned.count_error,
+                "tuned_seg": tuned.seg,
+                "tuned_kept_current": tuned.kept_baseline,
             }
         )
     _record(bundle, config, data, samples, history, validation, step, start)
