@@ -125,6 +125,9 @@ CONFIGS: dict[str, dict] = {
     "notune": {"tune_on_training": False},
     # the default with half the crops of each correction centred on an object pixel
     "objcrop": {"object_crops": 0.5},
+    # the default with another learning rate (lr 1e-3 was picked on E. coli frames alone)
+    "lr3e-4": {"learning_rate": 3e-4},
+    "lr2e-3": {"learning_rate": 2e-3},
 }
 
 
@@ -207,6 +210,10 @@ def run_one(
         "validated_on": meta["finetune"]["validated_on"],
         "scale": "rescaled" if meta.get("rescaled") else "native",
         "size_check": meta.get("size_check"),
+        "kept_start_postprocess": next(
+            (v.get("tuned_kept_current") for v in meta.get("validation", []) if "tuned_f1" in v),
+            None,
+        ),
         **{f"after_{k}": v for k, v in after.items()},
     }
 
