@@ -59,7 +59,12 @@ METADATA_KEYS: dict[str, tuple[str, str]] = {
     "replay": ("str", "folder under segloop/data/replay with the images this model replays"),
     "training": ("dict", "training facts: config, images, steps, seconds, stopped"),
     "history": ("list[dict]", "loss curve (thinned): step, epoch, loss, seconds"),
-    "validation": ("list[dict]", "validation checks: step, seconds, f1/seg/ap or accuracy"),
+    "validation": (
+        "list[dict]",
+        "validation checks: step, seconds, f1/seg/ap or accuracy; the post-processing "
+        "tuning's tuned_f1 / tuned_count_error / tuned_seg and tuned_kept_current (the "
+        "model's settings were kept: in-sample tuning that outlined no better)",
+    ),
     "finetune": ("dict", "version record of a fine-tune run (see FINETUNE_KEYS)"),
     "widened_from": ("int", "base channels of the network this one was widened from"),
 }
@@ -76,7 +81,11 @@ FINETUNE_KEYS: dict[str, tuple[str, str]] = {
     "steps": ("int", "optimizer steps"),
     "stopped": ("bool", "ended early by Stop (the best weights so far were kept)"),
     "seed": ("int", "random seed of the run"),
-    "recipe": ("dict", "learning rate, crop, batch, budget, replay fraction used"),
+    "recipe": (
+        "dict",
+        "learning rate, crop, batch, budget, replay fraction used; tuned_on_training and "
+        "tune_keep_current (how the post-processing was chosen)",
+    ),
     "metrics": ("dict", "before/after scores on the corrections and the base validation"),
 }
 
