@@ -32,7 +32,7 @@ from segloop.core.evaluation import evaluate_iter
 from segloop.core.modelio import load_model
 from segloop.core.progress import run_to_end
 from segloop.core.segment import SegmentOptions
-from segloop.core.training import TrainConfig, _tune
+from segloop.core.training import TrainConfig, tune_iter
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "retune_rules.json"
 #: rule -> TrainConfig options of the tuning (None: no tuning, the start model's settings)
@@ -53,7 +53,7 @@ def run_one(path: Path, start: str, modality: str, frames: int) -> dict:
         bundle.metadata["postprocess"] = dict(start_settings)  # as before the tuning
         if options is not None:
             config = TrainConfig(minutes=1, tune_grid="quick", device="cpu", **options)
-            tuned = run_to_end(_tune(bundle, corrected[:frames], config, lambda: False))
+            tuned = run_to_end(tune_iter(bundle, corrected[:frames], config))
             row[f"{rule}_kept_start"] = tuned.kept_baseline
         report = run_to_end(evaluate_iter(bundle, scored, SegmentOptions()))
         row[f"{rule}_seg"] = round(report.seg, 4)

@@ -19,7 +19,7 @@ import torch
 
 from .augment import AugmentConfig
 from .device import avoid_triton_crash, compute_settings, prepare_network
-from .evaluation import LabelledImage, evaluate_iter, tune_postprocess
+from .evaluation import LabelledImage, TunedPostprocess, evaluate_iter, tune_postprocess
 from .losses import distance_loss, segmentation_loss
 from .modelio import ModelBundle, save_model
 from .models import tile_geometry
@@ -182,9 +182,16 @@ def _validate(bundle, val_data, config, should_stop):
     return score, metrics
 
 
-def _tune(bundle, val_data, config, should_stop):
+def tune_iter(
+    bundle: ModelBundle,
+    val_data: Sequence[LabelledImage],
+    config: TrainConfig,
+    should_stop: StopCheck | None = None,
+) -> Generator[Progress, None, TunedPostprocess]:
     """Store the post-processing that scores best on the validation images (F1 minus
-    median count error, see :func:`tune_postprocess`) in the bundle metadata."""
+    median count error, see :func:`tune_postprocess`, with ``config``'s
+    ``tune_grid``, ``tune_seg_weight`` and ``tune_keep_current``) in the bundle
+    metadata, and return what was found. Images are segmented at the network's scale."""
     bundle.network.eval()
     probs, labels, distances = [], [], []
     for item in val_data:
@@ -364,7 +371,7 @@ def train_iter(
     network.eval()
     if not stopped and config.tune_postprocess and bundle.target == "instances" and val_data:
         yield Progress("tune", 0, 1, "tuning post-processing on the validation images")
-        tuned = yield from _tune(bundle, val_data, config, passes_stop)
+        tuned = yield from tune_iter(bundle, val_data, config, passes_stop)
         seconds = time.monotonic() - start
         validation.append(
             {
