@@ -460,7 +460,8 @@ def finetune_iter(
             control.check_cancel()
             return FinetuneResult(None, None, True)  # Stop: nothing trained, nothing saved
     check_set = val_set or (train_set if request.tune_on_training else [])
-    if check_set and not val_set and not request.scratch:  # tuned in-sample
+    in_sample = bool(check_set) and not val_set  # checked on what it trains on
+    if in_sample and not request.scratch:
         config = replace(config, tune_keep_current=DEFAULTS.tune_keep_current)
     result = yield from adapt_iter(bundle, train_set, check_set, config, replay, control)
     if result.steps == 0:  # Stop before the first step: nothing new to keep
@@ -479,7 +480,7 @@ def finetune_iter(
         seed=config.seed,
         recipe={
             **recipe_summary(config, request.replay_fraction if replay else 0.0),
-            "tuned_on_training": bool(check_set) and not val_set,
+            "tuned_on_training": in_sample,
             "tune_keep_current": config.tune_keep_current,
         },
         metrics={"before": before, "after": after},

@@ -303,9 +303,13 @@ def seg_counts(true_labels: np.ndarray, pred_labels: np.ndarray) -> tuple[float,
         dividing gives the SEG score of a sequence, as the Cell Tracking Challenge does.
     """
     ov = _overlap(true_labels, pred_labels)
-    # |R & S| > |R| / 2 can hold for at most one S per reference object R.
-    hit = 2.0 * ov.intersection > ov.true_area[ov.true_idx]
-    return float(ov.iou[hit].sum()), ov.n_true
+    return float(ov.iou[_seg_partners(ov)].sum()), ov.n_true
+
+
+def _seg_partners(ov: _Overlap) -> np.ndarray:
+    """Which overlapping pairs are SEG partners: ``|R & S| > |R| / 2`` (at most one ``S``
+    per reference object ``R``)."""
+    return 2.0 * ov.intersection > ov.true_area[ov.true_idx]
 
 
 def seg_per_prediction(true_labels: np.ndarray, pred_labels: np.ndarray) -> np.ndarray:
@@ -319,7 +323,7 @@ def seg_per_prediction(true_labels: np.ndarray, pred_labels: np.ndarray) -> np.n
     ov = _overlap(true_labels, pred_labels)
     if ov.n_pred != int(np.max(pred_labels, initial=0)):
         raise ValueError("predicted labels must be sequential 1..N")
-    hit = 2.0 * ov.intersection > ov.true_area[ov.true_idx]
+    hit = _seg_partners(ov)
     return np.bincount(ov.pred_idx[hit], weights=ov.iou[hit], minlength=ov.n_pred)
 
 
