@@ -58,6 +58,12 @@ def test_class_model_has_no_foreground_and_shows_its_classes():
     outputs = segment_outputs(_result(distance=False, target="classes"))
     assert [o.suffix for o in outputs] == ["classes", "instances"]
     assert outputs[0].style["visible"] is True
+    assert [o.select for o in outputs] == [True, False]  # the class map is what to correct
+
+
+def test_only_the_instances_layer_is_selected_when_added():
+    outputs = segment_outputs(_result(uncertainty=True))
+    assert [o.suffix for o in outputs if o.select] == ["instances"]
 
 
 def test_stager_runs_one_step_per_event_loop_turn(qtbot):
@@ -88,12 +94,19 @@ def test_segment_adds_layers_over_several_turns_and_stays_running(dock, model_pa
         states.append((widget.running, widget.run_button.isEnabled()))
 
     viewer.layers.events.inserted.connect(on_inserted)
+    active: list[str] = []
+    viewer.layers.selection.events.active.connect(  # (None while napari swaps them)
+        lambda event: event.value is not None and active.append(event.value.name)
+    )
     job = widget.run()
     with qtbot.waitSignal(job.worker.finished, timeout=60_000):
         pass
     wait_idle(qtbot, widget)
     assert inserted == ["cells classes", "cells foreground", "cells instances"]
     assert states == [(True, False)] * 3  # busy (Run disabled) until the last layer is in
+    # only the layer to correct is selected: the others do not swap the layer controls
+    assert set(active) == {"cells instances"}
+    assert viewer.layers.selection.active is viewer.layers["cells instances"]
     assert widget.run_button.isEnabled() and widget.progress.format() == "done"
     assert viewer.layers["cells instances"].metadata["segloop_model"] == widget.model_ref()
 

@@ -32,12 +32,15 @@ DISTANCE_STYLE = {
 
 @dataclass
 class LayerOutput:
-    """One result layer: ``"<image> <suffix>"`` of ``kind`` with ``data`` and ``style``."""
+    """One result layer: ``"<image> <suffix>"`` of ``kind`` with ``data`` and ``style``;
+    ``select``: the layer the user works on next, selected when it is added (the others
+    are added without changing the selection)."""
 
     suffix: str
     kind: str  # "labels" or "image"
     data: np.ndarray
     style: dict[str, Any] = field(default_factory=dict)
+    select: bool = False
 
 
 def segment_outputs(result: Any) -> list[LayerOutput]:
@@ -48,7 +51,11 @@ def segment_outputs(result: Any) -> list[LayerOutput]:
     class_model = result.target == "classes"
     outputs = [
         LayerOutput(
-            "classes", "labels", _ready(seg.classes), {"opacity": 0.5, "visible": class_model}
+            "classes",
+            "labels",
+            _ready(seg.classes),
+            {"opacity": 0.5, "visible": class_model},
+            select=class_model,
         )
     ]
     if not class_model:  # "foreground" = not class 1: meaningless for a class map
@@ -61,7 +68,11 @@ def segment_outputs(result: Any) -> list[LayerOutput]:
         outputs.append(
             LayerOutput("distance", "image", _ready(seg.distance, np.float32), dict(DISTANCE_STYLE))
         )
-    outputs.append(LayerOutput("instances", "labels", _ready(seg.instances), {"opacity": 0.6}))
+    outputs.append(
+        LayerOutput(
+            "instances", "labels", _ready(seg.instances), {"opacity": 0.6}, select=not class_model
+        )
+    )
     if result.uncertainty is not None:
         outputs.append(
             LayerOutput(

@@ -359,7 +359,9 @@ class SegmentWidget(JobWidget):
         if frame is not None:
             shape = (layer.data.shape[0], *data.shape)
             data = adapters.frame_into(self.viewer, name, kind, data, frame, shape)
-        out = adapters.upsert_layer(self.viewer, name, data, kind, like=layer, **style)
+        out = adapters.upsert_layer(
+            self.viewer, name, data, kind, like=layer, select=output.select, **style
+        )
         if kind == "labels":
             out.metadata[MODEL_KEY] = model
             out.metadata[PROVENANCE_KEY] = self._provenance(result, layer, frame, model)

@@ -9,10 +9,11 @@ a model is used.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -188,6 +189,7 @@ def upsert_layer(
     data: np.ndarray,
     kind: str,
     like: Layer | None = None,
+    select: bool = True,
     **kwargs: Any,
 ) -> Layer:
     """Replace the data of layer ``name`` (same kind) or add a new layer.
@@ -204,6 +206,10 @@ def upsert_layer(
         Layer type.
     like : Layer, optional
         Layer whose scale and translation a new layer copies (so that it overlays).
+    select : bool
+        Select a new layer, as napari does (its controls are shown). False leaves the
+        selection as it is: a layer added in passing (a hidden distance map) does not
+        cost the GUI thread a swap of the layer controls.
     **kwargs
         Passed to ``add_labels`` / ``add_image`` for a new layer; for an existing Image
         layer ``colormap`` and ``contrast_limits`` are re-applied.
@@ -227,7 +233,29 @@ def upsert_layer(
         kwargs.setdefault("scale", like.scale)
         kwargs.setdefault("translate", like.translate)
     add = viewer.add_labels if kind == "labels" else viewer.add_image
-    return add(data, name=name, **kwargs)
+    if select:
+        return add(data, name=name, **kwargs)
+    with _not_selected_on_insert(viewer.layers):
+        return add(data, name=name, **kwargs)
+
+
+@contextlib.contextmanager
+def _not_selected_on_insert(layers: Any) -> Iterator[None]:
+    """Layers inserted inside this block are not made the selected layer.
+
+    napari's layer list selects every inserted layer unless its (private)
+    ``_activate_on_insert`` flag is off; where a napari version lacks the flag the
+    layer is selected as usual.
+    """
+    previous = getattr(layers, "_activate_on_insert", None)
+    if not isinstance(previous, bool):
+        yield
+        return
+    layers._activate_on_insert = False
+    try:
+        yield
+    finally:
+        layers._activate_on_insert = previous
 
 
 def _is_kind(layer: Layer | None, kind: str) -> bool:
