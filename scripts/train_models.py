@@ -39,8 +39,14 @@ from segloop.core.models import preset
 from segloop.core.progress import run_to_end
 from segloop.core.scale import rescale_labels, rescale_raw_image
 from segloop.core.segment import SegmentOptions, segment_iter
-from segloop.core.splits import bitdepth_tissue, check_no_leak, grouped_split
-from segloop.core.training import TrainConfig, train_iter
+from segloop.core.splits import (
+    bitdepth_tissue,
+    check_no_leak,
+    grouped_split,
+    usiigaci_acquisition,
+    usiigaci_ood_split,
+)
+from segloop.core.training import TrainConfig, domain_groups, train_iter
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -149,13 +155,21 @@ def load_frames(recipe: dict) -> dict:
     }
 
 
-def load_split(name: str, recipe: dict):
+def load_split(name: str, recipe: dict, ood: bool = False):
     if "frames" in recipe:
         return load_frames(recipe)
     folder = SHARED / recipe["data"]
     data = load_pairs(folder / "images", folder / "masks")
     split_file = SPLITS_DIR / f"{name}.json"
-    if "names" in recipe:
+    if ood:
+        if name != "cells":
+            raise SystemExit("--ood-split exists for cells only (nuclei: --add-data)")
+        # every acquisition in validation, each scored as its own domain
+        split = usiigaci_ood_split([d.name for d in data])
+        (SPLITS_DIR / f"{name}_ood.json").write_text(json.dumps(split, indent=1))
+        for item in data:
+            item.domain = usiigaci_acquisition(item.name)
+    elif "names" in recipe:
         split = recipe["names"]
         split_file.write_text(json.dumps(split, indent=1))
     elif split_file.exists():
@@ -287,7 +301,8 @@ def retune(bundle, val_data):
         probs, labels, distances = zip(
             *network_scale_pairs(bundle, val_data, diameter), strict=True
         )
-        tuned = tune_postprocess(probs, labels, bundle.diameter, distances)
+        groups = domain_groups(val_data)
+        tuned = tune_postprocess(probs, labels, bundle.diameter, distances, groups=groups)
         print(
             f"val ({diameter}): F1 {tuned.f1:.4f}, median count error "
             f"{tuned.count_error:.4f} with {tuned.settings}",
@@ -407,6 +422,12 @@ def main(argv=None) -> int:
         help="also train on (and validate on held-out tissues of) this shared set",
     )
     parser.add_argument(
+        "--ood-split",
+        action="store_true",
+        help="cells: validate on fields of both Usiigaci acquisitions (large / small "
+        "cells), scored as a macro-average (scripts/splits/cells_ood.json)",
+    )
+    parser.add_argument(
         "--shift-augment",
         action="store_true",
         help="add the shift augmentations (zoom, blur, inversion, shot noise)",
@@ -419,7 +440,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     recipe = RECIPES[args.model]
     out = Path(args.out) if args.out else MODELS_DIR / f"{args.model}.safetensors"
-    split = load_split(args.model, recipe)
+    split = load_split(args.model, recipe, args.ood_split)
     if args.model == "nuclei":
         dsb_domains(split)
     if args.add_data:
@@ -478,7 +499,8 @@ def main(argv=None) -> int:
         if "frames" in recipe:
             bundle.metadata["training"]["split_frames"] = recipe["frames"]
         else:
-            bundle.metadata["training"]["split_file"] = f"scripts/splits/{args.model}.json"
+            suffix = "_ood" if args.ood_split else ""
+            bundle.metadata["training"]["split_file"] = f"scripts/splits/{args.model}{suffix}.json"
         bundle.metadata["training"]["wall_minutes"] = round((time.time() - start) / 60, 1)
         sets = [DATA_OF[args.model]] + ([args.add_data] if args.add_data else [])
         known = [d.get("name") for d in result.bundle.metadata.get("training_data", [])]

@@ -113,3 +113,47 @@ def test_rescale_raw_image_keeps_colour_axis_last():
 def test_tuning_without_images_is_a_clear_error():
     with pytest.raises(ValueError, match="at least one"):
         tune_postprocess([], [], diameter=18)
+
+
+def _weak_centred(labels, peak):
+    return peak * normalized_distance(labels)
+
+
+def test_domain_groups_stop_the_largest_domain_choosing_the_settings_alone():
+    """Domain A: 3 images of 10 nuclei plus a false blob with a weak centre. Domain B:
+    1 image whose 2 real nuclei have centres as weak. Pooled, dropping weak centres
+    wins (3 false objects for 2 real ones); averaged over domains, it zeroes B."""
+    probs, truths, distances, groups = [], [], [], []
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        centres = [(16 + 32 * (i // 4), 16 + 32 * (i % 4)) for i in range(10)]
+        _, labels = disks_image([(r + rng.integers(-2, 3), c) for r, c in centres], [9] * 10)
+        blob = np.zeros_like(labels)
+        blob[100:115, 85:100] = 1
+        probs.append(probabilities_for(labels + 20 * blob, 0.9, noise_seed=seed))
+        distances.append(normalized_distance(labels) + _weak_centred(blob, 0.56))
+        truths.append(labels)
+        groups.append("A")
+    _, labels = disks_image([(40, 40), (90, 90)], [9, 9])
+    probs.append(probabilities_for(labels, 0.9))
+    distances.append(_weak_centred(labels, 0.56))
+    truths.append(labels)
+    groups.append("B")
+
+    def objects_found_in_b(tuned):
+        settings = tuned.settings
+        return instances_from_probabilities(probs[-1], distance=distances[-1], **settings).max()
+
+    pooled = tune_postprocess(probs, truths, diameter=18, distances=distances, quick=True)
+    macro = tune_postprocess(
+        probs, truths, diameter=18, distances=distances, quick=True, groups=groups
+    )
+    assert objects_found_in_b(pooled) == 0
+    assert objects_found_in_b(macro) == 2
+    assert macro.f1 < 1.0  # the mean over domains: A keeps its false blobs
+    same = tune_postprocess(
+        probs, truths, diameter=18, distances=distances, quick=True, groups=["x"] * 4
+    )
+    assert same.settings == pooled.settings and same.score == pooled.score
+    with pytest.raises(ValueError, match="groups"):
+        tune_postprocess(probs, truths, diameter=18, distances=distances, groups=["A"])

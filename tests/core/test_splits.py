@@ -15,6 +15,8 @@ from segloop.core.splits import (
     grouped_split,
     leave_one_group_out,
     time_blocks,
+    usiigaci_acquisition,
+    usiigaci_ood_split,
 )
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -96,3 +98,26 @@ def test_dsb2018_domains_from_metadata():
     check_no_leak(split, lambda name: dsb2018_domain(rows[name]))
     assert sum(len(v) for v in split.values()) == len(rows)
     assert dsb2018_domain(rows[split["test"][0]]).count("/") == 1
+
+
+USIIGACI_NAMES = [f"train_set{i}.tif" for i in range(1, 26)] + [
+    f"val_set{i}.tif" for i in range(46, 51)
+]
+
+
+def test_usiigaci_ood_split_validates_on_every_acquisition():
+    split = usiigaci_ood_split(list(reversed(USIIGACI_NAMES)))
+    assert split == usiigaci_ood_split(USIIGACI_NAMES)  # deterministic, order-free
+    assert split["val"] == [f"train_set{i}.tif" for i in (19, 20, 24, 25)]
+    assert split["test"] == [f"val_set{i}.tif" for i in range(46, 51)]
+    assert len(split["train"]) == 21
+    check_no_leak(split, lambda name: name)  # no field in two parts
+    for part in ("train", "val"):
+        assert {usiigaci_acquisition(n) for n in split[part]} == {
+            "usiigaci/large-cells",
+            "usiigaci/small-cells",
+        }
+    with pytest.raises(ValueError, match="Usiigaci field"):
+        usiigaci_acquisition("image01.png")
+    with pytest.raises(ValueError, match="too few"):
+        usiigaci_ood_split(["train_set13.tif", "train_set14.tif", "train_set1.tif"])

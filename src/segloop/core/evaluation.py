@@ -159,15 +159,38 @@ class TunedPostprocess:
         return self.f1 - self.count_error + self.seg_weight * self.seg
 
 
+def _macro_scores(
+    rows: Sequence[tuple[int, int, int, float, float, int]], groups: Sequence[str] | None
+) -> tuple[float, float, float]:
+    """(F1, median count error, SEG) of per-image ``(tp, fp, fn, count error, summed
+    Jaccard, true objects)`` rows: pooled within each group, then the mean over groups
+    (one group when ``groups`` is None, i.e. pooled over all images)."""
+    keys = list(groups) if groups is not None else [""] * len(rows)
+    if len(keys) != len(rows):
+        raise ValueError(f"{len(keys)} groups for {len(rows)} validation images")
+    scores = []
+    for key in sorted(set(keys)):
+        mine = [row for row, k in zip(rows, keys, strict=True) if k == key]
+        tp, fp, fn = (sum(row[i] for row in mine) for i in range(3))
+        n_true = sum(row[5] for row in mine)
+        seg = sum(row[4] for row in mine) / n_true if n_true else 0.0
+        f1 = MatchCounts(tp, fp, fn, 0.0).f1
+        scores.append((f1, float(np.median([row[3] for row in mine])), seg))
+    f1s, errors, segs = zip(*scores, strict=True)
+    return float(np.mean(f1s)), float(np.mean(errors)), float(np.mean(segs))
+
+
 def _peak_variants(
     labels: Sequence[np.ndarray],
     truths: Sequence[np.ndarray],
     seed_maps: Sequence[np.ndarray],
     min_peaks: Sequence[float],
+    groups: Sequence[str] | None = None,
 ) -> list[tuple[float, float, float]]:
     """(F1, median count error, pooled SEG) of ``labels`` after dropping the objects
     whose seed-map peak is below each of ``min_peaks``; matched once, since IoU > 0.5
-    matches (and SEG partners) are unique and dropping objects changes no other pair."""
+    matches (and SEG partners) are unique and dropping objects changes no other pair.
+    With ``groups``, each figure is the mean over the groups of the pooled one."""
     per_image = []
     for pred, true, seed_map in zip(labels, truths, seed_maps, strict=True):
         per_image.append(
@@ -178,21 +201,18 @@ def _peak_variants(
                 object_peaks(pred, seed_map),
             )
         )
-    n_true_all = sum(item[0] for item in per_image)
     results = []
     for min_peak in min_peaks:
-        tp = fp = fn = 0
-        seg_total = 0.0
-        errors = []
+        rows = []
         for n_true, matched, seg_of, peaks in per_image:
             kept = peaks >= min_peak
             hits = int(np.count_nonzero(matched & kept))
             n_kept = int(np.count_nonzero(kept))
-            tp, fp, fn = tp + hits, fp + n_kept - hits, fn + n_true - hits
-            seg_total += float(seg_of[kept].sum())
-            errors.append(relative_count_error(n_true, n_kept))
-        seg = seg_total / n_true_all if n_true_all else 0.0
-        results.append((MatchCounts(tp, fp, fn, 0.0).f1, float(np.median(errors)), seg))
+            error = relative_count_error(n_true, n_kept)
+            rows.append(
+                (hits, n_kept - hits, n_true - hits, error, float(seg_of[kept].sum()), n_true)
+            )
+        results.append(_macro_scores(rows, groups))
     return results
 
 
@@ -205,6 +225,7 @@ def tune_postprocess(
     smooth: float = 1.0,
     seg_weight: float = 0.0,
     baseline: dict[str, float] | None = None,
+    groups: Sequence[str] | None = None,
 ) -> TunedPostprocess:
     """Grid-search the instance post-processing (:data:`POSTPROCESS_GRID`) for the best
     pooled F1@0.5 minus median count error plus ``seg_weight`` times the pooled SEG
@@ -223,6 +244,10 @@ def tune_postprocess(
     the search's score overrates settings fitted to them; the start model's settings
     are the prior that needs evidence to move (issue #19's leave-one-modality-out
     benchmark, docs/benchmarks.md).
+
+    ``groups``: each image's domain (acquisition, lab, modality). F1, count error and
+    SEG are then computed within each domain and averaged over domains, so the domain
+    with the most images or objects does not choose the settings alone.
     """
     grid_values = dict(POSTPROCESS_GRID)
     fractions = (0.05, 0.15)
@@ -262,7 +287,7 @@ def tune_postprocess(
             instances_from_probabilities(probs, distance=distance, **settings)
             for probs, distance in pairs
         ]
-        variants = _peak_variants(preds, labels, seed_maps[smoothing], min_peaks)
+        variants = _peak_variants(preds, labels, seed_maps[smoothing], min_peaks, groups)
         for min_peak, (f1, error, seg) in zip(min_peaks, variants, strict=True):
             tried = TunedPostprocess({**settings, "min_peak": min_peak}, f1, error, seg, seg_weight)
             if tried.score > best.score:
@@ -270,14 +295,14 @@ def tune_postprocess(
     best.settings["split_large"] = 0.0
     for split_large in grid_values["split_large"]:
         settings = {**best.settings, "split_large": split_large}
-        tried = _score_settings(probabilities, labels, distances, settings, seg_weight)
+        tried = _score_settings(probabilities, labels, distances, settings, seg_weight, groups)
         if tried.score > best.score:
             best = tried
     if baseline is not None:
         current = {
             key: baseline[key] for key in (*best.settings, "min_seed_size") if key in baseline
         }
-        kept = _score_settings(probabilities, labels, distances, current, seg_weight)
+        kept = _score_settings(probabilities, labels, distances, current, seg_weight, groups)
         if kept.seg >= best.seg:
             kept.kept_baseline = True
             return kept
@@ -290,16 +315,17 @@ def _score_settings(
     distances: Sequence[np.ndarray | None],
     settings: dict[str, float],
     seg_weight: float = 0.0,
+    groups: Sequence[str] | None = None,
 ) -> TunedPostprocess:
-    """Pooled F1, median count error and pooled SEG of one set of settings."""
-    total = MatchCounts(0, 0, 0, 0.0)
-    errors = []
-    seg_total, n_true = 0.0, 0
+    """F1, median count error and SEG of one set of settings: pooled, or the mean over
+    ``groups`` of the pooled figures."""
+    rows = []
     for probs, true, distance in zip(probabilities, labels, distances, strict=True):
         pred = instances_from_probabilities(probs, distance=distance, **settings)
-        total = total + match_instances(true, pred)
-        errors.append(count_error(true, pred))
+        counts = match_instances(true, pred)
         jaccards, n_objects_here = seg_counts(true, pred)
-        seg_total, n_true = seg_total + jaccards, n_true + n_objects_here
-    seg = seg_total / n_true if n_true else 0.0
-    return TunedPostprocess(settings, total.f1, float(np.median(errors)), seg, seg_weight)
+        rows.append(
+            (counts.tp, counts.fp, counts.fn, count_error(true, pred), jaccards, n_objects_here)
+        )
+    f1, error, seg = _macro_scores(rows, groups)
+    return TunedPostprocess(settings, f1, error, seg, seg_weight)

@@ -7,7 +7,8 @@ own data, not how it does on a new lab's images. The functions here assign whole
 deterministic: the same names, groups and seed always give the same split.
 
 Group keys for the shared data sets are built by :func:`dsb2018_domain`,
-:func:`bitdepth_tissue` / :func:`bitdepth_objective` and :func:`time_blocks`.
+:func:`bitdepth_tissue` / :func:`bitdepth_objective`, :func:`usiigaci_acquisition` and
+:func:`time_blocks`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ __all__ = [
     "grouped_split",
     "leave_one_group_out",
     "time_blocks",
+    "usiigaci_acquisition",
+    "usiigaci_ood_split",
 ]
 
 
@@ -184,3 +187,55 @@ def dsb2018_domain(row: dict[str, str]) -> str:
     type heuristic and the frame size (which in DSB2018 follows the lab and microscope),
     e.g. ``"fluorescence_like/520x696"``."""
     return f"{row['heuristic_type']}/{row['height']}x{row['width']}"
+
+
+#: Usiigaci training fields of the second acquisition: cells ~41 px across (median
+#: equivalent diameter) and brighter frames (99th percentile 55-64k), against ~68 px and
+#: 43-50k in the other fields. Measured on the shared copy's masks and images (docs/models.md).
+_USIIGACI_SMALL_CELL_FIELDS = frozenset({13, 14, 15, 16, 19, 20})
+_USIIGACI_FIELD = re.compile(r"(?P<part>train|val)_set(?P<field>\d+)")
+
+
+def usiigaci_acquisition(name: str) -> str:
+    """Acquisition of a Usiigaci field (``"train_set14.tif"`` -> ``"usiigaci/small-cells"``).
+
+    The repository's training fields come from two acquisitions that differ in cell size
+    (~68 px against ~41 px) and brightness; its own validation fields 46-50 form a third
+    group (``"usiigaci/repo-val"``), kept for testing. A validation split that holds out
+    fields of one acquisition only cannot see how a model does on the other.
+    """
+    field = _usiigaci_field(name)
+    if "val_set" in name.rsplit("/", 1)[-1]:
+        return "usiigaci/repo-val"
+    small = field in _USIIGACI_SMALL_CELL_FIELDS
+    return "usiigaci/small-cells" if small else "usiigaci/large-cells"
+
+
+def _usiigaci_field(name: str) -> int:
+    match = _USIIGACI_FIELD.search(name.rsplit("/", 1)[-1])
+    if match is None:
+        raise ValueError(f"not a Usiigaci field name (train_setN / val_setN): {name!r}")
+    return int(match["field"])
+
+
+def usiigaci_ood_split(names: Sequence[str], val_per_acquisition: int = 2) -> dict[str, list[str]]:
+    """Train / val / test of the Usiigaci fields with every acquisition in validation.
+
+    The last ``val_per_acquisition`` fields (by number) of each training acquisition
+    validate, the other training fields train, and the repository's own validation
+    fields (46-50) test. Whole fields only, so no field is in two parts.
+    """
+    by_group: dict[str, list[str]] = {}
+    for name in names:
+        by_group.setdefault(usiigaci_acquisition(name), []).append(name)
+    split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for group, members in sorted(by_group.items()):
+        members = sorted(members, key=_usiigaci_field)
+        if group == "usiigaci/repo-val":
+            split["test"] += members
+            continue
+        if len(members) <= val_per_acquisition:
+            raise ValueError(f"{group} has {len(members)} fields: too few to hold some out")
+        split["train"] += members[:-val_per_acquisition]
+        split["val"] += members[-val_per_acquisition:]
+    return {part: sorted(found, key=_usiigaci_field) for part, found in split.items()}

@@ -182,6 +182,13 @@ def _validate(bundle, val_data, config, should_stop):
     return score, metrics
 
 
+def domain_groups(val_data: Sequence[LabelledImage]) -> list[str] | None:
+    """Each validation image's domain when there are several (scores are then averaged
+    over domains, as in :func:`_validate`), else None (pooled)."""
+    domains = [item.domain for item in val_data]
+    return domains if len(set(domains)) > 1 else None
+
+
 def tune_iter(
     bundle: ModelBundle,
     val_data: Sequence[LabelledImage],
@@ -191,7 +198,8 @@ def tune_iter(
     """Store the post-processing that scores best on the validation images (F1 minus
     median count error, see :func:`tune_postprocess`, with ``config``'s
     ``tune_grid``, ``tune_seg_weight`` and ``tune_keep_current``) in the bundle
-    metadata, and return what was found. Images are segmented at the network's scale."""
+    metadata, and return what was found. Images are segmented at the network's scale.
+    Validation images from several domains are scored by the mean over domains."""
     bundle.network.eval()
     probs, labels, distances = [], [], []
     for item in val_data:
@@ -215,6 +223,7 @@ def tune_iter(
         smooth=float(bundle.postprocess["smooth"]),
         seg_weight=config.tune_seg_weight,
         baseline=bundle.postprocess if config.tune_keep_current else None,
+        groups=domain_groups(val_data),
     )
     if tuned.settings:
         bundle.metadata["postprocess"] = {**bundle.postprocess, **tuned.settings}
