@@ -359,8 +359,20 @@ class SegmentWidget(JobWidget):
         if frame is not None:
             shape = (layer.data.shape[0], *data.shape)
             data = adapters.frame_into(self.viewer, name, kind, data, frame, shape)
+        overlays: list = []
         out = adapters.upsert_layer(
-            self.viewer, name, data, kind, like=layer, select=output.select, **style
+            self.viewer,
+            name,
+            data,
+            kind,
+            like=layer,
+            select=output.select,
+            deferred_overlays=overlays,
+            **style,
+        )
+        # a new Labels layer's painting overlays are built one per turn, after it
+        self._stager.run_next(
+            [functools.partial(adapters.show_overlays, [overlay]) for overlay in overlays]
         )
         if kind == "labels":
             out.metadata[MODEL_KEY] = model
