@@ -157,8 +157,9 @@ def _validate(bundle, val_data, config, should_stop):
         )
         metrics = {"f1": report.matches.f1, "seg": report.seg, "ap": report.matches.ap}
         score = report.matches.f1
-        domains = sorted({item.domain for item in val_data})
-        if len(domains) > 1:  # out-of-distribution validation: macro-average of domains
+        groups = domain_groups(val_data)
+        if groups:  # out-of-distribution validation: macro-average of domains
+            domains = sorted(set(groups))
             for domain in domains:
                 rows = [
                     row
