@@ -13,7 +13,7 @@ from qtpy.QtCore import QTimer
 
 from segloop.napari._result_layers import Stager, segment_outputs
 from segloop.napari._segment_widget import SegmentWidget
-from segloop.napari.adapters import PAINT_OVERLAYS, show_overlays, upsert_layer
+from segloop.napari.layer_updates import PAINT_OVERLAYS, show_overlays, upsert_layer
 
 from .conftest import THREE_DISKS, disks, noisy_image, wait_idle
 

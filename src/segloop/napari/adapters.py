@@ -9,11 +9,10 @@ a model is used.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -26,10 +25,19 @@ from segloop.core.progress import Progress, StopCheck, check_stop
 from segloop.core.uncertainty import entropy_uncertainty
 from segloop.core.weightmap import weight_map
 
+# layer writing lives in layer_updates; the widgets reach it through this module
+from .layer_updates import PAINT_OVERLAYS as PAINT_OVERLAYS
+from .layer_updates import find_layer as find_layer
+from .layer_updates import frame_into as frame_into
+from .layer_updates import hide_paint_overlays as hide_paint_overlays
+from .layer_updates import show_overlays as show_overlays
+from .layer_updates import upsert_layer as upsert_layer
+
 if TYPE_CHECKING:
     from napari.layers import Image, Labels, Layer
 
     import napari
+
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +58,6 @@ class UserError(ValueError):
 
 
 # --------------------------------------------------------------------------- layers
-
-
-def find_layer(viewer: napari.Viewer, name: str) -> Layer | None:
-    """The layer called ``name`` in ``viewer``, or None."""
-    for layer in viewer.layers:
-        if layer.name == name:
-            return layer
-    return None
 
 
 def image_data(layer: Image | None, frame: int | None = None) -> np.ndarray:
@@ -181,163 +181,6 @@ def layer_pixel_size(*layers: Layer | None) -> tuple[float, float] | None:
         if size is not None:
             return size
     return None
-
-
-def upsert_layer(
-    viewer: napari.Viewer,
-    name: str,
-    data: np.ndarray,
-    kind: str,
-    like: Layer | None = None,
-    select: bool = True,
-    deferred_overlays: list[Any] | None = None,
-    **kwargs: Any,
-) -> Layer:
-    """Replace the data of layer ``name`` (same kind) or add a new layer.
-
-    Parameters
-    ----------
-    viewer : napari.Viewer
-        Target viewer.
-    name : str
-        Layer name; an existing layer of this name and kind is updated in place.
-    data : np.ndarray
-        New data.
-    kind : {"labels", "image"}
-        Layer type.
-    like : Layer, optional
-        Layer whose scale and translation a new layer copies (so that it overlays).
-    select : bool
-        Select a new layer, as napari does (its controls are shown). False leaves the
-        selection as it is: a layer added in passing (a hidden distance map) does not
-        cost the GUI thread a swap of the layer controls.
-    deferred_overlays : list, optional
-        Given, a new Labels layer is appended with its painting overlays (polygon, brush
-        stroke) hidden, so that napari does not build their vispy visuals in the same
-        GUI-thread call as the layer; the hidden overlays are appended to this list, for
-        the caller to show in a later event-loop turn with :func:`show_overlays`. They
-        are also shown as soon as the layer's mode changes (a paint tool is picked).
-    **kwargs
-        Passed to ``add_labels`` / ``add_image`` for a new layer; for an existing Image
-        layer ``colormap`` and ``contrast_limits`` are re-applied.
-
-    Returns
-    -------
-    Layer
-        The updated or new layer.
-    """
-    existing = find_layer(viewer, name)
-    if _is_kind(existing, kind):
-        existing.data = data
-        if kind == "image":
-            for key in ("contrast_limits", "colormap"):
-                if key in kwargs:
-                    setattr(existing, key, kwargs[key])
-        return existing
-    if existing is not None:
-        name = _free_name(viewer, name)
-    if like is not None:
-        kwargs.setdefault("scale", like.scale)
-        kwargs.setdefault("translate", like.translate)
-    if kind == "labels" and deferred_overlays is not None:
-        from napari.layers import Labels
-
-        new = Labels(data, name=name, **kwargs)
-        hidden = hide_paint_overlays(new)
-        if hidden:
-            deferred_overlays += hidden
-            new.events.mode.connect(lambda _event: show_overlays(hidden))
-        with contextlib.nullcontext() if select else _not_selected_on_insert(viewer.layers):
-            viewer.layers.append(new)
-        return new
-    add = viewer.add_labels if kind == "labels" else viewer.add_image
-    if select:
-        return add(data, name=name, **kwargs)
-    with _not_selected_on_insert(viewer.layers):
-        return add(data, name=name, **kwargs)
-
-
-#: A napari Labels layer's painting overlays: napari builds a vispy visual for each
-#: visible one when the layer is appended (~40 % of a Labels append's GUI time).
-PAINT_OVERLAYS = ("polygon", "brush_stroke")
-
-
-def hide_paint_overlays(layer: Layer) -> list[Any]:
-    """Hide the visible painting overlays of a Labels layer not yet in a viewer.
-
-    napari creates an overlay's visual only once the overlay is visible, so an overlay
-    hidden now is built when :func:`show_overlays` shows it. Reads napari's private
-    ``_overlays``; on a napari without it nothing is hidden (empty list).
-    """
-    overlays = getattr(layer, "_overlays", None)
-    if not hasattr(overlays, "get"):
-        return []
-    hidden = []
-    for key in PAINT_OVERLAYS:
-        overlay = overlays.get(key)
-        if overlay is not None and getattr(overlay, "visible", None) is True:
-            overlay.visible = False
-            hidden.append(overlay)
-    return hidden
-
-
-def show_overlays(overlays: Sequence[Any]) -> None:
-    """Make overlays hidden by :func:`hide_paint_overlays` visible again (idempotent)."""
-    for overlay in overlays:
-        if not overlay.visible:
-            overlay.visible = True
-
-
-@contextlib.contextmanager
-def _not_selected_on_insert(layers: Any) -> Iterator[None]:
-    """Layers inserted inside this block are not made the selected layer.
-
-    napari's layer list selects every inserted layer unless its (private)
-    ``_activate_on_insert`` flag is off; where a napari version lacks the flag the
-    layer is selected as usual.
-    """
-    previous = getattr(layers, "_activate_on_insert", None)
-    if not isinstance(previous, bool):
-        yield
-        return
-    layers._activate_on_insert = False
-    try:
-        yield
-    finally:
-        layers._activate_on_insert = previous
-
-
-def _is_kind(layer: Layer | None, kind: str) -> bool:
-    from napari.layers import Image, Labels
-
-    return isinstance(layer, {"labels": Labels, "image": Image}[kind])
-
-
-def _free_name(viewer: napari.Viewer, name: str) -> str:
-    index = 1
-    while find_layer(viewer, f"{name} [{index}]") is not None:
-        index += 1
-    return f"{name} [{index}]"
-
-
-def frame_into(
-    viewer: napari.Viewer, name: str, kind: str, frame: np.ndarray, index: int, shape: tuple
-) -> np.ndarray:
-    """Full stack for layer ``name`` with frame ``index`` replaced by ``frame``.
-
-    Starts from the existing layer's data when it has ``shape`` and a compatible dtype,
-    otherwise from zeros.
-    """
-    existing = find_layer(viewer, name)
-    if _is_kind(existing, kind):
-        current = np.asarray(existing.data)
-        if current.shape == tuple(shape) and np.can_cast(frame.dtype, current.dtype):
-            stack = current.copy()
-            stack[index] = frame
-            return stack
-    stack = np.zeros(shape, dtype=frame.dtype)
-    stack[index] = frame
-    return stack
 
 
 # --------------------------------------------------------------------------- models
