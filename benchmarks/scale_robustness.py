@@ -21,7 +21,10 @@ pass kept anywhere inside the trained range), ``auto-up1.6`` (kept from the rang
 end up to 1.6x the model's diameter, what ``auto`` does), ``auto-tol`` / ``auto-tol1.3``
 (the first pass kept only within 1.15x / 1.3x of the model's diameter instead of inside
 its trained range), ``auto-probes2`` (two coarse probes before the fixed point, an option
-kept off: ``auto`` is ``auto-probes0``), ``auto-target1.25``
+kept off: ``auto`` is ``auto-probes0``), ``auto-size`` / ``auto-nosize`` (with /
+without the model's learned size estimate; ``auto-disagree1.5``: used when it differs
+from the first pass's objects by over 1.5x instead of 2x; ``auto-larger``: only when
+it is the larger), ``auto-target1.25``
 (the rescaled passes give the objects 1.25x the model's diameter instead of 1x); variants
 join with ``+`` (``auto-probes2+target1.3``); ``auto-beyond0`` believes any probe whose
 objects are of a trained size at its own scale (the first version of the probes),
@@ -43,7 +46,7 @@ from pathlib import Path
 import numpy as np
 from skimage.segmentation import relabel_sequential
 
-import segloop.core.segment as segment_module
+import segloop.core.auto_size as auto_size_module
 from segloop.core.datasets import load_labels, load_pairs
 from segloop.core.evaluation import LabelledImage, evaluate_iter
 from segloop.core.imageio import read_image
@@ -129,35 +132,41 @@ def rescaled(data: list[LabelledImage], scale: float) -> list[LabelledImage]:
 
 
 def _apply_variant(mode: str) -> None:
-    """Set segment_module's 'auto' knobs for one variant name, e.g. ``auto-target1.3``."""
+    """Set auto_size_module's 'auto' knobs for one variant name, e.g. ``auto-target1.3``."""
     if mode == "auto-range":  # the whole trained range, up to its top
-        segment_module.AUTO_UPPER = None
+        auto_size_module.AUTO_UPPER = None
     if mode.startswith("auto-up"):  # the range's low end, this many x the diameter up
-        segment_module.AUTO_UPPER = float(mode[len("auto-up") :])
+        auto_size_module.AUTO_UPPER = float(mode[len("auto-up") :])
     if mode.startswith("auto-tol"):  # tolerance band instead of the trained range
-        segment_module.AUTO_USE_RANGE = False
+        auto_size_module.AUTO_USE_RANGE = False
         if mode != "auto-tol":
-            segment_module.SCALE_TOLERANCE = float(mode[len("auto-tol") :])
+            auto_size_module.SCALE_TOLERANCE = float(mode[len("auto-tol") :])
     if mode.startswith("auto-probes"):  # this many coarse probes (0: before the probes)
-        segment_module.AUTO_PROBES = int(mode[len("auto-probes") :])
+        auto_size_module.AUTO_PROBES = int(mode[len("auto-probes") :])
     if mode.startswith("auto-beyond"):  # probes believed beyond this x the range's top
-        segment_module.AUTO_PROBE_BEYOND = float(mode[len("auto-beyond") :])
+        auto_size_module.AUTO_PROBE_BEYOND = float(mode[len("auto-beyond") :])
     if mode.startswith("auto-coverage"):  # probes believed above this x the coverage
-        segment_module.AUTO_PROBE_COVERAGE = float(mode[len("auto-coverage") :])
+        auto_size_module.AUTO_PROBE_COVERAGE = float(mode[len("auto-coverage") :])
     if mode.startswith("auto-target"):  # rescaled passes aim at this many x the diameter
-        segment_module.AUTO_TARGET = float(mode[len("auto-target") :])
+        auto_size_module.AUTO_TARGET = float(mode[len("auto-target") :])
+    if mode in ("auto-size", "auto-nosize"):  # with / without the learned size estimate
+        auto_size_module.AUTO_SIZE_MODEL = mode == "auto-size"
+    if mode == "auto-larger":  # the size estimate used only when larger than found
+        auto_size_module.AUTO_SIZE_SMALLER = False
+    if mode.startswith("auto-disagree"):  # size estimate used beyond this x disagreement
+        auto_size_module.AUTO_SIZE_DISAGREE = float(mode[len("auto-disagree") :])
     if mode == "auto-1":  # before issue #20: one rescaled pass, outlines refined
-        segment_module.AUTO_MAX_PASSES, segment_module.AUTO_REFINE = 2, True
+        auto_size_module.AUTO_MAX_PASSES, auto_size_module.AUTO_REFINE = 2, True
     if mode == "auto-refine":
-        segment_module.AUTO_REFINE = True
+        auto_size_module.AUTO_REFINE = True
     if mode == "auto-2":
-        segment_module.AUTO_MAX_PASSES = 2
+        auto_size_module.AUTO_MAX_PASSES = 2
 
 
 def run(model: str, set_name: str, mode: str, scale: float, data: list[LabelledImage]) -> dict:
     bundle = load_model(model)
     saved = {
-        name: getattr(segment_module, name)
+        name: getattr(auto_size_module, name)
         for name in (
             "AUTO_MAX_PASSES",
             "AUTO_REFINE",
@@ -168,6 +177,9 @@ def run(model: str, set_name: str, mode: str, scale: float, data: list[LabelledI
             "AUTO_PROBES",
             "AUTO_PROBE_BEYOND",
             "AUTO_PROBE_COVERAGE",
+            "AUTO_SIZE_MODEL",
+            "AUTO_SIZE_DISAGREE",
+            "AUTO_SIZE_SMALLER",
         )
     }
     for variant in mode.split("+"):  # e.g. auto-probes2+target1.3: both variants at once
@@ -201,7 +213,7 @@ def run(model: str, set_name: str, mode: str, scale: float, data: list[LabelledI
             errors, seg = report.count_errors, report.seg
     finally:
         for name, value in saved.items():
-            setattr(segment_module, name, value)
+            setattr(auto_size_module, name, value)
     seconds = time.perf_counter() - start
     f1 = 2 * tp / max(1, 2 * tp + fp + fn)
     return {

@@ -148,6 +148,10 @@ def cmd_info(args) -> int:
 
     config, metadata, path = read_header(args.model)
     metadata.pop("history", None)
+    size_model = metadata.get("size_model")
+    if isinstance(size_model, dict) and isinstance(size_model.get("weights"), list):
+        weights = f"{len(size_model['weights'])} regression weights (not shown)"
+        metadata["size_model"] = {**size_model, "weights": weights}
     print(
         json.dumps({"path": str(path), "config": config.to_dict(), "metadata": metadata}, indent=2)
     )

@@ -89,16 +89,16 @@ def test_model_default_diameter_and_explicit_native(rescaled_disk_model):
 
 
 def test_flip_averaging_follows_the_model_default(disk_model, monkeypatch):
-    import segloop.core.segment as segment_module
+    import segloop.core.passes as passes_module
 
     seen = []
-    original = segment_module.predict_probabilities_iter
+    original = passes_module.predict_probabilities_iter
 
     def spy(*args):
         seen.append(args[-1])
         return original(*args)
 
-    monkeypatch.setattr(segment_module, "predict_probabilities_iter", spy)
+    monkeypatch.setattr(passes_module, "predict_probabilities_iter", spy)
     bundle = load_model(disk_model)
     image = random_disks(0)[0]
     segment(bundle, image)
@@ -138,7 +138,7 @@ def test_coarse_probes_find_nuclei_fifteen_times_the_training_size(monkeypatch):
     zoomed 15x)."""
     from skimage.segmentation import relabel_sequential
 
-    import segloop.core.segment as segment_module
+    import segloop.core.auto_size as auto_size_module
     from segloop.core.datasets import load_labels
     from segloop.core.imageio import read_image
     from segloop.core.scale import rescale_labels, rescale_raw_image
@@ -148,12 +148,74 @@ def test_coarse_probes_find_nuclei_fifteen_times_the_training_size(monkeypatch):
     labels = relabel_sequential(load_labels(data / "dsb2018_fluorescence_masks.png")[:96, :96])[0]
     image, labels = rescale_raw_image(image, 15.0), rescale_labels(labels, 15.0)
     bundle = load_model("nuclei")
-    # the default, without probes, finds nothing
+    # without probes (and without the learned size estimate) nothing is found
+    monkeypatch.setattr(auto_size_module, "AUTO_SIZE_MODEL", False)
     assert match_instances(labels, segment(bundle, image, diameter="auto").instances).f1 < 0.3
-    monkeypatch.setattr(segment_module, "AUTO_PROBES", 2)
+    monkeypatch.setattr(auto_size_module, "AUTO_PROBES", 2)
     result = segment(bundle, image, diameter="auto")
     assert match_instances(labels, result.instances).f1 > 0.7
     assert result.diameters[0] == pytest.approx(19.5 * 15, rel=0.3)
+
+
+def test_the_learned_size_estimate_finds_nuclei_fifteen_times_the_training_size(monkeypatch):
+    """The shipped nuclei model's size estimate (its encoder's activations, fitted on its
+    training images rescaled 0.3x-8x) sees nuclei 15x the training size from the
+    texture the first pass cuts into pieces, and 'auto' starts from the scale it gives
+    (packaged DSB2018 sample, CC0, its top-left 96 px zoomed 15x)."""
+    from skimage.segmentation import relabel_sequential
+
+    import segloop.core.auto_size as auto_size_module
+    from segloop.core.datasets import load_labels
+    from segloop.core.imageio import read_image
+    from segloop.core.scale import rescale_labels, rescale_raw_image
+
+    data = Path(segloop.__file__).parent / "data"
+    image = read_image(data / "dsb2018_fluorescence.png")[:96, :96]
+    labels = relabel_sequential(load_labels(data / "dsb2018_fluorescence_masks.png")[:96, :96])[0]
+    image, labels = rescale_raw_image(image, 15.0), rescale_labels(labels, 15.0)
+    bundle = load_model("nuclei")
+    assert "size_model" in bundle.metadata
+    result = segment(bundle, image)  # the shipped default: diameter 'auto'
+    assert match_instances(labels, result.instances).f1 > 0.7
+    assert result.diameters[0] == pytest.approx(19.5 * 15, rel=0.3)
+    monkeypatch.setattr(auto_size_module, "AUTO_SIZE_MODEL", False)
+    assert match_instances(labels, segment(bundle, image).instances).f1 < 0.3
+
+
+def test_the_size_estimate_starts_auto_only_outside_the_trained_sizes(monkeypatch):
+    """The decision, with the passes' objects given: the estimate is used when it is
+    outside the trained sizes and more than 2x larger than the first pass's objects
+    (pieces); a smaller estimate is not used (AUTO_SIZE_SMALLER is off)."""
+    from types import SimpleNamespace
+
+    import segloop.core.auto_size as auto_size_module
+
+    shape = (400, 400)
+    first_labels = _disk_labels(shape, 5, 40)  # objects of ~10 px at the first pass
+    ran = []
+
+    def fake_predict(bundle, frame, factor, *args):
+        ran.append(factor)
+        return factor
+        yield
+
+    monkeypatch.setattr(auto_size_module, "predict_at_scale", fake_predict)
+    monkeypatch.setattr(auto_size_module, "postprocess", lambda *a: (None, first_labels))
+    bundle = SimpleNamespace(diameter=20.0, metadata={"diameter_range": [10.0, 40.0]})
+    first = (1.0, None, None, first_labels)
+    cases = [(None, False), (25.0, False), (120.0, True), (15.0, False), (8.0, False), (4.0, False)]
+    for estimate, used in cases:
+        ran.clear()
+        monkeypatch.setattr(auto_size_module, "estimate_size", lambda b, f, e=estimate: e)
+        if estimate is not None:
+            bundle.metadata["size_model"] = {}
+        gen = auto_size_module._size_start(bundle, np.zeros(shape), None, None, None, "s", first)
+        with pytest.raises(StopIteration) as stop:
+            next(gen)
+        start = stop.value.value
+        assert (start is not first) == used, estimate
+        if used:
+            assert ran == [pytest.approx(20.0 / estimate)] and start[0] == ran[0]
 
 
 def _disk_labels(shape, radius, step):
@@ -183,7 +245,7 @@ def test_a_coarse_probe_is_believed_only_where_the_first_pass_saw_pieces(
     for the first pass to see whole, covering much more than the first pass's objects."""
     from types import SimpleNamespace
 
-    import segloop.core.segment as segment_module
+    import segloop.core.auto_size as auto_size_module
 
     shape = (900, 900)
     first_labels = _disk_labels(shape, first_radius, first_step)
@@ -198,14 +260,14 @@ def test_a_coarse_probe_is_believed_only_where_the_first_pass_saw_pieces(
         labels = probe_labels if factor < 0.2 or probe_radius < 100 else np.zeros(shape, int)
         return None, labels
 
-    monkeypatch.setattr(segment_module, "AUTO_PROBES", 2)
-    monkeypatch.setattr(segment_module, "_predict_at_scale", fake_predict)
-    monkeypatch.setattr(segment_module, "_postprocess", fake_postprocess)
+    monkeypatch.setattr(auto_size_module, "AUTO_PROBES", 2)
+    monkeypatch.setattr(auto_size_module, "predict_at_scale", fake_predict)
+    monkeypatch.setattr(auto_size_module, "postprocess", fake_postprocess)
     bundle = SimpleNamespace(diameter=20.0, metadata={"diameter_range": [10.0, 40.0]})
     if probe_radius < 100:  # objects of 60 px: of a trained size at the 1/3 probe only
         bundle.metadata["diameter_range"] = [15.0, 35.0]
     first = (1.0, None, None, first_labels)
-    gen = segment_module._coarse_start(bundle, np.zeros(shape), None, None, None, "s", first)
+    gen = auto_size_module._coarse_start(bundle, np.zeros(shape), None, None, None, "s", first)
     with pytest.raises(StopIteration) as stop:
         next(gen)
     start = stop.value.value

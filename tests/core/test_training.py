@@ -205,3 +205,11 @@ def test_object_crops_centre_crops_on_the_objects():
     assert sum(share > 0 for share in uniform) < len(uniform) // 2  # most miss it
     with pytest.raises(ValueError, match="object_crops"):
         TrainConfig(epochs=1, object_crops=1.5)
+
+
+def test_training_drops_a_size_model_fitted_to_the_old_weights():
+    bundle = tiny_bundle()
+    bundle.metadata["size_model"] = {"weights": [0.0], "bias": 3.0, "levels": 3, "crop": 256}
+    config = TrainConfig(epochs=1, crop=48, batch_size=2, val_fraction=0, tune_postprocess=False)
+    train(bundle, tiny_data(2), config)
+    assert "size_model" not in bundle.metadata

@@ -39,6 +39,12 @@ METADATA_KEYS: dict[str, tuple[str, str]] = {
         "was trained on, widened by its zoom augmentation; `diameter: auto` keeps "
         "images whose objects measure inside it at their own scale",
     ),
+    "size_model": (
+        "dict",
+        "learned object-size estimate for `diameter: auto` (segloop.core.size_model): "
+        "ridge weights on the encoder's log mean activations, bias, how it was fitted "
+        "and its validation error; fitted to these weights, dropped by any training",
+    ),
     "size_check": (
         "dict",
         "fine-tuned versions: F1@0.5 on the check corrections with `diameter: auto` and at "

@@ -271,6 +271,7 @@ def train_iter(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     yield Progress("prepare", 0, len(data), "preparing training images")
+    bundle.metadata.pop("size_model", None)  # fitted to the old weights' features
     target_diameter = resolve_target_diameter(config.target_diameter, bundle, data)
     config = replace(config, target_diameter=target_diameter)
     scales = [1.0] * len(data)
