@@ -202,9 +202,12 @@ def test_the_size_estimate_starts_auto_only_outside_the_trained_sizes(monkeypatc
     monkeypatch.setattr(auto_size_module, "predict_at_scale", fake_predict)
     monkeypatch.setattr(auto_size_module, "postprocess", lambda *a: (None, first_labels))
     bundle = SimpleNamespace(diameter=20.0, metadata={"diameter_range": [10.0, 40.0]})
-    first = (1.0, None, None, first_labels)
+    empty = np.zeros(shape, np.int32)  # a first pass that found nothing
     cases = [(None, False), (25.0, False), (120.0, True), (15.0, False), (8.0, False), (4.0, False)]
-    for estimate, used in cases:
+    cases = [(first_labels, *case) for case in cases]
+    cases += [(empty, 120.0, True), (empty, 36.0, True), (empty, 4.0, False)]  # not enlarged
+    for labels, estimate, used in cases:
+        first = (1.0, None, None, labels)
         ran.clear()
         monkeypatch.setattr(auto_size_module, "estimate_size", lambda b, f, e=estimate: e)
         if estimate is not None:
@@ -213,7 +216,7 @@ def test_the_size_estimate_starts_auto_only_outside_the_trained_sizes(monkeypatc
         with pytest.raises(StopIteration) as stop:
             next(gen)
         start = stop.value.value
-        assert (start is not first) == used, estimate
+        assert (start is not first) == used, (estimate, labels.max())
         if used:
             assert ran == [pytest.approx(20.0 / estimate)] and start[0] == ran[0]
 

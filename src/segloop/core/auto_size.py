@@ -186,8 +186,9 @@ def _size_start(bundle, frame, options, settings, should_stop, stage, first):
     """The pass at the scale the learned size model gives, when AUTO_SIZE_MODEL is on,
     the model has one, its estimate is outside the sizes the network was trained on
     (:func:`_inside`) and over AUTO_SIZE_DISAGREE x the size of the first pass's objects
-    (or that pass found none; with AUTO_SIZE_SMALLER also under 1/AUTO_SIZE_DISAGREE x);
-    otherwise ``first``."""
+    (with AUTO_SIZE_SMALLER also under 1/AUTO_SIZE_DISAGREE x). When that pass found
+    nothing, only an estimate over the model's diameter is used: an empty frame is not
+    enlarged for nothing. Otherwise ``first``."""
     if not AUTO_SIZE_MODEL or "size_model" not in bundle.metadata:
         return first
     factor = first[0]
@@ -196,11 +197,14 @@ def _size_start(bundle, frame, options, settings, should_stop, stage, first):
     if estimate is None or _inside(bundle, estimate):
         return first
     found = estimate_diameter(first[3], area_weighted=True) * factor
-    if not math.isnan(found):
-        larger = estimate > AUTO_SIZE_DISAGREE * found
-        smaller = AUTO_SIZE_SMALLER and estimate * AUTO_SIZE_DISAGREE < found
-        if not (larger or smaller):
-            return first
+    if math.isnan(found):  # pieces too faint to keep, or an empty frame: never enlarged
+        use = estimate > bundle.diameter
+    else:
+        use = estimate > AUTO_SIZE_DISAGREE * found or (
+            AUTO_SIZE_SMALLER and estimate * AUTO_SIZE_DISAGREE < found
+        )
+    if not use:
+        return first
     new_factor = float(np.clip(factor * bundle.diameter / estimate, *SCALE_LIMITS))
     probs = yield from predict_at_scale(
         bundle,
