@@ -277,3 +277,18 @@ def test_a_coarse_probe_is_believed_only_where_the_first_pass_saw_pieces(
     assert (start is not first) == believed, case
     if believed:
         assert start[0] == pytest.approx(1 / 9) and start[3] is probe_labels
+
+
+def test_auto_target_is_the_models_choice_unless_overridden(monkeypatch):
+    from types import SimpleNamespace
+
+    import segloop.core.auto_size as auto_size_module
+
+    def bundle(predict):
+        return SimpleNamespace(predict_defaults={"diameter": "auto", "tta": False, **predict})
+
+    assert auto_size_module.auto_target(bundle({})) == 1.0
+    assert auto_size_module.auto_target(bundle({"auto_target": 1.3})) == 1.3
+    assert load_model("nuclei").predict_defaults["auto_target"] == 1.3  # chosen on its val
+    monkeypatch.setattr(auto_size_module, "AUTO_TARGET", 1.0)
+    assert auto_size_module.auto_target(bundle({"auto_target": 1.3})) == 1.0

@@ -29,7 +29,11 @@ METADATA_KEYS: dict[str, tuple[str, str]] = {
     "arch": ("str", "architecture preset ('unet', 'unet-classic', 'segnet')"),
     "preprocess": ("dict", "input normalisation: invert, percentiles"),
     "postprocess": ("dict", "instance post-processing thresholds (tuned on validation)"),
-    "predict": ("dict", "prediction defaults: diameter, tta"),
+    "predict": (
+        "dict",
+        "prediction defaults: diameter, tta, auto_target (the object size the rescaled "
+        "passes of `diameter: auto` aim at, in units of `diameter`; 1.0 when unset)",
+    ),
     "diameter": ("float", "median object diameter (px) as the network saw it"),
     "native_diameter": ("float", "median object diameter (px) of the training images"),
     "rescaled": ("bool", "training images were rescaled to `diameter`"),
