@@ -113,18 +113,8 @@ def measure_and_rescale(bundle, frame, options, settings, should_stop, stage, fa
         if n_pass > 1 and measured * factor < model_diameter and new_factor > factor:
             # enlarging after a shrinking pass: take this pass's size as found
             break
-        probs = yield from predict_at_scale(
-            bundle,
-            frame,
-            new_factor,
-            options,
-            settings,
-            should_stop,
-            f"{stage} (x{new_factor:.2g})",
-            False,
-        )
-        classes, labels = postprocess(bundle, probs, options, 1.0 / new_factor**2)
-        current = (new_factor, probs, classes, labels)
+        label = f"{stage} (x{new_factor:.2g})"
+        current = yield from _pass(bundle, frame, new_factor, options, settings, should_stop, label)
     if current is not first and _inside(bundle, used * first[0]):
         current = first  # the size found is one the network knows at the first scale
     factor, probs, classes, labels = current
@@ -164,23 +154,15 @@ def _coarse_start(bundle, frame, options, settings, should_stop, stage, first):
         factor /= AUTO_PROBE_STEP
         if min(frame.shape[-2:]) * factor < AUTO_PROBE_MIN_SIDE or factor < SCALE_LIMITS[0]:
             break
-        probs = yield from predict_at_scale(
-            bundle,
-            frame,
-            factor,
-            options,
-            settings,
-            should_stop,
-            f"{stage} (probe x{factor:.2g})",
-            False,
-        )
-        classes, labels = postprocess(bundle, probs, options, 1.0 / factor**2)
+        label = f"{stage} (probe x{factor:.2g})"
+        probe = yield from _pass(bundle, frame, factor, options, settings, should_stop, label)
+        labels = probe[3]
         measured = estimate_diameter(labels, area_weighted=True)
         if math.isnan(measured) or not low <= measured * factor <= high:
             continue
         larger = measured * first[0] > AUTO_PROBE_BEYOND * high
         if larger and np.mean(labels > 0) > AUTO_PROBE_COVERAGE * first_coverage:
-            start = (factor, probs, classes, labels)
+            start = probe
     return start
 
 
@@ -208,18 +190,18 @@ def _size_start(bundle, frame, options, settings, should_stop, stage, first):
     if not use:
         return first
     new_factor = float(np.clip(factor * bundle.diameter / estimate, *SCALE_LIMITS))
+    label = f"{stage} (x{new_factor:.2g})"
+    return (yield from _pass(bundle, frame, new_factor, options, settings, should_stop, label))
+
+
+def _pass(bundle, frame, factor, options, settings, should_stop, stage):
+    """One measuring pass at ``factor`` (no flip averaging): (factor, probs, classes,
+    labels)."""
     probs = yield from predict_at_scale(
-        bundle,
-        frame,
-        new_factor,
-        options,
-        settings,
-        should_stop,
-        f"{stage} (x{new_factor:.2g})",
-        False,
+        bundle, frame, factor, options, settings, should_stop, stage, False
     )
-    classes, labels = postprocess(bundle, probs, options, 1.0 / new_factor**2)
-    return (new_factor, probs, classes, labels)
+    classes, labels = postprocess(bundle, probs, options, 1.0 / factor**2)
+    return (factor, probs, classes, labels)
 
 
 def auto_target(bundle: ModelBundle) -> float:
