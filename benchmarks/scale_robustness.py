@@ -98,6 +98,12 @@ def bitdepth(tissues: tuple[str, ...] | None = None) -> list[LabelledImage]:
     return [d for d in data if tissues is None or bitdepth_tissue(d.name) in tissues]
 
 
+def bitdepth_by_objective(objective: str) -> list[LabelledImage]:
+    from segloop.core.splits import bitdepth_objective
+
+    return [d for d in bitdepth() if bitdepth_objective(d.name) == objective]
+
+
 def ecoli_test() -> list[LabelledImage]:
     from finetune_loop import ecoli_frames  # same folder: benchmarks/
 
@@ -110,6 +116,11 @@ SETS = {
     "bitdepth": bitdepth,
     # the tissue the retrained nuclei model holds out (scripts/splits/nuclei_bitdepth.json)
     "bitdepth_liver": lambda: bitdepth(("liver",)),
+    # one objective each (another magnification of the same lab's sections)
+    **{
+        f"bitdepth_{objective}": (lambda o=objective: bitdepth_by_objective(o))
+        for objective in ("20x", "40x_air", "40x_oil", "63x_oil")
+    },
     "ecoli_test": ecoli_test,
     "fluo_n2dl": lambda: _folder_pairs(SHARED / "ctc_fluo_n2dl_hela_dense_gt"),
     "miccai": lambda: _folder_pairs(SHARED / "miccai2015_he_nuclei"),
