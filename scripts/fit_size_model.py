@@ -26,7 +26,13 @@ import numpy as np
 from segloop.core.imageio import prepare_image
 from segloop.core.modelio import load_model, save_model
 from segloop.core.scale import estimate_diameter, rescale_raw_image
-from segloop.core.size_model import CROP, MAX_CROPS_PER_SIDE, fit_size_model, style_features
+from segloop.core.size_model import (
+    CROP,
+    MAX_CROPS_PER_SIDE,
+    fit_size_model,
+    predict_diameter,
+    style_features,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -68,8 +74,8 @@ def collect(bundle, data, scales_of, cut: bool):
 
 
 def log_errors(size_model: dict, features: np.ndarray, diameters: np.ndarray) -> np.ndarray:
-    weights = np.asarray(size_model["weights"])
-    return features @ weights + size_model["bias"] - np.log(diameters)
+    estimates = [predict_diameter(size_model, row) for row in features]
+    return np.log(estimates) - np.log(diameters)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -145,9 +145,7 @@ def estimate_size(bundle: Any, frame: np.ndarray) -> float | None:
     size_model = bundle.metadata.get("size_model")
     if not isinstance(size_model, dict) or not hasattr(bundle.network, "down"):
         return None
-    if int(size_model.get("levels", LEVELS)) != LEVELS or int(size_model.get("crop", CROP)) != (
-        CROP
-    ):
+    if (size_model.get("levels", LEVELS), size_model.get("crop", CROP)) != (LEVELS, CROP):
         return None
     try:
         return predict_diameter(size_model, style_features(bundle.network, frame))
