@@ -13,7 +13,7 @@ from qtpy.QtCore import QTimer
 
 from segloop.napari._result_layers import Stager, segment_outputs
 from segloop.napari._segment_widget import SegmentWidget
-from segloop.napari.layer_updates import PAINT_OVERLAYS, show_overlays, upsert_layer
+from segloop.napari.layer_updates import PAINT_OVERLAYS, upsert_layer
 
 from .conftest import THREE_DISKS, disks, noisy_image, wait_idle
 
@@ -110,9 +110,13 @@ def test_segment_adds_layers_over_several_turns_and_stays_running(dock, model_pa
     assert viewer.layers.selection.active is viewer.layers["cells instances"]
     assert widget.run_button.isEnabled() and widget.progress.format() == "done"
     assert viewer.layers["cells instances"].metadata["segloop_model"] == widget.model_ref()
-    # the painting overlays were built after the layers, and are all there now
-    for name in ("cells classes", "cells instances"):
-        assert set(_overlay_visuals(viewer, viewer.layers[name])) >= set(PAINT_OVERLAYS)
+    # the painting overlays are not built with the layers, but when a tool needs one
+    instances = viewer.layers["cells instances"]
+    assert not set(_overlay_visuals(viewer, instances)) & set(PAINT_OVERLAYS)
+    instances.mode = "paint"
+    assert "brush_stroke" in _overlay_visuals(viewer, instances)
+    instances.mode = "polygon"
+    assert set(_overlay_visuals(viewer, instances)) >= set(PAINT_OVERLAYS)
 
 
 def _overlay_visuals(viewer, layer) -> list[str]:
@@ -121,19 +125,24 @@ def _overlay_visuals(viewer, layer) -> list[str]:
     return [key for key, overlay in layer._overlays.items() if overlay in built]
 
 
-def test_a_new_labels_layers_paint_overlays_are_built_later(make_napari_viewer):
+def test_a_new_labels_layers_paint_overlays_are_built_when_a_tool_needs_them(
+    make_napari_viewer,
+):
     viewer = make_napari_viewer()
-    deferred: list = []
     layer = upsert_layer(
-        viewer, "cells", np.zeros((32, 32), np.int32), "labels", deferred_overlays=deferred
+        viewer, "cells", np.zeros((32, 32), np.int32), "labels", lazy_overlays=True
     )
-    assert [o for o in deferred] == [layer._overlays[key] for key in PAINT_OVERLAYS]
     assert not set(_overlay_visuals(viewer, layer)) & set(PAINT_OVERLAYS)  # not built yet
-    show_overlays(deferred[:1])
+    layer.mode = "erase"  # draws neither
+    assert not set(_overlay_visuals(viewer, layer)) & set(PAINT_OVERLAYS)
+    layer.mode = "polygon"
     assert "polygon" in _overlay_visuals(viewer, layer)
     assert "brush_stroke" not in _overlay_visuals(viewer, layer)
-    layer.mode = "paint"  # picking a paint tool shows whatever is still hidden
+    layer.mode = "paint"
     assert set(_overlay_visuals(viewer, layer)) >= set(PAINT_OVERLAYS)
+    assert all(layer._overlays[key].visible for key in PAINT_OVERLAYS)
+    # painting still works, and the overlays stay shown after other modes
+    layer.mode = "pan_zoom"
     assert all(layer._overlays[key].visible for key in PAINT_OVERLAYS)
     # without the list a layer is added as napari adds it, overlays and all
     plain = upsert_layer(viewer, "other", np.zeros((32, 32), np.int32), "labels")

@@ -120,13 +120,6 @@ class Stager(QObject):
         if self._steps and not self._timer.isActive():
             self._timer.start(0)  # the first step right away, the others after a gap
 
-    def run_next(self, steps: list[Callable[[], None]]) -> None:
-        """Queue ``steps`` before any still waiting (from inside a running step: they
-        come right after it, each in its own event-loop turn)."""
-        self._steps[0:0] = steps
-        if self._steps and not self._timer.isActive():
-            self._timer.start(self._gap)
-
     def flush(self) -> None:
         """Run every waiting step now (in this handler)."""
         self._timer.stop()

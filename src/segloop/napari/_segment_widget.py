@@ -359,7 +359,7 @@ class SegmentWidget(JobWidget):
         if frame is not None:
             shape = (layer.data.shape[0], *data.shape)
             data = adapters.frame_into(self.viewer, name, kind, data, frame, shape)
-        overlays: list = []
+        # a new Labels layer's painting overlays are built when a paint tool needs them
         out = adapters.upsert_layer(
             self.viewer,
             name,
@@ -367,12 +367,8 @@ class SegmentWidget(JobWidget):
             kind,
             like=layer,
             select=output.select,
-            deferred_overlays=overlays,
+            lazy_overlays=True,
             **style,
-        )
-        # a new Labels layer's painting overlays are built one per turn, after it
-        self._stager.run_next(
-            [functools.partial(adapters.show_overlays, [overlay]) for overlay in overlays]
         )
         if kind == "labels":
             out.metadata[MODEL_KEY] = model

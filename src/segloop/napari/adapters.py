@@ -26,11 +26,8 @@ from segloop.core.uncertainty import entropy_uncertainty
 from segloop.core.weightmap import weight_map
 
 # layer writing lives in layer_updates; the widgets reach it through this module
-from .layer_updates import PAINT_OVERLAYS as PAINT_OVERLAYS
 from .layer_updates import find_layer as find_layer
 from .layer_updates import frame_into as frame_into
-from .layer_updates import hide_paint_overlays as hide_paint_overlays
-from .layer_updates import show_overlays as show_overlays
 from .layer_updates import upsert_layer as upsert_layer
 
 if TYPE_CHECKING:

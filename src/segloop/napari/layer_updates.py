@@ -1,6 +1,7 @@
 """Writing result layers into a napari viewer: find a layer, update it in place or add it
-(without selecting it, with its painting overlays built later), and put one frame into a
-stack. Widgets reach these through :mod:`segloop.napari.adapters`, which re-exports them.
+(without selecting it, with its painting overlays built when a paint tool needs them), and
+put one frame into a stack. Widgets reach these through :mod:`segloop.napari.adapters`,
+which re-exports them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def upsert_layer(
     kind: str,
     like: Layer | None = None,
     select: bool = True,
-    deferred_overlays: list[Any] | None = None,
+    lazy_overlays: bool = False,
     **kwargs: Any,
 ) -> Layer:
     """Replace the data of layer ``name`` (same kind) or add a new layer.
@@ -53,12 +54,12 @@ def upsert_layer(
         Select a new layer, as napari does (its controls are shown). False leaves the
         selection as it is: a layer added in passing (a hidden distance map) does not
         cost the GUI thread a swap of the layer controls.
-    deferred_overlays : list, optional
-        Given, a new Labels layer is appended with its painting overlays (polygon, brush
+    lazy_overlays : bool
+        True: a new Labels layer is appended with its painting overlays (polygon, brush
         stroke) hidden, so that napari does not build their vispy visuals in the same
-        GUI-thread call as the layer; the hidden overlays are appended to this list, for
-        the caller to show in a later event-loop turn with :func:`show_overlays`. They
-        are also shown as soon as the layer's mode changes (a paint tool is picked).
+        GUI-thread call as the layer. Each is shown (and built) when the user picks the
+        tool that draws it: the polygon overlay for the polygon tool, the brush stroke
+        for the paint brush (:func:`show_overlays_on_mode`).
     **kwargs
         Passed to ``add_labels`` / ``add_image`` for a new layer; for an existing Image
         layer ``colormap`` and ``contrast_limits`` are re-applied.
@@ -81,14 +82,13 @@ def upsert_layer(
     if like is not None:
         kwargs.setdefault("scale", like.scale)
         kwargs.setdefault("translate", like.translate)
-    if kind == "labels" and deferred_overlays is not None:
+    if kind == "labels" and lazy_overlays:
         from napari.layers import Labels
 
         new = Labels(data, name=name, **kwargs)
         hidden = hide_paint_overlays(new)
         if hidden:
-            deferred_overlays += hidden
-            new.events.mode.connect(lambda _event: show_overlays(hidden))
+            new.events.mode.connect(lambda _event: show_overlays_on_mode(hidden))
         with contextlib.nullcontext() if select else _not_selected_on_insert(viewer.layers):
             viewer.layers.append(new)
         return new
@@ -100,7 +100,9 @@ def upsert_layer(
 
 
 #: A napari Labels layer's painting overlays: napari builds a vispy visual for each
-#: visible one when the layer is appended (~40 % of a Labels append's GUI time).
+#: visible one when the layer is appended (~40 % of a Labels append's GUI time, and
+#: building the polygon one alone took as long as an Image append in the profile of
+#: docs/benchmarks.md).
 PAINT_OVERLAYS = ("polygon", "brush_stroke")
 
 
@@ -108,7 +110,8 @@ def hide_paint_overlays(layer: Layer) -> list[Any]:
     """Hide the visible painting overlays of a Labels layer not yet in a viewer.
 
     napari creates an overlay's visual only once the overlay is visible, so an overlay
-    hidden now is built when :func:`show_overlays` shows it. Reads napari's private
+    hidden now is built when :func:`show_overlays` (or :func:`show_overlays_on_mode`)
+    shows it. Reads napari's private
     ``_overlays``; on a napari without it nothing is hidden (empty list).
     """
     overlays = getattr(layer, "_overlays", None)
@@ -128,6 +131,19 @@ def show_overlays(overlays: Sequence[Any]) -> None:
     for overlay in overlays:
         if not overlay.visible:
             overlay.visible = True
+
+
+def show_overlays_on_mode(hidden: list[Any]) -> None:
+    """Show, and drop from ``hidden``, the overlays that the layer's new mode draws.
+
+    napari enables a Labels layer's polygon overlay in the polygon mode and its brush
+    stroke in the paint mode (``overlay.enabled``) before it announces the mode, so a
+    handler of the layer's ``mode`` event sees the new flags. An overlay without the
+    flag is shown at the first mode change.
+    """
+    wanted = [overlay for overlay in hidden if getattr(overlay, "enabled", True)]
+    show_overlays(wanted)
+    hidden[:] = [overlay for overlay in hidden if overlay not in wanted]
 
 
 @contextlib.contextmanager
