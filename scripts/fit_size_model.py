@@ -37,7 +37,7 @@ from segloop.core.size_model import (
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from scale_robustness import CUT, _central  # noqa: E402
-from train_models import MODELS_DIR, RECIPES, load_split  # noqa: E402
+from training_data import MODELS_DIR, RECIPES, load_split  # noqa: E402
 
 VAL_SCALES = (0.33, 0.5, 1.0, 2.0, 4.0, 6.0)
 TRAIN_SCALE_RANGE = (0.3, 8.0)
