@@ -1,7 +1,7 @@
 """Fit a shipped model's learned size estimate (:mod:`segloop.core.size_model`) and store
 it in the model file; the weights are not touched.
 
-    python scripts/fit_size_model.py nuclei [--out PATH] [--dry-run]
+    python scripts/fit_size_model.py nuclei [--weights MODEL] [--out PATH] [--dry-run]
 
 Training frames: every image of the model's ``train`` split (scripts/splits/<model>.json)
 at its own scale and at three scales drawn log-uniformly from 0.3x-8x (seeded), each cut
@@ -81,11 +81,14 @@ def log_errors(size_model: dict, features: np.ndarray, diameters: np.ndarray) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", choices=["nuclei"])
-    parser.add_argument("--out", type=Path, default=None, help="default: the shipped file")
+    parser.add_argument(
+        "--weights", type=Path, default=None, help="model file to fit (default: the shipped one)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default: the --weights file")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dry-run", action="store_true", help="fit and report, save nothing")
     args = parser.parse_args(argv)
-    path = MODELS_DIR / f"{args.model}.safetensors"
+    path = args.weights or MODELS_DIR / f"{args.model}.safetensors"
     bundle = load_model(path)
     split = load_split(args.model, RECIPES[args.model])
     rng = np.random.default_rng(args.seed)
