@@ -141,10 +141,10 @@ def test_a_new_labels_layers_paint_overlays_are_built_when_a_tool_needs_them(
     layer.mode = "paint"
     assert set(_overlay_visuals(viewer, layer)) >= set(PAINT_OVERLAYS)
     assert all(layer._overlays[key].visible for key in PAINT_OVERLAYS)
-    # painting still works, and the overlays stay shown after other modes
+    # once built, the overlays stay shown in other modes
     layer.mode = "pan_zoom"
     assert all(layer._overlays[key].visible for key in PAINT_OVERLAYS)
-    # without the list a layer is added as napari adds it, overlays and all
+    # without lazy_overlays a layer is added as napari adds it, overlays and all
     plain = upsert_layer(viewer, "other", np.zeros((32, 32), np.int32), "labels")
     assert set(_overlay_visuals(viewer, plain)) >= set(PAINT_OVERLAYS)
 

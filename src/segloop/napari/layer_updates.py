@@ -111,8 +111,8 @@ def hide_paint_overlays(layer: Layer) -> list[Any]:
 
     napari creates an overlay's visual only once the overlay is visible, so an overlay
     hidden now is built when :func:`show_overlays` (or :func:`show_overlays_on_mode`)
-    shows it. Reads napari's private
-    ``_overlays``; on a napari without it nothing is hidden (empty list).
+    shows it. Reads napari's private ``_overlays``; on a napari without it nothing is
+    hidden (empty list).
     """
     overlays = getattr(layer, "_overlays", None)
     if not hasattr(overlays, "get"):
