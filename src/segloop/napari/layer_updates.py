@@ -7,7 +7,7 @@ which re-exports them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -110,9 +110,8 @@ def hide_paint_overlays(layer: Layer) -> list[Any]:
     """Hide the visible painting overlays of a Labels layer not yet in a viewer.
 
     napari creates an overlay's visual only once the overlay is visible, so an overlay
-    hidden now is built when :func:`show_overlays` (or :func:`show_overlays_on_mode`)
-    shows it. Reads napari's private ``_overlays``; on a napari without it nothing is
-    hidden (empty list).
+    hidden now is built when :func:`show_overlays_on_mode` shows it. Reads napari's
+    private ``_overlays``; on a napari without it nothing is hidden (empty list).
     """
     overlays = getattr(layer, "_overlays", None)
     if not hasattr(overlays, "get"):
@@ -126,13 +125,6 @@ def hide_paint_overlays(layer: Layer) -> list[Any]:
     return hidden
 
 
-def show_overlays(overlays: Sequence[Any]) -> None:
-    """Make overlays hidden by :func:`hide_paint_overlays` visible again (idempotent)."""
-    for overlay in overlays:
-        if not overlay.visible:
-            overlay.visible = True
-
-
 def show_overlays_on_mode(hidden: list[Any]) -> None:
     """Show, and drop from ``hidden``, the overlays that the layer's new mode draws.
 
@@ -141,9 +133,13 @@ def show_overlays_on_mode(hidden: list[Any]) -> None:
     handler of the layer's ``mode`` event sees the new flags. An overlay without the
     flag is shown at the first mode change.
     """
-    wanted = [overlay for overlay in hidden if getattr(overlay, "enabled", True)]
-    show_overlays(wanted)
-    hidden[:] = [overlay for overlay in hidden if overlay not in wanted]
+    still_hidden = []
+    for overlay in hidden:
+        if getattr(overlay, "enabled", True):
+            overlay.visible = True
+        else:
+            still_hidden.append(overlay)
+    hidden[:] = still_hidden
 
 
 @contextlib.contextmanager
