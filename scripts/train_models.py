@@ -47,6 +47,7 @@ from segloop.core.models import preset
 from segloop.core.progress import run_to_end
 from segloop.core.scale import rescale_labels, rescale_raw_image
 from segloop.core.segment import SegmentOptions, segment_iter
+from segloop.core.splits import balance_domains
 from segloop.core.training import TrainConfig, domain_groups, train_iter
 
 
@@ -227,6 +228,12 @@ def main(argv=None) -> int:
         "cells), scored as a macro-average (scripts/splits/cells_ood.json)",
     )
     parser.add_argument(
+        "--balance-domains",
+        action="store_true",
+        help="repeat the training images of smaller domains (acquisitions, image types) "
+        "so that each domain is sampled about equally often",
+    )
+    parser.add_argument(
         "--shift-augment",
         action="store_true",
         help="add the shift augmentations (zoom, blur, inversion, shot noise)",
@@ -244,6 +251,8 @@ def main(argv=None) -> int:
         dsb_domains(split)
     if args.add_data:
         split = add_extra_data(split, args.add_data)
+    if args.balance_domains:
+        split["train"] = balance_domains(split["train"])
     print({k: len(v) for k, v in split.items()}, file=sys.stderr)
     if not args.evaluate_only:
         train_options = dict(recipe["train"])

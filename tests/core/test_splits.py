@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from segloop.core.splits import (
+    balance_domains,
     bitdepth_objective,
     bitdepth_tissue,
     check_no_leak,
@@ -121,3 +124,20 @@ def test_usiigaci_ood_split_validates_on_every_acquisition():
         usiigaci_acquisition("image01.png")
     with pytest.raises(ValueError, match="too few"):
         usiigaci_ood_split(["train_set13.tif", "train_set14.tif", "train_set1.tif"])
+
+
+def test_balance_domains_samples_each_domain_about_equally():
+    @dataclass
+    class Item:
+        name: str
+        domain: str
+
+    items = [Item(f"large{i}", "large") for i in range(17)] + [
+        Item(f"small{i}", "small") for i in range(4)
+    ]
+    balanced = balance_domains(items)
+    counts = Counter(item.domain for item in balanced)
+    assert counts == {"large": 17, "small": 16}  # each small field 4x (17 / 4 rounds to 4)
+    assert [item.name for item in balanced[17:21]] == ["small0"] * 4  # repeated in place
+    assert balance_domains(items[:17]) == items[:17]  # one domain: unchanged
+    assert balance_domains([]) == []

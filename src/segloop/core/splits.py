@@ -14,13 +14,16 @@ Group keys for the shared data sets are built by :func:`dsb2018_domain`,
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 __all__ = [
     "Fold",
+    "balance_domains",
     "bitdepth_objective",
     "bitdepth_tissue",
     "check_no_leak",
@@ -31,6 +34,9 @@ __all__ = [
     "usiigaci_acquisition",
     "usiigaci_ood_split",
 ]
+
+#: a training item with a ``domain`` attribute
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -239,3 +245,26 @@ def usiigaci_ood_split(names: Sequence[str], val_per_acquisition: int = 2) -> di
         split["train"] += members[:-val_per_acquisition]
         split["val"] += members[-val_per_acquisition:]
     return {part: sorted(found, key=_usiigaci_field) for part, found in split.items()}
+
+
+def balance_domains(items: Sequence[T]) -> list[T]:
+    """Repeat each training item so that every domain is sampled about equally often.
+
+    Training draws images uniformly, so a domain with a quarter of the images gets a
+    quarter of the steps. Each item of a domain with ``n`` images is listed
+    ``round(largest / n)`` times, ``largest`` being the biggest domain's image count.
+    Items without a domain (``""``) form one domain.
+
+    Parameters
+    ----------
+    items
+        Training items with a ``domain`` attribute (e.g. ``LabelledImage``).
+
+    Returns
+    -------
+    list
+        The items in their order, each repeated in place.
+    """
+    counts = Counter(item.domain for item in items)
+    largest = max(counts.values(), default=0)
+    return [item for item in items for _ in range(max(1, round(largest / counts[item.domain])))]
