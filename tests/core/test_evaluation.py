@@ -102,6 +102,17 @@ def test_baseline_settings_are_kept_unless_the_tuned_ones_outline_better():
     tuned = tune_postprocess([probs], [touching], diameter=20, quick=True, baseline=blind)
     assert not tuned.kept_baseline and tuned.f1 == 1.0
     assert tuned.settings["seed_threshold"] < 0.95
+    # a margin: the best must outline better by more than it to replace the baseline
+    args = ([probs], [touching])
+    held = tune_postprocess(*args, diameter=20, quick=True, baseline=blind, baseline_margin=1.0)
+    assert held.kept_baseline and held.settings["seed_threshold"] == 0.95
+    gain = tuned.seg - held.seg
+    assert gain > 0.01
+    for margin, kept in ((gain - 0.005, False), (gain + 0.005, True)):
+        found = tune_postprocess(
+            *args, diameter=20, quick=True, baseline=blind, baseline_margin=margin
+        )
+        assert found.kept_baseline is kept
 
 
 def test_rescale_raw_image_keeps_colour_axis_last():

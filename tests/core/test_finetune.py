@@ -196,6 +196,7 @@ def test_nothing_held_out_tunes_post_processing_on_the_corrections(tmp_path, bas
     assert any("tuned_f1" in v for v in result.version.metadata["validation"])
     # in-sample: the start model's settings stay unless the tuned ones outline better
     assert record["recipe"]["tune_keep_current"] is True
+    assert record["recipe"]["tune_keep_margin"] == DEFAULTS.tune_keep_margin > 0
     tuned = next(v for v in result.version.metadata["validation"] if "tuned_f1" in v)
     start = load_model(base_path).postprocess
     kept = {k: result.version.metadata["postprocess"][k] == v for k, v in start.items()}
@@ -204,6 +205,7 @@ def test_nothing_held_out_tunes_post_processing_on_the_corrections(tmp_path, bas
     held_out.val_ids = ["frame1"]
     validated = run_to_end(finetune_iter(project, held_out)).version.metadata["finetune"]
     assert validated["recipe"]["tune_keep_current"] is False
+    assert validated["recipe"]["tune_keep_margin"] == 0.0
     request = _request(str(base_path), epochs=2)
     request.tune_on_training = False
     untuned = run_to_end(finetune_iter(project, request)).version.metadata

@@ -462,7 +462,11 @@ def finetune_iter(
     check_set = val_set or (train_set if request.tune_on_training else [])
     in_sample = bool(check_set) and not val_set  # checked on what it trains on
     if in_sample and not request.scratch:
-        config = replace(config, tune_keep_current=DEFAULTS.tune_keep_current)
+        config = replace(
+            config,
+            tune_keep_current=DEFAULTS.tune_keep_current,
+            tune_keep_margin=DEFAULTS.tune_keep_margin,
+        )
     result = yield from adapt_iter(bundle, train_set, check_set, config, replay, control)
     if result.steps == 0:  # Stop before the first step: nothing new to keep
         return FinetuneResult(None, result, True)
@@ -482,6 +486,7 @@ def finetune_iter(
             **recipe_summary(config, request.replay_fraction if replay else 0.0),
             "tuned_on_training": in_sample,
             "tune_keep_current": config.tune_keep_current,
+            "tune_keep_margin": config.tune_keep_margin,
         },
         metrics={"before": before, "after": after},
     )

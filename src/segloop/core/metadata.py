@@ -93,8 +93,8 @@ FINETUNE_KEYS: dict[str, tuple[str, str]] = {
     "seed": ("int", "random seed of the run"),
     "recipe": (
         "dict",
-        "learning rate, crop, batch, budget, replay fraction used; tuned_on_training and "
-        "tune_keep_current (how the post-processing was chosen)",
+        "learning rate, crop, batch, budget, replay fraction used; tuned_on_training, "
+        "tune_keep_current and tune_keep_margin (how the post-processing was chosen)",
     ),
     "metrics": ("dict", "before/after scores on the corrections and the base validation"),
 }

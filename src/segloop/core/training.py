@@ -97,6 +97,8 @@ class TrainConfig:
     #: keep the model's current post-processing unless the tuned settings give a higher
     #: pooled SEG on the validation images (``baseline`` of :func:`tune_postprocess`)
     tune_keep_current: bool = False
+    #: ... unless higher by more than this (pooled SEG on the validation images)
+    tune_keep_margin: float = 0.0
 
     def __post_init__(self) -> None:
         if self.tune_grid not in ("full", "quick"):
@@ -117,6 +119,7 @@ class TrainConfig:
         check_integer("border_width", self.border_width, 1, 64)
         check_number("object_crops", self.object_crops, 0.0, 1.0)
         check_number("tune_seg_weight", self.tune_seg_weight, 0.0, 100.0)
+        check_number("tune_keep_margin", self.tune_keep_margin, 0.0, 1.0)
         check_weight_parameters(self.w0, self.sigma)
         value = self.target_diameter
         if value is not None and value != "auto":
@@ -197,8 +200,8 @@ def tune_iter(
     should_stop: StopCheck | None = None,
 ) -> Generator[Progress, None, TunedPostprocess]:
     """Store the post-processing that scores best on the validation images (F1 minus
-    median count error, see :func:`tune_postprocess`, with ``config``'s
-    ``tune_grid``, ``tune_seg_weight`` and ``tune_keep_current``) in the bundle
+    median count error, see :func:`tune_postprocess`, with ``config``'s ``tune_grid``,
+    ``tune_seg_weight``, ``tune_keep_current`` and ``tune_keep_margin``) in the bundle
     metadata, and return what was found. Images are segmented at the network's scale.
     Validation images from several domains are scored by the mean over domains."""
     bundle.network.eval()
@@ -225,6 +228,7 @@ def tune_iter(
         seg_weight=config.tune_seg_weight,
         baseline=bundle.postprocess if config.tune_keep_current else None,
         groups=domain_groups(val_data),
+        baseline_margin=config.tune_keep_margin,
     )
     if tuned.settings:
         bundle.metadata["postprocess"] = {**bundle.postprocess, **tuned.settings}
