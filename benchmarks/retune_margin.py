@@ -5,7 +5,8 @@ The recipe tunes post-processing on the corrections it has just trained on and k
 start model's settings unless the tuned ones give a higher SEG there
 (``TrainConfig.tune_keep_current``). In-sample, the network is over-confident, so small
 SEG gains there can be noise. This benchmark records, for every kept fine-tuned version
-(``finetune_modalities.py --keep DIR``, any config, budget and frame count):
+(``finetune_modalities.py --keep DIR``, any config, budget and frame count; the start
+model is read from the file name, ``default@cells_...`` for ``cells``):
 
 - in-sample: F1, median count error and SEG on its corrections of the start model's
   settings and of the quick grid's best (``tune_postprocess`` without a baseline);
@@ -20,12 +21,14 @@ the best median, over the other modalities, of their mean SEG across versions.
     python benchmarks/retune_margin.py --keep /tmp/versions /tmp/versions2 ...
     python benchmarks/retune_margin.py --summary
 
-Rows go to docs/results/retune_margin.json (one per version file; re-runs skip done ones).
+Rows go to docs/results/retune_margin.json, or ``--out`` (one per version file; re-runs
+skip done ones).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 from pathlib import Path
@@ -35,7 +38,8 @@ from finetune_modalities import MODALITIES  # same folder: benchmarks/
 
 import segloop.core.evaluation as evaluation
 import segloop.core.training as training
-from segloop.core.modelio import load_model
+from segloop.core.evaluation import drops_more
+from segloop.core.modelio import load_model, read_header
 from segloop.core.progress import run_to_end
 from segloop.core.segment import SegmentOptions
 from segloop.core.training import TrainConfig, tune_iter
@@ -84,9 +88,10 @@ def out_of_sample(path: Path, scored, settings: dict) -> list[float]:
     ]
 
 
-def run_one(path: Path, start: str) -> dict:
+def run_one(path: Path) -> dict:
     stem = path.name[: -len(".safetensors")]
     config, rest = stem.split("_", 1)
+    start = config.split("@")[1] if "@" in config else "nuclei"  # default@cells: cells
     modality, frames, budget = rest.rsplit("_", 2)
     frames = int(frames[:-1])
     corrected, scored = (make() for make in MODALITIES[modality])
@@ -97,6 +102,7 @@ def run_one(path: Path, start: str) -> dict:
     return {
         "version": str(path),
         "config": config,
+        "start": start,
         "modality": modality,
         "frames": frames,
         "budget_s": float(budget[:-1]),
@@ -108,15 +114,24 @@ def run_one(path: Path, start: str) -> dict:
     }
 
 
-def chosen_seg(row: dict, margin: float) -> float:
-    """Out-of-sample SEG of the settings a keep rule with this SEG margin picks."""
-    tuned_wins = row["in_best"][2] > row["in_start"][2] + margin
+@functools.cache
+def start_settings_of(start: str) -> dict:
+    return dict(read_header(start)[1]["postprocess"])
+
+
+def chosen_seg(row: dict, margin: float, only_dropping: bool = True) -> float:
+    """Out-of-sample SEG of the settings a keep rule with this SEG margin picks; with
+    ``only_dropping`` (the shipped rule) the margin applies only to tuned settings that
+    drop more than the start's (``evaluation.drops_more``)."""
+    dropping = drops_more(row["best_settings"], start_settings_of(row["start"]))
+    needed = margin if dropping or not only_dropping else 0.0
+    tuned_wins = row["in_best"][2] > row["in_start"][2] + needed
     return row["out_best" if tuned_wins else "out_start"][2]
 
 
-def per_modality(rows: list[dict], margin: float, modalities: list[str]) -> list[float]:
+def per_modality(rows: list[dict], rule: tuple[bool, float], modalities: list[str]) -> list:
     return [
-        statistics.mean(chosen_seg(r, margin) for r in rows if r["modality"] == m)
+        statistics.mean(chosen_seg(r, rule[1], rule[0]) for r in rows if r["modality"] == m)
         for m in modalities
     ]
 
@@ -124,27 +139,32 @@ def per_modality(rows: list[dict], margin: float, modalities: list[str]) -> list
 def summary(rows: list[dict]) -> None:
     modalities = sorted({r["modality"] for r in rows})
     print(f"{len(rows)} versions; mean out-of-sample SEG per modality ({', '.join(modalities)})")
-    for margin in MARGINS:
-        values = per_modality(rows, margin, modalities)
+    rules = [(only, margin) for only in (False, True) for margin in MARGINS]
+    for rule in rules:
+        values = per_modality(rows, rule, modalities)
         cells = " ".join(f"{v:.3f}" for v in values)
         median, mean = statistics.median(values), statistics.mean(values)
-        print(f"  margin {margin:<5} {cells}  median {median:.3f} mean {mean:.3f}")
+        name = f"{'dropping only' if rule[0] else 'any'} {rule[1]:<5}"
+        print(f"  margin {name} {cells}  median {median:.3f} mean {mean:.3f}")
     for name, key in (("never tune", "out_start"), ("always tune", "out_best")):
         values = [
             statistics.mean(r[key][2] for r in rows if r["modality"] == m) for m in modalities
         ]
         cells = " ".join(f"{v:.3f}" for v in values)
         print(f"  {name:12s} {cells}  median {statistics.median(values):.3f}")
-    print("leave one modality out (margin chosen on the others' median; ties: the smaller):")
+    print("leave one modality out (rule chosen on the others' median; ties: smaller, any):")
     picked, current = [], []
     for held in modalities:
         others = [m for m in modalities if m != held]
-        margin = max(MARGINS, key=lambda m: (statistics.median(per_modality(rows, m, others)), -m))
-        value = per_modality(rows, margin, [held])[0]
-        before = per_modality(rows, 0.0, [held])[0]
+        rule = max(
+            rules,
+            key=lambda r: (statistics.median(per_modality(rows, r, others)), -r[1], -r[0]),
+        )
+        value = per_modality(rows, rule, [held])[0]
+        before = per_modality(rows, (False, 0.0), [held])[0]
         picked.append(value)
         current.append(before)
-        print(f"  {held}: margin {margin} -> SEG {value:.3f} (margin 0: {before:.3f})")
+        print(f"  {held}: {rule} -> SEG {value:.3f} (margin 0: {before:.3f})")
     print(
         f"  median over held-out modalities {statistics.median(picked):.3f} "
         f"(margin 0: {statistics.median(current):.3f}); mean {statistics.mean(picked):.3f} "
@@ -155,20 +175,21 @@ def summary(rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--keep", type=Path, nargs="*", default=[], help="folders of versions")
-    parser.add_argument("--start", default="nuclei", help="the versions' start model")
+    parser.add_argument("--out", type=Path, default=OUT, help="results JSON")
     parser.add_argument("--summary", action="store_true", help="print the summary and stop")
     args = parser.parse_args()
-    rows = json.loads(OUT.read_text()) if OUT.exists() else []
+    out = args.out
+    rows = json.loads(out.read_text()) if out.exists() else []
     if not args.summary:
         done = {r["version"] for r in rows}
         for folder in args.keep:
             for path in sorted(folder.glob("*.safetensors")):
-                if "@" in path.name or str(path) in done:  # "@": another start model
+                if str(path) in done:
                     continue
-                rows.append(run_one(path, args.start))
+                rows.append(run_one(path))
                 print(json.dumps(rows[-1]), flush=True)
-                OUT.parent.mkdir(parents=True, exist_ok=True)
-                OUT.write_text(json.dumps(rows, indent=1))
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(rows, indent=1))
     summary(rows)
 
 

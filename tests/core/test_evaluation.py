@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from segloop.core.evaluation import tune_postprocess
+from segloop.core.evaluation import drops_more, tune_postprocess
 from segloop.core.instances import instances_from_probabilities
 from segloop.core.scale import rescale_raw_image
 from segloop.core.targets import normalized_distance
@@ -102,17 +102,35 @@ def test_baseline_settings_are_kept_unless_the_tuned_ones_outline_better():
     tuned = tune_postprocess([probs], [touching], diameter=20, quick=True, baseline=blind)
     assert not tuned.kept_baseline and tuned.f1 == 1.0
     assert tuned.settings["seed_threshold"] < 0.95
-    # a margin: the best must outline better by more than it to replace the baseline
+    # a margin: settings that drop more (here: a higher foreground threshold than the
+    # baseline's 0.3) must outline better by more than it to replace the baseline
     args = ([probs], [touching])
-    held = tune_postprocess(*args, diameter=20, quick=True, baseline=blind, baseline_margin=1.0)
-    assert held.kept_baseline and held.settings["seed_threshold"] == 0.95
-    gain = tuned.seg - held.seg
+    loose = {**blind, "fg_threshold": 0.3}
+    held = tune_postprocess(*args, diameter=20, quick=True, baseline=loose, baseline_margin=1.0)
+    assert held.kept_baseline and held.settings["fg_threshold"] == 0.3
+    replaced = tune_postprocess(*args, diameter=20, quick=True, baseline=loose)
+    assert not replaced.kept_baseline and drops_more(replaced.settings, loose)
+    gain = replaced.seg - held.seg
     assert gain > 0.01
     for margin, kept in ((gain - 0.005, False), (gain + 0.005, True)):
         found = tune_postprocess(
-            *args, diameter=20, quick=True, baseline=blind, baseline_margin=margin
+            *args, diameter=20, quick=True, baseline=loose, baseline_margin=margin
         )
         assert found.kept_baseline is kept
+    # settings that drop less than the baseline need no margin
+    strict = {**blind, "fg_threshold": 0.9, "min_size": 10**6}
+    freed = tune_postprocess(*args, diameter=20, quick=True, baseline=strict, baseline_margin=1.0)
+    assert not freed.kept_baseline and not drops_more(freed.settings, strict)
+
+
+def test_drops_more_compares_the_settings_that_drop_objects():
+    start = {"fg_threshold": 0.6, "seed_threshold": 0.4, "min_size": 0, "min_peak": 0.5}
+    assert not drops_more(dict(start), start)
+    assert drops_more({**start, "min_peak": 0.65}, start)
+    assert drops_more({**start, "min_size": 37}, start)
+    assert drops_more({**start, "fg_threshold": 0.7, "min_size": 0}, start)
+    assert not drops_more({**start, "seed_threshold": 0.6, "fg_threshold": 0.5}, start)
+    assert not drops_more({"min_peak": 0.7}, {"fg_threshold": 0.6})  # nothing in common
 
 
 def test_rescale_raw_image_keeps_colour_axis_last():

@@ -241,10 +241,12 @@ def tune_postprocess(
 
     ``baseline``: settings in use now (a fine-tuned model's start model's). They are
     kept, and the search's best dropped, unless the best outlines the objects better:
-    a pooled SEG higher by more than ``baseline_margin``. When the images are the ones
-    the network was just trained on, the search's score overrates settings fitted to
-    them; the start model's settings are the prior that needs evidence to move (issue
-    #19's leave-one-modality-out benchmark, docs/benchmarks.md).
+    a higher pooled SEG, by more than ``baseline_margin`` when the best drops more
+    (:func:`drops_more`). When the images are the ones the network was just trained
+    on, the search's score overrates settings fitted to them, most of all settings that
+    drop objects the network is less sure of; the start model's settings are the prior
+    that needs evidence to move (issue #19's leave-one-modality-out benchmarks,
+    docs/benchmarks.md).
 
     ``groups``: each image's domain (acquisition, lab, modality). F1, count error and
     SEG are then computed within each domain and averaged over domains, so the domain
@@ -304,10 +306,25 @@ def tune_postprocess(
             key: baseline[key] for key in (*best.settings, "min_seed_size") if key in baseline
         }
         kept = _score_settings(probabilities, labels, distances, current, seg_weight, groups)
-        if kept.seg >= best.seg - baseline_margin:
+        margin = baseline_margin if drops_more(best.settings, current) else 0.0
+        if kept.seg >= best.seg - margin:
             kept.kept_baseline = True
             return kept
     return best
+
+
+#: Post-processing settings that drop more objects (or pixels) the higher they are.
+DROPPING_SETTINGS = ("fg_threshold", "min_size", "min_peak")
+
+
+def drops_more(settings: dict[str, float], baseline: dict[str, float]) -> bool:
+    """Whether ``settings`` are stricter than ``baseline`` in any of
+    :data:`DROPPING_SETTINGS` (keys missing from either are not compared)."""
+    return any(
+        settings[key] > baseline[key]
+        for key in DROPPING_SETTINGS
+        if key in settings and key in baseline
+    )
 
 
 def _score_settings(

@@ -97,7 +97,8 @@ class TrainConfig:
     #: keep the model's current post-processing unless the tuned settings give a higher
     #: pooled SEG on the validation images (``baseline`` of :func:`tune_postprocess`)
     tune_keep_current: bool = False
-    #: ... unless higher by more than this (pooled SEG on the validation images)
+    #: ... higher by more than this when the tuned settings drop more
+    #: (:func:`~segloop.core.evaluation.drops_more`)
     tune_keep_margin: float = 0.0
 
     def __post_init__(self) -> None:
