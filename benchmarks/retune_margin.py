@@ -15,8 +15,11 @@ model is read from the file name, ``default@cells_...`` for ``cells``):
 
 Any keep rule can then be scored offline. ``--summary`` compares SEG margins (the tuned
 settings win when their in-sample SEG is higher by more than the margin; 0 is the rule
-until now) and chooses one leaving one modality out: for each modality, the margin with
-the best median, over the other modalities, of their mean SEG across versions.
+until now), applied to any tuned settings or only to settings that drop more than the
+start's (``evaluation.drops_more``: a higher foreground threshold, minimum size or
+``min_peak``; the shipped form), and chooses one leaving one modality out: for each
+modality, the rule with the best median, over the other modalities, of their mean SEG
+across versions.
 
     python benchmarks/retune_margin.py --keep /tmp/versions /tmp/versions2 ...
     python benchmarks/retune_margin.py --summary
@@ -39,7 +42,7 @@ from finetune_modalities import MODALITIES  # same folder: benchmarks/
 import segloop.core.evaluation as evaluation
 import segloop.core.training as training
 from segloop.core.evaluation import drops_more
-from segloop.core.modelio import load_model, read_header
+from segloop.core.modelio import load_model
 from segloop.core.progress import run_to_end
 from segloop.core.segment import SegmentOptions
 from segloop.core.training import TrainConfig, tune_iter
@@ -95,7 +98,7 @@ def run_one(path: Path) -> dict:
     modality, frames, budget = rest.rsplit("_", 2)
     frames = int(frames[:-1])
     corrected, scored = (make() for make in MODALITIES[modality])
-    start_settings = dict(load_model(start).postprocess)
+    start_settings = dict(start_settings_of(start))
     bundle = load_model(path)
     bundle.metadata["postprocess"] = dict(start_settings)  # as before the version's tuning
     in_start, in_best, best_settings = in_sample(bundle, corrected[:frames], start_settings)
@@ -116,7 +119,8 @@ def run_one(path: Path) -> dict:
 
 @functools.cache
 def start_settings_of(start: str) -> dict:
-    return dict(read_header(start)[1]["postprocess"])
+    """The start model's post-processing (a copy to read; loaded once per start)."""
+    return dict(load_model(start).postprocess)
 
 
 def chosen_seg(row: dict, margin: float, only_dropping: bool = True) -> float:
