@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -147,6 +148,20 @@ def test_a_new_labels_layers_paint_overlays_are_built_when_a_tool_needs_them(
     # without lazy_overlays a layer is added as napari adds it, overlays and all
     plain = upsert_layer(viewer, "other", np.zeros((32, 32), np.int32), "labels")
     assert set(_overlay_visuals(viewer, plain)) >= set(PAINT_OVERLAYS)
+
+
+def test_adding_a_layer_from_a_plugin_does_not_warn_about_private_access(make_napari_viewer):
+    from napari.utils._proxies import PublicOnlyProxy
+
+    viewer = make_napari_viewer()
+    plugin_view = PublicOnlyProxy(viewer)  # what napari hands a plugin's dock widget
+    viewer.add_image(np.zeros((8, 8), np.float32), name="image")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        upsert_layer(plugin_view, "labels", np.zeros((8, 8), np.int32), "labels", select=False)
+    assert viewer.layers.selection.active is viewer.layers["image"]  # not selected
+    private = [w for w in caught if "Private attribute access" in str(w.message)]
+    assert not private, [str(w.message) for w in private]
 
 
 @pytest.mark.parametrize("code", ["import torch; assert torch.ones(3).sum() == 3"])

@@ -7,6 +7,7 @@ which re-exports them.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,10 @@ if TYPE_CHECKING:
     from napari.layers import Layer
 
     import napari
+
+
+#: napari's warning when a plugin reads or sets ``LayerList._activate_on_insert``.
+_PRIVATE_FLAG_WARNING = r"Private attribute access \('LayerList\._activate_on_insert'\)"
 
 
 def find_layer(viewer: napari.Viewer, name: str) -> Layer | None:
@@ -148,8 +153,10 @@ def _not_selected_on_insert(layers: Any) -> Iterator[None]:
 
     napari's layer list selects every inserted layer unless its (private)
     ``_activate_on_insert`` flag is off; where a napari version lacks the flag the
-    layer is selected as usual.
+    layer is selected as usual. napari 0.9 warns (``FutureWarning``) at every private
+    access from a plugin; that one message is silenced here, nothing else.
     """
+    warnings.filterwarnings("ignore", message=_PRIVATE_FLAG_WARNING, category=FutureWarning)
     previous = getattr(layers, "_activate_on_insert", None)
     if not isinstance(previous, bool):
         yield
