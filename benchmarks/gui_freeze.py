@@ -48,14 +48,15 @@ SAMPLE_S = 0.005
 STALL_MS = 100.0
 
 
-def _ensure_display(argv: list[str]) -> None:
-    """Re-run this script under ``xvfb-run`` when there is no X display."""
+def _ensure_display(argv: list[str], script: str = __file__) -> None:
+    """Re-run ``script`` (this one by default) under ``xvfb-run`` when there is no X
+    display."""
     if os.environ.get("DISPLAY") or os.environ.get("SEGLOOP_BENCH_CHILD"):
         return
     if shutil.which("xvfb-run") is None:
         sys.exit("no DISPLAY and no xvfb-run: install xvfb or run under a desktop session")
     env = dict(os.environ, SEGLOOP_BENCH_CHILD="1")
-    cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", sys.executable, __file__, *argv]
+    cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", sys.executable, script, *argv]
     sys.exit(subprocess.call(cmd, env=env))
 
 

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=40, help="functions to print")
     parser.add_argument("--out", type=Path, default=None, help="write the pstats file here")
     args = parser.parse_args(argv)
-    _ensure_display(sys.argv[1:] if argv is None else argv)
+    _ensure_display(sys.argv[1:] if argv is None else argv, __file__)
 
     from qtpy.QtWidgets import QApplication
 

@@ -178,3 +178,21 @@ def test_preloading_torch_leaves_it_working(code):
         "assert gc.isenabled() and gc.get_freeze_count() == 0\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+
+
+def test_stager_holds_its_windows_painting_during_a_step(qtbot):
+    from qtpy.QtWidgets import QWidget
+
+    window = QWidget()
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    stager = Stager(window, gap_ms=0)
+    during: list[bool] = []
+    stager.run([lambda: during.append(window.updatesEnabled())] * 2)
+    qtbot.waitUntil(lambda: not stager.busy, timeout=5_000)
+    assert during == [False, False]  # no repaint in the step's own turn
+    qtbot.waitUntil(window.updatesEnabled, timeout=5_000)  # released a turn later
+    stager.run([lambda: None])
+    stager.deleteLater()  # the release does not depend on the stager
+    qtbot.waitUntil(window.updatesEnabled, timeout=5_000)

@@ -359,7 +359,9 @@ class SegmentWidget(JobWidget):
         if frame is not None:
             shape = (layer.data.shape[0], *data.shape)
             data = adapters.frame_into(self.viewer, name, kind, data, frame, shape)
-        # a new Labels layer's painting overlays are built when a paint tool needs them
+        # a new Labels layer's painting overlays are built when a paint tool needs them;
+        # a new layer's controls (and its selection) come in the next turns
+        finish_later: list = []
         out = adapters.upsert_layer(
             self.viewer,
             name,
@@ -368,8 +370,10 @@ class SegmentWidget(JobWidget):
             like=layer,
             select=output.select,
             lazy_overlays=True,
+            finish_later=finish_later,
             **style,
         )
+        self._stager.run_first(finish_later)
         if kind == "labels":
             out.metadata[MODEL_KEY] = model
             out.metadata[PROVENANCE_KEY] = self._provenance(result, layer, frame, model)

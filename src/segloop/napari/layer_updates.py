@@ -7,11 +7,14 @@ which re-exports them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from segloop.napari.layer_controls import appending_without_controls, build_controls
 
 if TYPE_CHECKING:
     from napari.layers import Layer
@@ -39,6 +42,7 @@ def upsert_layer(
     like: Layer | None = None,
     select: bool = True,
     lazy_overlays: bool = False,
+    finish_later: list[Callable[[], None]] | None = None,
     **kwargs: Any,
 ) -> Layer:
     """Replace the data of layer ``name`` (same kind) or add a new layer.
@@ -65,6 +69,12 @@ def upsert_layer(
         GUI-thread call as the layer. Each is shown (and built) when the user picks the
         tool that draws it: the polygon overlay for the polygon tool, the brush stroke
         for the paint brush (:func:`show_overlays_on_mode`).
+    finish_later : list of callables, optional
+        When given, a new layer is appended unselected and without its controls widget,
+        and the steps that finish it (build its controls, then select it if ``select``)
+        are appended to this list, for the caller to run in later event-loop turns: each
+        costs the GUI thread as much as a part of the append (see
+        :mod:`segloop.napari.layer_controls`). An updated layer adds no steps.
     **kwargs
         Passed to ``add_labels`` / ``add_image`` for a new layer; for an existing Image
         layer ``colormap`` and ``contrast_limits`` are re-applied.
@@ -87,13 +97,12 @@ def upsert_layer(
     if like is not None:
         kwargs.setdefault("scale", like.scale)
         kwargs.setdefault("translate", like.translate)
+    if finish_later is not None:
+        return _append_unfinished(
+            viewer, name, data, kind, select, lazy_overlays, finish_later, kwargs
+        )
     if kind == "labels" and lazy_overlays:
-        from napari.layers import Labels
-
-        new = Labels(data, name=name, **kwargs)
-        hidden = hide_paint_overlays(new)
-        if hidden:
-            new.events.mode.connect(lambda _event: show_overlays_on_mode(hidden))
+        new = _new_labels_lazy_overlays(data, name, kwargs)
         with contextlib.nullcontext() if select else _not_selected_on_insert(viewer.layers):
             viewer.layers.append(new)
         return new
@@ -102,6 +111,51 @@ def upsert_layer(
         return add(data, name=name, **kwargs)
     with _not_selected_on_insert(viewer.layers):
         return add(data, name=name, **kwargs)
+
+
+def _new_labels_lazy_overlays(data: np.ndarray, name: str, kwargs: dict) -> Layer:
+    """A Labels layer whose painting overlays are built when a paint tool needs them."""
+    from napari.layers import Labels
+
+    new = Labels(data, name=name, **kwargs)
+    hidden = hide_paint_overlays(new)
+    if hidden:
+        new.events.mode.connect(lambda _event: show_overlays_on_mode(hidden))
+    return new
+
+
+def _append_unfinished(
+    viewer: napari.Viewer,
+    name: str,
+    data: np.ndarray,
+    kind: str,
+    select: bool,
+    lazy_overlays: bool,
+    finish_later: list[Callable[[], None]],
+    kwargs: dict,
+) -> Layer:
+    """Append a new layer unselected and without its controls widget; queue the rest."""
+    from napari.layers import Image
+
+    if kind == "labels" and lazy_overlays:
+        new = _new_labels_lazy_overlays(data, name, kwargs)
+    elif kind == "labels":
+        from napari.layers import Labels
+
+        new = Labels(data, name=name, **kwargs)
+    else:
+        new = Image(data, name=name, **kwargs)
+    with _not_selected_on_insert(viewer.layers), appending_without_controls(viewer):
+        viewer.layers.append(new)
+    finish_later.append(functools.partial(build_controls, viewer, new))
+    if select:
+        finish_later.append(functools.partial(_select_if_present, viewer, new))
+    return new
+
+
+def _select_if_present(viewer: napari.Viewer, layer: Layer) -> None:
+    if layer in viewer.layers:
+        viewer.layers.selection.active = layer
 
 
 #: A napari Labels layer's painting overlays: napari builds a vispy visual for each
