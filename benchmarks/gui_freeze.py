@@ -12,7 +12,9 @@ the time between its ticks; a *stall* is a gap minus the 10 ms interval. Phases:
 - ``segment (second)``: the same run again (the layers are updated, not added);
 - ``train click``: the Train button's own handler (saving the pair, building the job);
 - ``fine-tune``: from the Train click until the new version is listed, with ``--minutes``
-  of training and a validation every ``--val-interval`` seconds.
+  of training and a validation every ``--val-interval`` seconds;
+- ``weight map`` and ``count`` (unless ``--no-others``): the Weight map and Count docks
+  run once on the instances layer, each adding its result layer.
 
 Every phase ends after a short settle time so that the drawing that follows a result counts.
 Which handler caused a stall is found two ways: a watchdog thread samples the GUI thread's
@@ -173,11 +175,20 @@ def patch_slots(recorder: Recorder) -> None:
     from napari._vispy.canvas import VispyCanvas
     from napari.components import ViewerModel
 
-    from segloop.napari import _common, _finetune_widget, _loss_plot, _segment_widget
+    from segloop.napari import (
+        _common,
+        _count_widget,
+        _finetune_widget,
+        _loss_plot,
+        _segment_widget,
+        _weightmap_widget,
+    )
 
     targets = [
         (_common.JobWidget, "run", "button click (JobWidget.run)"),
         (_segment_widget.SegmentWidget, "job_done", "SegmentWidget.job_done"),
+        (_weightmap_widget.WeightMapWidget, "job_done", "WeightMapWidget.job_done"),
+        (_count_widget.CountWidget, "job_done", "CountWidget.job_done"),
         (_finetune_widget.FinetuneWidget, "make_job", "FinetuneWidget.make_job"),
         (_finetune_widget.FinetuneWidget, "_on_event", "FinetuneWidget._on_event"),
         (_finetune_widget.FinetuneWidget, "job_done", "FinetuneWidget.job_done"),
@@ -345,7 +356,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settle", type=float, default=1.5, help="seconds after each phase")
     parser.add_argument("--screenshot", type=Path, default=None, help="PNG after segmenting")
     parser.add_argument("--src", type=Path, default=None, help="import segloop from DIR")
-    parser.add_argument("--no-train", action="store_true", help="only the segment phases")
+    parser.add_argument("--no-train", action="store_true", help="no Train click, no fine-tune")
+    parser.add_argument(
+        "--no-others", action="store_true", help="no Weight map and Count runs at the end"
+    )
     parser.add_argument(
         "--preload-train",
         action="store_true",
@@ -416,6 +430,18 @@ def main(argv: list[str] | None = None) -> None:
         phase("fine-tune", lambda: None, lambda: not finetune.running, 60 * args.minutes + 600)
         marks["fine-tune"] = (start, marks["fine-tune"][1])
         print(f"fine-tune ended: {finetune.progress.format()!r}; {finetune.time_label.text()}")
+    if not args.no_others:
+        _, weights = viewer.window.add_plugin_dock_widget("napari-segloop", "Weight map")
+        weights.labels_combo.set_layer(instances)
+        settle(0.5)
+        phase(
+            "weight map", lambda: click_later(weights.run_button), lambda: not weights.running, 60
+        )
+        _, count = viewer.window.add_plugin_dock_widget("napari-segloop", "Count")
+        count.source_combo.set_layer(instances)
+        count.method_combo.setCurrentIndex(count.method_combo.findData("components"))
+        settle(0.5)
+        phase("count", lambda: click_later(count.run_button), lambda: not count.running, 60)
     recorder.stop()
     for name, (start, end) in marks.items():
         phases[name] = phase_stats(recorder, start, end)

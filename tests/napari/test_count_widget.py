@@ -38,6 +38,7 @@ def test_three_separate_disks_give_three_objects(count, qtbot, notes):
     run(qtbot, widget, "components")
     layer = viewer.layers["mask instances"]
     assert layer.data.dtype == np.int32 and layer.data.shape == (96, 96)
+    assert viewer.layers.selection.active is layer  # the layer to correct
     assert layer.data.max() == 3
     assert widget.counted == layer and widget.count_in_frame(0) == 3
     assert widget.table.rowCount() == 3 and widget.summary.text().startswith("3 objects")

@@ -22,6 +22,10 @@ def test_weight_map_layer_and_recompute(dock, qtbot, notes):
     gap, far = layer.data[30, 42], layer.data[90, 90]
     assert gap > far + 3  # border term w0 * exp(-(3 + 4)^2 / 50) = 3.75 in the gap
     assert layer.contrast_limits[1] >= gap
+    # selected, with its controls, as napari adds a layer (a turn later, see _stager.py)
+    assert viewer.layers.selection.active is layer
+    assert layer in viewer.window._qt_viewer.controls.widgets
+    assert viewer.window._qt_viewer.updatesEnabled()  # the window paints again
 
     widget.w0_spin.setValue(2.0)
     widget.run()

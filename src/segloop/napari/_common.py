@@ -20,7 +20,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from . import adapters
 from ._notify import show_error, show_info, show_warning
+from ._stager import Stager
 from .workers import Job, Outcome
 
 if TYPE_CHECKING:
@@ -133,6 +135,7 @@ class JobWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.job: Job | None = None
+        self.stager = Stager(self)  # GUI-thread steps after a job, one per turn
         self.form = QFormLayout()
         self.run_button = QPushButton(self.run_text)
         self.cancel_button = QPushButton("Cancel")
@@ -167,7 +170,23 @@ class JobWidget(QWidget):
 
     @property
     def running(self) -> bool:
-        return self.job is not None
+        """True while a job runs or its result is still being shown."""
+        return self.job is not None or self.stager.busy
+
+    def show_layer(self, name: str, data, kind: str, **kwargs) -> Layer:
+        """Add layer ``name`` (or update it in place) without freezing the window.
+
+        The window does not repaint in this turn, and a new layer's controls widget and
+        its selection come in the next turns (:func:`adapters.upsert_layer`'s
+        ``finish_later``): each part costs the GUI thread tens of milliseconds.
+        """
+        self.stager.hold_paint_this_turn()
+        finish_later: list = []
+        layer = adapters.upsert_layer(
+            self.viewer, name, data, kind, finish_later=finish_later, **kwargs
+        )
+        self.stager.run_first(finish_later)
+        return layer
 
     def make_job(self, **callbacks) -> Job:  # pragma: no cover - abstract
         """Check the inputs and build the (not started) job; raise ``UserError`` if bad."""

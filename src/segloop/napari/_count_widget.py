@@ -133,8 +133,8 @@ class CountWidget(JobWidget):
 
     @property
     def running(self) -> bool:
-        """True while instances are made or objects are measured."""
-        return self.job is not None or self._count_job is not None
+        """True while instances are made or shown, or objects are measured."""
+        return super().running or self._count_job is not None
 
     # ------------------------------------------------------------------ run
 
@@ -165,8 +165,8 @@ class CountWidget(JobWidget):
         if method == "as_is":
             layer = source
         else:
-            layer = adapters.upsert_layer(
-                self.viewer, f"{source.name} instances", outcome.value, "labels", like=source
+            layer = self.show_layer(
+                f"{source.name} instances", outcome.value, "labels", like=source, lazy_overlays=True
             )
         self._intensity = self.intensity_combo.layer()
         self.track(layer)

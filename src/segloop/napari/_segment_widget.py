@@ -28,7 +28,6 @@ from ._result_layers import (  # noqa: F401 - the styles are part of this module
     FOREGROUND_STYLE,
     UNCERTAINTY_STYLE,
     LayerOutput,
-    Stager,
 )
 from .legend import apply_legend
 from .workers import Job, Outcome, segment_job
@@ -166,7 +165,6 @@ class SegmentWidget(JobWidget):
         self.image_combo.currentIndexChanged.connect(self._update_scope)
         self._update_scope()
         self._target: tuple[Image, int | None, str] | None = None
-        self._stager = Stager(self)
 
     # ------------------------------------------------------------------ models
 
@@ -271,11 +269,6 @@ class SegmentWidget(JobWidget):
         }
         return segment_job(request, **callbacks)
 
-    @property
-    def running(self) -> bool:
-        """True from Run until the last result layer has been added."""
-        return self.job is not None or self._stager.busy
-
     def _lazy_job(self, layer: Image, **callbacks) -> Job:
         """A multiscale, dask/zarr or very large layer: chunk by chunk into a Zarr."""
         from segloop.core.segment import SegmentOptions
@@ -341,7 +334,7 @@ class SegmentWidget(JobWidget):
         self._set_running(True)
         self.cancel_button.setEnabled(False)  # the result is computed; it is being shown
         self.progress.setFormat("adding the result layers…")
-        self._stager.run([*steps, self._layers_done])
+        self.stager.run([*steps, self._layers_done])
 
     def _show_output(
         self,
@@ -373,7 +366,7 @@ class SegmentWidget(JobWidget):
             finish_later=finish_later,
             **style,
         )
-        self._stager.run_first(finish_later)
+        self.stager.run_first(finish_later)
         if kind == "labels":
             out.metadata[MODEL_KEY] = model
             out.metadata[PROVENANCE_KEY] = self._provenance(result, layer, frame, model)

@@ -53,8 +53,7 @@ class WeightMapWidget(JobWidget):
     def job_done(self, outcome: Outcome) -> None:
         weights = outcome.value
         top = float(np.max(weights)) if weights.size else 1.0
-        adapters.upsert_layer(
-            self.viewer,
+        self.show_layer(
             f"{self._source.name} weight map",
             weights,
             "image",
