@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QEventLoop, QTimer
+from qtpy.QtCore import QEventLoop, Qt, QTimer
 
 import napari
 
@@ -165,9 +165,10 @@ def count_step(viewer: napari.Viewer) -> None:
     widget.run()
     wait_until(lambda: not widget.running)
     show_only(viewer, IMAGE, f"{IMAGE} instances")
-    widget.table.sortItems(2)  # by area
-    widget.table.selectRow(widget.table.rowCount() - 1)  # the largest object
-    widget.select_row(widget.table.rowCount() - 1)
+    widget.table.sortByColumn(2, Qt.SortOrder.AscendingOrder)  # by area
+    last = widget.table.model().rowCount() - 1
+    widget.table.selectRow(last)  # the largest object
+    widget.select_row(last)
     viewer.scene.camera.zoom *= 1.6
     shoot(viewer, "count.png")
 

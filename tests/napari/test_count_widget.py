@@ -6,6 +6,7 @@ import csv
 
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
 from skimage.segmentation import find_boundaries
 
 from segloop.napari._count_widget import CountWidget
@@ -25,11 +26,16 @@ def run(qtbot, widget, method: str | None = None) -> None:
     wait_idle(qtbot, widget)
 
 
+def header_index(widget: CountWidget, header: str) -> int:
+    model = widget.table.model()
+    titles = [model.headerData(c, Qt.Orientation.Horizontal) for c in range(model.columnCount())]
+    return titles.index(header)
+
+
 def table_column(widget: CountWidget, header: str) -> list:
-    col = list(
-        widget.table.horizontalHeaderItem(c).text() for c in range(widget.table.columnCount())
-    ).index(header)
-    return [widget.table.item(row, col).data(0) for row in range(widget.table.rowCount())]
+    """What the table shows in column ``header``, top to bottom (None: an empty cell)."""
+    model, col = widget.table.model(), header_index(widget, header)
+    return [model.index(row, col).data() for row in range(model.rowCount())]
 
 
 def test_three_separate_disks_give_three_objects(count, qtbot, notes):
@@ -41,7 +47,7 @@ def test_three_separate_disks_give_three_objects(count, qtbot, notes):
     assert viewer.layers.selection.active is layer  # the layer to correct
     assert layer.data.max() == 3
     assert widget.counted == layer and widget.count_in_frame(0) == 3
-    assert widget.table.rowCount() == 3 and widget.summary.text().startswith("3 objects")
+    assert widget.table.model().rowCount() == 3 and widget.summary.text().startswith("3 objects")
     assert sorted(table_column(widget, "label")) == [1, 2, 3]
     assert set(table_column(widget, "area")) == {int((disks([(48, 48)]) > 0).sum())}
     assert widget.frames_table.isHidden()
@@ -93,10 +99,13 @@ def test_stack_counts_per_frame_and_row_click_navigates(count, qtbot):
     viewer.add_labels(stack, name="movie", scale=(1, 2, 2))
     run(qtbot, widget, "components")
     assert widget.count_in_frame(0) == 3 and widget.count_in_frame(1) == 2
-    assert not widget.frames_table.isHidden() and widget.frames_table.rowCount() == 2
+    assert not widget.frames_table.isHidden() and widget.frames_table.model().rowCount() == 2
     assert "5 objects in 2 frames" in widget.summary.text()
     layer = viewer.layers["movie instances"]
+    # sorted by the user: a row still leads to its own object
+    widget.table.sortByColumn(header_index(widget, "y"), Qt.SortOrder.DescendingOrder)
     frames, labels = table_column(widget, "frame"), table_column(widget, "label")
+    assert table_column(widget, "y") == sorted(table_column(widget, "y"), reverse=True)
     row = next(i for i in range(len(frames)) if frames[i] == 1 and labels[i] == 2)
     widget.select_row(row)
     assert layer.selected_label == 2
@@ -127,7 +136,7 @@ def test_edits_update_the_counts(count, qtbot):
     layer.paint((80, 10), 4)  # a brush stroke adds a fourth object
     layer.paint((80, 12), 4)
     qtbot.waitUntil(lambda: widget.count_in_frame(0) == 4, timeout=5_000)
-    assert widget.table.rowCount() == 4
+    assert widget.table.model().rowCount() == 4
     data = layer.data.copy()
     data[data == 1] = 0
     layer.data = data  # erase one object
@@ -167,10 +176,7 @@ def test_counted_layer_gets_features_and_micrometre_columns(count, qtbot):
     viewer.add_labels(labels, name="no scale")
     widget.source_combo.set_layer(viewer.layers["no scale"])
     run(qtbot, widget, "as_is")
-    area_column = [
-        widget.table.horizontalHeaderItem(c).text() for c in range(widget.table.columnCount())
-    ].index("area µm²")
-    assert widget.table.isColumnHidden(area_column)
+    assert widget.table.isColumnHidden(header_index(widget, "area µm²"))
     assert "area_um2" not in viewer.layers["no scale"].features
 
 

@@ -8,24 +8,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.layers import Image, Labels
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
     QSpinBox,
-    QTableWidget,
-    QTableWidgetItem,
     QWidget,
 )
 
 from . import adapters, count_adapters
 from ._common import JobWidget, LayerCombo, same_layer
 from ._count_plot import CountsPlot
+from ._count_table import CountsTableModel, counts_view
 from ._notify import show_info, show_warning
 from .workers import Job, Outcome, count_job, instances_job
 
@@ -84,12 +81,16 @@ class CountWidget(JobWidget):
         self.form.addRow("seed distance", self.min_distance_spin)
         self.summary = QLabel("no counts yet")
         self.summary.setWordWrap(True)
-        self.frames_table = _table(["frame", "count"])
+        self.frames_model = CountsTableModel(["frame", "count"], [None, None])
+        self.frames_table = counts_view(self.frames_model)
         self.frames_table.setMaximumHeight(120)
         self.frames_table.hide()
-        self.table = _table(list(COLUMNS))
-        for col, (_, _, tip) in enumerate(COLUMNS.values()):
-            self.table.horizontalHeaderItem(col).setToolTip(tip)
+        self.table_model = CountsTableModel(
+            list(COLUMNS),
+            [decimals for _, decimals, _ in COLUMNS.values()],
+            [tip for _, _, tip in COLUMNS.values()],
+        )
+        self.table = counts_view(self.table_model)
         self.export_button = QPushButton("Export CSV…")
         self.export_button.setEnabled(False)
         self.export_button.setToolTip(
@@ -112,7 +113,7 @@ class CountWidget(JobWidget):
         for widget in (self.table, self.export_button):
             self.main_layout.addWidget(widget)
         self.method_combo.currentIndexChanged.connect(self._update_method)
-        self.table.cellClicked.connect(self.select_row)
+        self.table.clicked.connect(lambda index: self.select_row(index.row()))
         self.export_button.clicked.connect(lambda: self.export_csv())
         self.plot_png_button.clicked.connect(lambda: self.export_plot())
         self.plot_csv_button.clicked.connect(lambda: self.export_frame_counts())
@@ -258,18 +259,10 @@ class CountWidget(JobWidget):
 
     def _fill_tables(self, counts: count_adapters.Counts, stack: bool) -> None:
         table = self.table
-        table.setSortingEnabled(False)
-        table.setUpdatesEnabled(False)
-        table.setRowCount(counts.total)
         missing = np.full(counts.total, np.nan)
-        columns = [(counts.table.get(key, missing), dec) for key, dec, _ in COLUMNS.values()]
-        for row in range(counts.total):
-            for col, (values, decimals) in enumerate(columns):
-                table.setItem(row, col, _item(values[row], decimals))
-            key = (int(counts.table["frame"][row]), int(counts.table["label"][row]))
-            table.item(row, 0).setData(Qt.ItemDataRole.UserRole, key)
-        table.setUpdatesEnabled(True)
-        table.setSortingEnabled(True)
+        self.table_model.set_columns(
+            [counts.table.get(key, missing) for key, _, _ in COLUMNS.values()]
+        )
         table.setColumnHidden(list(COLUMNS).index("frame"), not stack)
         for header in MICRON_HEADERS:
             table.setColumnHidden(list(COLUMNS).index(header), counts.pixel_size is None)
@@ -282,10 +275,7 @@ class CountWidget(JobWidget):
             )
             self.plot.set_current(adapters.current_frame(self.viewer, self.counted))
         self.frames_table.setVisible(stack)
-        self.frames_table.setRowCount(len(frames["frame"]))
-        for row, (frame, number) in enumerate(zip(frames["frame"], frames["count"], strict=True)):
-            self.frames_table.setItem(row, 0, _item(frame, None))
-            self.frames_table.setItem(row, 1, _item(number, None))
+        self.frames_model.set_columns([frames["frame"], frames["count"]])
         name = self.counted.name
         if stack:
             mean = float(np.mean(frames["count"])) if len(frames["count"]) else 0.0
@@ -309,17 +299,13 @@ class CountWidget(JobWidget):
 
     def select_row(self, row: int, _column: int = 0) -> None:
         """Select the object of table row ``row`` and centre the view on it."""
-        item = self.table.item(row, 0)
         layer = self.counted
-        if item is None or layer is None or self.counts is None:
+        if layer is None or self.counts is None or not 0 <= row < self.table_model.rowCount():
             return
-        frame, label = item.data(Qt.ItemDataRole.UserRole)
-        rows = np.flatnonzero(
-            (self.counts.table["frame"] == frame) & (self.counts.table["label"] == label)
-        )
-        if not len(rows):
-            return
-        centroid = [self.counts.table[k][rows[0]] for k in ("centroid_y", "centroid_x")]
+        index = self.table_model.data_row(row)
+        frame = int(self.counts.table["frame"][index])
+        label = int(self.counts.table["label"][index])
+        centroid = [self.counts.table[k][index] for k in ("centroid_y", "centroid_x")]
         position = [frame, *centroid] if layer.ndim == 3 else centroid
         world = np.asarray(layer.data_to_world(position), dtype=float)
         if layer.ndim == 3:
@@ -386,27 +372,3 @@ def _camera(viewer: napari.Viewer):
     """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
     scene = getattr(viewer, "scene", None)
     return scene.camera if scene is not None else viewer.camera
-
-
-def _table(headers: list[str]) -> QTableWidget:
-    table = QTableWidget(0, len(headers))
-    table.setHorizontalHeaderLabels(headers)
-    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-    table.verticalHeader().setVisible(False)
-    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    table.horizontalHeader().setStretchLastSection(True)
-    return table
-
-
-def _item(value: object, decimals: int | None) -> QTableWidgetItem:
-    """A read-only cell that sorts numerically (NaN shows as an empty cell)."""
-    item = QTableWidgetItem()
-    number = float(value)
-    if math.isnan(number):
-        return item
-    item.setData(
-        Qt.ItemDataRole.DisplayRole, int(number) if decimals is None else round(number, decimals)
-    )
-    return item
