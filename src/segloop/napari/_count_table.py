@@ -1,10 +1,12 @@
 """The Count widget's object table: a Qt model over the count's numpy columns.
 
-A ``QTableWidget`` makes one item object per cell, all in the GUI thread: 131 ms for 1,000
-objects and 311 ms for 6,000 (a 60-frame time-lapse) at every recount, and a recount follows
-every paint stroke on the counted layer. This model keeps the columns as numpy arrays and
-formats a cell only when the view draws it, so showing a new count costs the same for ten
-objects or ten thousand; sorting is one ``numpy.argsort``.
+The widget recounts after every paint stroke on the counted layer. Its table used to be a
+``QTableWidget`` with one item per cell and columns sized to their contents: refilling it
+made Qt re-measure a column over every row at each replaced item, so a recount of 100
+objects held the GUI thread 1.2 s and one of 300 objects 13 s (docs/benchmarks.md, "A
+recount no longer freezes the window"). This model keeps the columns as numpy arrays and
+formats a cell only when the view draws it, so showing a new count costs about the same
+for ten objects or ten thousand; sorting is one ``numpy.argsort``.
 """
 
 from __future__ import annotations
