@@ -42,3 +42,18 @@ def test_sorting_is_numeric_keeps_nan_last_and_survives_a_recount(qtbot):
     # a recount (new columns) keeps the order the user chose
     model.set_columns([np.array([1, 2, 3]), np.array([5.0, 7.0, 6.0])])
     assert shown(model, 1) == [7.0, 6.0, 5.0] and model.value(0, 0) == 2
+
+
+def test_the_selected_row_follows_its_object_and_minus_one_restores_the_order(qtbot):
+    model = CountsTableModel(["label", "area"], [None, None])
+    view = counts_view(model)
+    qtbot.addWidget(view)
+    model.set_columns([np.array([1, 2, 3]), np.array([30, 10, 20])])
+    assert shown(model, 0) == [1, 2, 3]  # a new view sorts by its first column, ascending
+    view.selectRow(0)  # label 1
+    view.sortByColumn(1, UP)  # by area: 2, 3, 1
+    assert shown(model, 0) == [2, 3, 1]
+    assert [index.row() for index in view.selectionModel().selectedRows()] == [2]
+    model.sort(-1)  # Qt's "no sort column": the count's own order
+    assert shown(model, 0) == [1, 2, 3]
+    assert [index.row() for index in view.selectionModel().selectedRows()] == [0]

@@ -10,7 +10,9 @@ from segloop.napari import edits
 from .conftest import THREE_DISKS, disks
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.uint32, np.int64, np.uint64])
+@pytest.mark.parametrize(
+    "dtype", [np.int8, np.uint8, np.int16, np.uint16, np.uint32, np.int64, np.uint64]
+)
 def test_the_digest_depends_on_the_values_not_the_dtype(dtype):
     labels = disks(THREE_DISKS)  # int32, what segloop writes
     assert edits.digest(labels.astype(dtype)) == edits.digest(labels)
@@ -26,3 +28,11 @@ def test_the_digest_sees_one_changed_pixel_and_the_shape():
     assert edits.digest(huge) != edits.digest(labels)
     assert edits.digest(labels.reshape(48, 192)) != edits.digest(labels)
     assert edits.digest(labels[:, ::2]) == edits.digest(np.ascontiguousarray(labels[:, ::2]))
+
+
+def test_a_mask_and_its_labels_agree_and_negative_values_count():
+    mask = disks(THREE_DISKS) > 0
+    assert edits.digest(mask) == edits.digest(mask.astype(np.int32))
+    negative = disks(THREE_DISKS) * -1
+    assert edits.digest(negative.astype(np.int8)) == edits.digest(negative)
+    assert edits.digest(negative) != edits.digest(-negative)

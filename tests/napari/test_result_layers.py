@@ -156,8 +156,7 @@ def test_adding_a_layer_from_a_plugin_does_not_warn_about_private_access(make_na
     viewer = make_napari_viewer()
     plugin_view = PublicOnlyProxy(viewer)  # what napari hands a plugin's dock widget
     viewer.add_image(np.zeros((8, 8), np.float32), name="image")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings(record=True) as caught:  # napari's filters, registry reset
         upsert_layer(plugin_view, "labels", np.zeros((8, 8), np.int32), "labels", select=False)
     assert viewer.layers.selection.active is viewer.layers["image"]  # not selected
     private = [w for w in caught if "Private attribute access" in str(w.message)]
@@ -193,6 +192,7 @@ def test_stager_holds_its_windows_painting_during_a_step(qtbot):
     qtbot.waitUntil(lambda: not stager.busy, timeout=5_000)
     assert during == [False, False]  # no repaint in the step's own turn
     qtbot.waitUntil(window.updatesEnabled, timeout=5_000)  # released a turn later
-    stager.run([lambda: None])
+    stager.hold_paint_this_turn()  # a handler that changes layers itself
+    assert not window.updatesEnabled()
     stager.deleteLater()  # the release does not depend on the stager
     qtbot.waitUntil(window.updatesEnabled, timeout=5_000)

@@ -60,3 +60,16 @@ def test_four_d_labels_are_an_error(dock, notes):
     assert widget.run() is None
     assert any("expected (H, W) or (T, H, W)" in message for message in errors(notes))
     assert len(viewer.layers) == 1
+
+
+def test_a_new_layer_does_not_repaint_the_window_in_the_same_turn(dock, qtbot):
+    viewer, widget = dock(WeightMapWidget, show=True)
+    window = viewer.window._qt_window
+    layer = widget.show_layer("weights", np.ones((32, 32), np.float32), "image")
+    assert not window.updatesEnabled()  # held for this turn: the repaint comes after it
+    assert layer not in viewer.window._qt_viewer.controls.widgets  # built a turn later
+    assert widget.running  # until the layer is finished
+    wait_idle(qtbot, widget)
+    qtbot.waitUntil(window.updatesEnabled, timeout=2_000)  # a turn after the last step
+    assert layer in viewer.window._qt_viewer.controls.widgets
+    assert viewer.layers.selection.active is layer

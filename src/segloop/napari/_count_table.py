@@ -101,11 +101,24 @@ class CountsTableModel(QAbstractTableModel):
         return None
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
-        if not 0 <= column < len(self._headers):
-            return
+        """Sort by ``column`` (-1: back to the count's own order); the selected row
+        moves with its object."""
         self.layoutAboutToBeChanged.emit()
-        self._sorted_by = (column, order)
-        self._order = self._sorted_order(column, order)
+        persistent = self.persistentIndexList()
+        data_rows = [int(self._order[index.row()]) for index in persistent]
+        if 0 <= column < len(self._headers):
+            self._sorted_by = (column, order)
+            self._order = self._sorted_order(column, order)
+        else:
+            self._sorted_by = None
+            self._order = np.arange(len(self._order), dtype=np.intp)
+        view_row = np.empty_like(self._order)
+        view_row[self._order] = np.arange(len(self._order))
+        moved = [
+            self.index(int(view_row[row]), index.column())
+            for row, index in zip(data_rows, persistent, strict=True)
+        ]
+        self.changePersistentIndexList(persistent, moved)
         self.layoutChanged.emit()
 
     def _sorted_order(self, column: int, order: Qt.SortOrder) -> np.ndarray:
@@ -131,6 +144,7 @@ def counts_view(model: CountsTableModel) -> QTableView:
     header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
     header.setResizeContentsPrecision(0)  # fit the columns to the rows in view only
     header.setStretchLastSection(True)
+    header.setSortIndicator(0, Qt.SortOrder.AscendingOrder)  # Qt's default is descending
     view.setSortingEnabled(True)
     model.modelReset.connect(view.resizeColumnsToContents)
     return view

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import warnings
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -20,10 +19,6 @@ if TYPE_CHECKING:
     from napari.layers import Layer
 
     import napari
-
-
-#: napari's warning when a plugin reads or sets ``LayerList._activate_on_insert``.
-_PRIVATE_FLAG_WARNING = r"Private attribute access \('LayerList\._activate_on_insert'\)"
 
 
 def find_layer(viewer: napari.Viewer, name: str) -> Layer | None:
@@ -207,10 +202,11 @@ def _not_selected_on_insert(layers: Any) -> Iterator[None]:
 
     napari's layer list selects every inserted layer unless its (private)
     ``_activate_on_insert`` flag is off; where a napari version lacks the flag the
-    layer is selected as usual. napari 0.9 warns (``FutureWarning``) at every private
-    access from a plugin; that one message is silenced here, nothing else.
+    layer is selected as usual. The flag is read on the layer list itself, not through
+    the ``PublicOnlyProxy`` napari hands a plugin, which would print a ``FutureWarning`` at
+    every access.
     """
-    warnings.filterwarnings("ignore", message=_PRIVATE_FLAG_WARNING, category=FutureWarning)
+    layers = getattr(layers, "__wrapped__", layers)
     previous = getattr(layers, "_activate_on_insert", None)
     if not isinstance(previous, bool):
         yield
