@@ -303,11 +303,8 @@ class SegmentWidget(JobWidget):
         while name in existing:
             name = f"{layer.name} instances [{index}]"
             index += 1
-        out = self.viewer.add_labels(
-            lazy_segment.open_result(result.path),
-            name=name,
-            scale=layer.scale,
-            translate=layer.translate,
+        out = self.show_layer(  # a free name: always a new layer
+            name, lazy_segment.open_result(result.path), "labels", like=layer, lazy_overlays=True
         )
         out.metadata[MODEL_KEY] = model
         out.metadata["segloop_zarr"] = str(result.path)
