@@ -176,8 +176,9 @@ class JobWidget(QWidget):
     def show_layer(self, name: str, data, kind: str, **kwargs) -> Layer:
         """Add layer ``name`` (or update it in place) without freezing the window.
 
-        The window does not repaint in this turn, and a new layer's controls widget and
-        its selection come in the next turns (:func:`adapters.upsert_layer`'s
+        The window does not repaint in this turn (inside a staged step it is held
+        already), and a new layer's controls widget and its selection come in the next
+        turns, before any step still waiting (:func:`adapters.upsert_layer`'s
         ``finish_later``): each part costs the GUI thread tens of milliseconds.
         """
         self.stager.hold_paint_this_turn()

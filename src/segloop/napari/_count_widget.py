@@ -297,7 +297,7 @@ class CountWidget(JobWidget):
 
     # ------------------------------------------------------------------ navigation & export
 
-    def select_row(self, row: int, _column: int = 0) -> None:
+    def select_row(self, row: int) -> None:
         """Select the object of table row ``row`` and centre the view on it."""
         layer = self.counted
         if layer is None or self.counts is None or not 0 <= row < self.table_model.rowCount():

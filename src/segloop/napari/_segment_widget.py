@@ -349,21 +349,10 @@ class SegmentWidget(JobWidget):
         if frame is not None:
             shape = (layer.data.shape[0], *data.shape)
             data = adapters.frame_into(self.viewer, name, kind, data, frame, shape)
-        # a new Labels layer's painting overlays are built when a paint tool needs them;
-        # a new layer's controls (and its selection) come in the next turns
-        finish_later: list = []
-        out = adapters.upsert_layer(
-            self.viewer,
-            name,
-            data,
-            kind,
-            like=layer,
-            select=output.select,
-            lazy_overlays=True,
-            finish_later=finish_later,
-            **style,
+        # a new Labels layer's painting overlays are built when a paint tool needs them
+        out = self.show_layer(
+            name, data, kind, like=layer, select=output.select, lazy_overlays=True, **style
         )
-        self.stager.run_first(finish_later)
         if kind == "labels":
             out.metadata[MODEL_KEY] = model
             out.metadata[PROVENANCE_KEY] = self._provenance(result, layer, frame, model)
