@@ -40,6 +40,7 @@ from segloop.core.imageio import read_image
 from segloop.core.modelio import load_model, save_model
 from segloop.core.progress import run_to_end
 from segloop.core.project import Project
+from segloop.core.samples import NATIVE_RANGE
 from segloop.core.segment import SegmentOptions
 from segloop.core.training import median_diameter
 
@@ -128,6 +129,17 @@ CONFIGS: dict[str, dict] = {
     # the default with another learning rate (lr 1e-3 was picked on E. coli frames alone)
     "lr3e-4": {"learning_rate": 3e-4},
     "lr2e-3": {"learning_rate": 2e-3},
+    # the default without replaying the start model's images (replay 1.0 was picked on
+    # E. coli frames alone)
+    "replay0": {"replay_fraction": 0.0},
+    # corrections whose objects are larger than the native range are trained at twice the
+    # start model's diameter (not beyond their own size) instead of at its diameter
+    "d2x": {"start_diameter_times": 2.0},
+    # the default and replay0 with another training seed (run-to-run spread)
+    "seed1": {"seed": 1},
+    "replay0-seed1": {"replay_fraction": 0.0, "seed": 1},
+    "replay0.5": {"replay_fraction": 0.5},
+    "replay0.5-seed1": {"replay_fraction": 0.5, "seed": 1},
 }
 
 
@@ -179,6 +191,11 @@ def run_one(
     corrected, scored = (make() for make in MODALITIES[modality])
     corrected = corrected[:frames]
     options = dict(CONFIGS[config])
+    times = options.pop("start_diameter_times", None)
+    if times is not None:
+        measured = median_diameter(corrected)
+        wanted = min(times * load_model(base).diameter, measured)
+        options["target_diameter"] = None if measured <= NATIVE_RANGE[1] else float(wanted)
     tune_on_training = options.pop("tune_on_training", DEFAULTS.tune_on_training)
     with tempfile.TemporaryDirectory() as tmp:
         project = Project(Path(tmp) / "project", base_model=base)
