@@ -35,7 +35,13 @@ from skimage.segmentation import relabel_sequential
 
 from segloop.core.datasets import load_labels
 from segloop.core.evaluation import LabelledImage, evaluate_iter
-from segloop.core.finetune import DEFAULTS, build_request, check_predict_size, finetune_iter
+from segloop.core.finetune import (
+    DEFAULTS,
+    build_request,
+    check_predict_size,
+    finetune_iter,
+    replay_data,
+)
 from segloop.core.imageio import read_image
 from segloop.core.modelio import load_model, save_model
 from segloop.core.progress import run_to_end
@@ -274,6 +280,21 @@ def _original_scores(config: str, modality: str, frames: int, budget: float) -> 
     return None
 
 
+def forgetting(keep: Path, out: Path) -> None:
+    """SEG / F1 of every ``--keep`` version on its start model's shipped validation images
+    (what the versions table shows as "did it forget what it knew?"), to ``out``."""
+    rows = {}
+    for path in sorted(keep.glob("*.safetensors")):
+        base = path.name.split("_")[0].split("@")[1] if "@" in path.name else "nuclei"
+        images = replay_data(load_model(base), "val")
+        if not images:
+            continue  # the start model ships no validation images
+        rows.setdefault(base, score(base, images))
+        rows[path.name] = score(path, images)
+        print(path.name, rows[path.name], flush=True)
+    out.write_text(json.dumps(rows, indent=1))
+
+
 def before_row(modality: str, base: str) -> dict:
     """The start model on the scored frames: native scale and the corrections' size."""
     corrected, scored = (make() for make in MODALITIES[modality])
@@ -373,8 +394,17 @@ def main() -> None:
         action="store_true",
         help="with --rescore: run the service's object-size check on older versions first",
     )
+    parser.add_argument(
+        "--forgetting",
+        type=Path,
+        metavar="FILE",
+        help="score the --keep versions on their start model's validation images, to FILE",
+    )
     args = parser.parse_args()
     OUT = args.out
+    if args.forgetting:
+        forgetting(args.keep, args.forgetting)
+        return
     if args.summary:
         summary()
         return
