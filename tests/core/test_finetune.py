@@ -215,10 +215,14 @@ def test_nothing_held_out_tunes_post_processing_on_the_corrections(tmp_path, bas
 def test_fine_tune_records_replay(tmp_path):
     project = _project(tmp_path, n=1)
     request = _request("nuclei", epochs=1)
+    request.replay_fraction = 2.0
     result = run_to_end(finetune_iter(project, request))
     record = result.version.metadata["finetune"]
-    assert record["replay_images"] == 1 and record["recipe"]["replay_fraction"] == 1.0
+    assert record["replay_images"] == 2 and record["recipe"]["replay_fraction"] == 2.0
     assert record["trained_on"] == ["frame0"] and record["validated_on"] == []
+    request = _request("nuclei", epochs=1)  # the default: half an image per correction
+    record = run_to_end(finetune_iter(project, request)).version.metadata["finetune"]
+    assert record["replay_images"] == 1 and record["recipe"]["replay_fraction"] == 0.5
 
 
 def test_same_request_and_seed_give_the_same_version(tmp_path, base_path):
