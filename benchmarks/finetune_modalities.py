@@ -280,12 +280,22 @@ def _original_scores(config: str, modality: str, frames: int, budget: float) -> 
     return None
 
 
+def kept_version(path: Path) -> tuple[str, str, str, int, float]:
+    """(``CONFIG[@START]``, start model, modality, frames, budget in s) of a ``--keep``
+    file, named ``CONFIG[@START]_MODALITY_{FRAMES}f_{BUDGET}s.safetensors`` by
+    :func:`run_one`."""
+    config, rest = path.name[: -len(".safetensors")].split("_", 1)
+    start = config.split("@")[1] if "@" in config else "nuclei"
+    modality, frames, budget = rest.rsplit("_", 2)
+    return config, start, modality, int(frames[:-1]), float(budget[:-1])
+
+
 def forgetting(keep: Path, out: Path) -> None:
     """SEG / F1 of every ``--keep`` version on its start model's shipped validation images
     (what the versions table shows as "did it forget what it knew?"), to ``out``."""
     rows = {}
     for path in sorted(keep.glob("*.safetensors")):
-        base = path.name.split("_")[0].split("@")[1] if "@" in path.name else "nuclei"
+        base = kept_version(path)[1]
         images = replay_data(load_model(base), "val")
         if not images:
             continue  # the start model ships no validation images

@@ -37,7 +37,7 @@ import statistics
 from pathlib import Path
 
 import numpy as np
-from finetune_modalities import MODALITIES  # same folder: benchmarks/
+from finetune_modalities import MODALITIES, kept_version  # same folder: benchmarks/
 
 import segloop.core.evaluation as evaluation
 import segloop.core.training as training
@@ -92,11 +92,7 @@ def out_of_sample(path: Path, scored, settings: dict) -> list[float]:
 
 
 def run_one(path: Path) -> dict:
-    stem = path.name[: -len(".safetensors")]
-    config, rest = stem.split("_", 1)
-    start = config.split("@")[1] if "@" in config else "nuclei"  # default@cells: cells
-    modality, frames, budget = rest.rsplit("_", 2)
-    frames = int(frames[:-1])
+    config, start, modality, frames, budget = kept_version(path)
     corrected, scored = (make() for make in MODALITIES[modality])
     start_settings = dict(start_settings_of(start))
     bundle = load_model(path)
@@ -108,7 +104,7 @@ def run_one(path: Path) -> dict:
         "start": start,
         "modality": modality,
         "frames": frames,
-        "budget_s": float(budget[:-1]),
+        "budget_s": budget,
         "in_start": in_start,
         "in_best": in_best,
         "best_settings": best_settings,

@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from finetune_modalities import MODALITIES  # same folder: benchmarks/
+from finetune_modalities import MODALITIES, kept_version  # same folder: benchmarks/
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
@@ -38,11 +38,6 @@ from segloop.core.segment import SegmentOptions, segment
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "seg_decomposition.json"
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-
-
-def modality_of(path: Path) -> str | None:
-    """The modality in a ``--keep`` file name (``CONFIG[@BASE]_MODALITY_NF_Bs``)."""
-    return next((m for m in MODALITIES if f"_{m}_" in path.name), None)
 
 
 def deepest_pixels(labels: np.ndarray) -> np.ndarray:
@@ -105,9 +100,7 @@ def main() -> None:
     rows = json.loads(args.out.read_text()) if args.out.exists() else {}
     for folder in args.keep:
         for path in sorted(folder.glob("*.safetensors")):
-            modality = modality_of(path)
-            if modality is None:
-                continue
+            modality = kept_version(path)[2]
             row = decompose(path, MODALITIES[modality][1]())
             rows[path.name] = {"modality": modality, **row}
             print(path.name, json.dumps(rows[path.name]), flush=True)
