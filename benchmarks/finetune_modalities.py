@@ -135,17 +135,23 @@ CONFIGS: dict[str, dict] = {
     # the default with another learning rate (lr 1e-3 was picked on E. coli frames alone)
     "lr3e-4": {"learning_rate": 3e-4},
     "lr2e-3": {"learning_rate": 2e-3},
-    # the default without replaying the start model's images (replay 1.0 was picked on
-    # E. coli frames alone)
-    "replay0": {"replay_fraction": 0.0},
-    # corrections whose objects are larger than the native range are trained at twice the
-    # start model's diameter (not beyond their own size) instead of at its diameter
-    "d2x": {"start_diameter_times": 2.0},
-    # the default and replay0 with another training seed (run-to-run spread)
+    # the default with another training seed (run-to-run spread)
     "seed1": {"seed": 1},
-    "replay0-seed1": {"replay_fraction": 0.0, "seed": 1},
+    "seed2": {"seed": 2},
+    # replay images of the start model per correction: 1.0 (the default until
+    # 2026-12-07, picked on E. coli frames alone), 0.5 (the default since), 0
+    "replay1": {"replay_fraction": 1.0},
+    "replay1-seed1": {"replay_fraction": 1.0, "seed": 1},
+    "replay1-seed2": {"replay_fraction": 1.0, "seed": 2},
     "replay0.5": {"replay_fraction": 0.5},
     "replay0.5-seed1": {"replay_fraction": 0.5, "seed": 1},
+    "replay0.5-seed2": {"replay_fraction": 0.5, "seed": 2},
+    "replay0": {"replay_fraction": 0.0},
+    "replay0-seed1": {"replay_fraction": 0.0, "seed": 1},
+    # corrections whose objects are larger than the native range are trained at twice the
+    # start model's diameter (not beyond their own size) instead of at its diameter
+    # (with the replay of the day it ran)
+    "d2x": {"start_diameter_times": 2.0, "replay_fraction": 1.0},
 }
 
 
