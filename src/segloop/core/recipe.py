@@ -44,12 +44,13 @@ class Defaults:
     tune_on_training: bool = True
     #: replay images of the start model per training correction (0 disables replay;
     #: only ``nuclei`` ships replay images). 1.0 had been picked on E. coli frames alone.
-    #: Checked across the four modalities that start from ``nuclei``, two seeds each
-    #: (benchmarks/finetune_modalities.py, 2 frames, 120 s, 2026-12-07): mean SEG on the
-    #: new modality 0.567 / 0.597 / 0.612 for 1.0 / 0.5 / 0; SEG on the 6 validation
-    #: images ``nuclei`` ships 0.668 / 0.630 / 0.461. Leaving one modality out on SEG
-    #: alone picks 0 for all four, 0.015 ahead of 0.5 (inside the run-to-run spread);
-    #: 0.5 keeps most of what the start model knew, so it is the default
+    #: Checked across the four modalities that start from ``nuclei``, three seeds (two
+    #: for 0) each (benchmarks/finetune_modalities.py, 2 frames, 120 s, 2026-12-07):
+    #: mean SEG on the new modality 0.567 / 0.599 / 0.612 for 1.0 / 0.5 / 0; SEG on the
+    #: 6 validation images ``nuclei`` ships 0.682 / 0.626 / 0.460. Leaving one modality
+    #: out on SEG alone picks 0 for all four, 0.013 ahead of 0.5 (inside the run-to-run
+    #: spread), and 0.5 over 1.0 for all four; 0.5 keeps most of what the start model
+    #: knew, so it is the default
     replay_fraction: float = 0.5
     #: training crop side: 128 px crops give 3-4x the steps per minute of 256 px ones at
     #: the same pixels per second (same benchmark)
