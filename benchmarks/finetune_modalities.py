@@ -299,14 +299,16 @@ def kept_version(path: Path) -> tuple[str, str, str, int, float]:
 def forgetting(keep: Path, out: Path) -> None:
     """SEG / F1 of every ``--keep`` version on its start model's shipped validation images
     (what the versions table shows as "did it forget what it knew?"), to ``out``."""
-    rows = {}
+    rows, images_of = {}, {}
     for path in sorted(keep.glob("*.safetensors")):
         base = kept_version(path)[1]
-        images = replay_data(load_model(base), "val")
-        if not images:
+        if base not in images_of:  # the start model's images and its own scores, once
+            images_of[base] = replay_data(load_model(base), "val")
+            if images_of[base]:
+                rows[base] = score(base, images_of[base])
+        if not images_of[base]:
             continue  # the start model ships no validation images
-        rows.setdefault(base, score(base, images))
-        rows[path.name] = score(path, images)
+        rows[path.name] = score(path, images_of[base])
         print(path.name, rows[path.name], flush=True)
     out.write_text(json.dumps(rows, indent=1))
 

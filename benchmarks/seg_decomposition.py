@@ -6,8 +6,9 @@ with the version's defaults, and three outlines are scored against the ground tr
 
 - ``actual``: the version's instances;
 - ``true_seeds``: one seed per true object (its deepest pixel) inside the version's
-  foreground, grown by a watershed on its seed map: the version's foreground with perfect
-  seeds, so what better seeding or splitting could reach;
+  foreground, grown by a watershed on its seed map (``instances.seed_map_of``): the
+  version's foreground with perfect seeds, so what better seeding or splitting could
+  reach;
 - ``true_foreground``: the version's objects grown over the true foreground (and cut to
   it): its own seeds and splits on a perfect foreground.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,7 @@ from finetune_modalities import MODALITIES, kept_version  # same folder: benchma
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
-from segloop.core.instances import instances_from_probabilities
+from segloop.core.instances import instances_from_probabilities, seed_map_of
 from segloop.core.metrics import seg_counts
 from segloop.core.modelio import load_model
 from segloop.core.passes import instance_settings
@@ -56,9 +58,14 @@ def deepest_pixels(labels: np.ndarray) -> np.ndarray:
 def decompose(path: Path, frames) -> dict:
     """The scores above for one version on its modality's scored frames."""
     bundle = load_model(path)
-    sums = {key: [0.0, 0] for key in ("actual", "true_seeds", "true_foreground")}
-    by_threshold = {t: [0.0, 0] for t in THRESHOLDS}
+    sums: dict = defaultdict(lambda: [0.0, 0])  # key -> [sum of Jaccards, true objects]
     hits = predicted = true = 0
+
+    def add(key, reference: np.ndarray, labels: np.ndarray) -> None:
+        jaccard, n_true = seg_counts(reference, labels)
+        sums[key][0] += jaccard
+        sums[key][1] += n_true
+
     for item in frames:
         result = segment(bundle, item.image)
         found, reference = result.instances, item.labels
@@ -66,29 +73,24 @@ def decompose(path: Path, frames) -> dict:
         hits += int((mask & truth).sum())
         predicted += int(mask.sum())
         true += int(truth.sum())
-        landscape = -(result.foreground if result.distance is None else result.distance)
+        landscape = -seed_map_of(result.probabilities, 0.0, result.distance)
         seeded = watershed(landscape, np.where(mask, deepest_pixels(reference), 0), mask=mask)
         grown = watershed(ndi.distance_transform_edt(~mask), np.where(truth, found, 0), mask=truth)
         for key, labels in (("actual", found), ("true_seeds", seeded), ("true_foreground", grown)):
-            jaccard, n_true = seg_counts(reference, labels)
-            sums[key][0] += jaccard
-            sums[key][1] += n_true
+            add(key, reference, labels)
         area_scale = 1.0 / result.scale_factors[0] ** 2
         for threshold in THRESHOLDS:
             settings = instance_settings(bundle, SegmentOptions(fg_threshold=threshold), area_scale)
             labels = instances_from_probabilities(
                 result.probabilities, **settings, distance=result.distance
             )
-            jaccard, n_true = seg_counts(reference, labels)
-            by_threshold[threshold][0] += jaccard
-            by_threshold[threshold][1] += n_true
-    row = {key: round(total / max(count, 1), 3) for key, (total, count) in sums.items()}
+            add(threshold, reference, labels)
+    seg = {key: round(total / max(count, 1), 3) for key, (total, count) in sums.items()}
+    row = {key: seg[key] for key in ("actual", "true_seeds", "true_foreground")}
     row["foreground_precision"] = round(hits / max(predicted, 1), 3)
     row["foreground_recall"] = round(hits / max(true, 1), 3)
     row["fg_threshold"] = bundle.postprocess["fg_threshold"]
-    row["seg_by_fg_threshold"] = {
-        str(t): round(total / max(count, 1), 3) for t, (total, count) in by_threshold.items()
-    }
+    row["seg_by_fg_threshold"] = {str(t): seg[t] for t in THRESHOLDS}
     return row
 
 
