@@ -149,3 +149,17 @@ def test_other_zips_are_refused_with_one_line(tmp_path, capsys, members, message
     assert main(["predict", "--model", str(path), "--out", str(tmp_path / "o"), str(path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_a_damaged_member_is_refused_with_one_line(tmp_path, capsys):
+    """A package whose model member fails its checksum (a flipped byte, not a cut file)."""
+    payload = b"SEGLOOP-PAYLOAD-" * 8
+    path = _zip(tmp_path / "damaged.zip", {"rdf.yaml": b"x.safetensors", "x.safetensors": payload})
+    raw = bytearray(path.read_bytes())
+    raw[raw.index(payload) + 5] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ModelFileError, match="damaged"):
+        read_header(path)
+    assert main(["info", str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "damaged" in err[0]

@@ -236,3 +236,62 @@ def test_a_diameter_in_micrometres_works_on_the_chunked_path(disk_model, big_ima
     assert len(np.unique(labels)) - 1 == len(np.unique(truth)) - 1
     record = read_tiff_provenance(tmp_path / "o" / "slide_labels.tif")
     assert abs(record["settings"]["diameter"] - model_diameter) < 0.05
+
+
+def test_writing_again_replaces_the_zarr_output_and_keeps_one_whole(
+    disk_model, big_image, tmp_path, monkeypatch
+):
+    """A second run over an older Zarr output renames the old one aside before moving
+    the new one in: when that move fails, the old output is put back, whole."""
+    from segloop import bigimage
+
+    path, _ = big_image
+    out = tmp_path / "out"
+    argv = ["predict", "--model", str(disk_model), "--chunk", "256", "--out-format", "zarr"]
+    assert main([*argv, "--out", str(out), str(path)]) == 0
+    first = sorted(p.name for p in out.iterdir())
+    old_labels = np.asarray(zarr.open_group(str(out / "slide_labels.zarr"), mode="r")["0"])
+    real_replace = bigimage.os.replace
+
+    def failing(source, target):  # os.replace is global: fail only the final move
+        if str(source).endswith("_labels.zarr.partial"):
+            raise OSError("disk full")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(bigimage.os, "replace", failing)
+    assert main([*argv, "--out", str(out), str(path)]) == 1
+    monkeypatch.setattr(bigimage.os, "replace", real_replace)
+    assert sorted(p.name for p in out.iterdir()) == first  # nothing aside, nothing partial
+    again = np.asarray(zarr.open_group(str(out / "slide_labels.zarr"), mode="r")["0"])
+    np.testing.assert_array_equal(again, old_labels)
+    assert main([*argv, "--out", str(out), str(path)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == first
+
+
+def test_a_level_the_zarr_does_not_have_is_one_clear_error(disk_model, tmp_path, capsys):
+    image, _ = grid_of_disks((300, 280))
+    store = tmp_path / "plain.zarr"
+    zarr.open_array(str(store), mode="w", shape=image.shape, dtype=image.dtype)[:] = image
+    argv = ["predict", "--model", str(disk_model), "--level", "3", "--out", str(tmp_path / "o")]
+    assert main([*argv, str(store)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 resolution level" in err[0] and "level 3" in err[0]
+
+
+def test_inputs_whose_outputs_would_share_a_name_are_refused(disk_model, tmp_path, capsys):
+    image, _ = grid_of_disks((300, 280))
+    tifffile.imwrite(tmp_path / "s.tif", image)
+    store = tmp_path / "s.ome.zarr"
+    zarr.open_array(str(store), mode="w", shape=image.shape, dtype=image.dtype)[:] = image
+    argv = ["predict", "--model", str(disk_model), "--out", str(tmp_path / "o")]
+    assert main([*argv, str(tmp_path / "s.tif"), str(store)]) == 1
+    assert "would collide" in capsys.readouterr().err
+
+
+def test_a_file_named_tif_that_is_no_tiff_names_the_file(disk_model, tmp_path, capsys):
+    fake = tmp_path / "fake.tif"
+    fake.write_bytes(b"this is not a tiff at all")
+    argv = ["predict", "--model", str(disk_model), "--out", str(tmp_path / "o"), str(fake)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fake.tif" in err[0]

@@ -410,3 +410,17 @@ def test_train_shift_augment_is_recorded_and_excludes_no_augment(folders, tmp_pa
     with pytest.raises(SystemExit):
         main([*base, "--epochs", "1", "--shift-augment", "--no-augment"])
     assert "not allowed with" in capsys.readouterr().err
+
+
+def test_train_diameter_takes_pixels_and_refuses_a_physical_length(folders, tmp_path, capsys):
+    from segloop.core.modelio import load_model
+
+    images, masks = folders
+    out = tmp_path / "d.safetensors"
+    base = ["train", "--images", str(images), "--masks", str(masks), "--out", str(out)]
+    assert main([*base, "--epochs", "1", "--crop", "48", "--diameter", "18px"]) == 0
+    assert load_model(out).metadata["diameter"] == 18.0
+    capsys.readouterr()
+    assert main([*base, "--epochs", "1", "--diameter", "12um"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "in pixels" in err[0] and "12um" in err[0]

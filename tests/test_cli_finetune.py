@@ -89,6 +89,15 @@ def test_project_add_refuses_mismatched_and_empty_labels(tmp_path, frames, capsy
     assert "empty" in capsys.readouterr().err
     assert main(["project", "add", "--project", project, str(image), str(labels), "--frames", "9"])
     assert "frame 9" in capsys.readouterr().err
+    rgb = tmp_path / "rgb.tif"
+    write_tiff(rgb, np.zeros((64, 64, 3), np.uint8))
+    assert main(["project", "add", "--project", project, str(rgb), str(rgb)]) == 1
+    assert "not RGB colours" in capsys.readouterr().err
+    nan = tmp_path / "nan.tif"
+    write_tiff(nan, np.full((64, 64), np.nan, np.float32))
+    write_tiff(small, np.ones((64, 64), np.uint16))
+    assert main(["project", "add", "--project", project, str(nan), str(small)]) == 1
+    assert "NaN" in capsys.readouterr().err
 
 
 def test_cli_and_widget_runs_give_the_same_version(tmp_path, base, frames, capsys):

@@ -214,11 +214,16 @@ def predict_files(
     :func:`segloop.batch_chunked.predict_chunked` (on the dask cluster's workers when
     ``dask`` is given); the others are read whole (one dask task per file).
     """
-    from .batch_chunked import predict_chunked, wants_chunked
+    from .batch_chunked import output_stem, predict_chunked, wants_chunked
 
     chunking = chunking or ChunkOptions()
+    if dask:  # the workers may run elsewhere, in another working directory
+        inputs = [Path(p).resolve() for p in inputs]
+        out_dir = Path(out_dir).resolve()
+        if Path(model).is_file():
+            model = Path(model).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    stems = [p.stem for p in inputs]
+    stems = [output_stem(p) for p in inputs]
     if len(set(stems)) != len(stems):
         raise ValueError("two inputs share a file name stem; their outputs would collide")
     chunked = [p for p in inputs if wants_chunked(p, chunking.chunk, chunking.out_format)]
@@ -237,19 +242,24 @@ def predict_files(
                 model, whole, out_dir, options, probabilities, client, progress, pixel_size
             )
         for path in chunked:
-            paths, _ = predict_chunked(
-                model,
-                path,
-                out_dir,
-                options,
-                chunking.out_format,
-                chunking.chunk,
-                chunking.halo,
-                pixel_size,
-                client,
-                progress,
-                chunking.level,
-            )
+            try:
+                paths, _ = predict_chunked(
+                    model,
+                    path,
+                    out_dir,
+                    options,
+                    chunking.out_format,
+                    chunking.chunk,
+                    chunking.halo,
+                    pixel_size,
+                    client,
+                    progress,
+                    chunking.level,
+                )
+            except ValueError as exc:  # name the file in a batch of many
+                if str(path) in str(exc) or path.name in str(exc):
+                    raise
+                raise ValueError(f"{path}: {exc}") from None
             written += paths
     finally:
         if client is not None:

@@ -254,6 +254,14 @@ def dask_windows(client, model: str, lazy: LazyImage, in_flight: int | None = No
 STREAM_STACK_PIXELS = 64 * 2**20
 
 
+def output_stem(path: str | Path) -> str:
+    """The name an input's outputs start with: the file name without its last suffix,
+    or a Zarr folder's name up to its first dot (``a.ome.zarr`` -> ``a``). The one rule
+    for naming outputs and for refusing inputs whose outputs would collide."""
+    path = Path(path)
+    return path.name.split(".")[0] if is_zarr_path(path) else path.stem
+
+
 def wants_chunked(path: Path, chunk: int, out_format: str) -> bool:
     """Chunked path for Zarr input or output, frames larger than ``chunk`` and long stacks."""
     if out_format == "zarr" or is_zarr_path(path):
@@ -262,8 +270,11 @@ def wants_chunked(path: Path, chunk: int, out_format: str) -> bool:
         return False
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
-        shape = tif.series[0].shape
+    try:
+        with tifffile.TiffFile(path) as tif:
+            shape = tif.series[0].shape
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError) as exc:
+        raise ValueError(f"{path}: not a readable TIFF image ({exc})") from None
     spatial = shape[:2] if len(shape) == 2 or shape[-1] in (3, 4) else shape[-2:]
     return max(spatial) > chunk or int(np.prod(shape)) > STREAM_STACK_PIXELS
 
@@ -298,7 +309,7 @@ def predict_chunked(
     size = pixel_size or lazy.pixel_size
     shape = (lazy.n_frames, lazy.height, lazy.width) if lazy.is_stack else (lazy.height, lazy.width)
     record = provenance(bundle, options, size, source=Path(path).name, chunk=chunk)
-    stem = Path(path).stem if not is_zarr_path(path) else Path(path).name.split(".")[0]
+    stem = output_stem(path)
     labels_path, classes_path = _targets(lazy, out_dir, stem, out_format)
     labels = ZarrLabels(labels_path, shape, size, record)
     classes = ZarrLabels(classes_path, shape, size, record, dtype=np.uint8)
@@ -352,7 +363,15 @@ def _pick_level(bundle, path, level, options: SegmentOptions, level0_size):
         diameter = options.diameter if isinstance(options.diameter, float) else None
         model_size = bundle.metadata.get("pixel_size_um")
         level = choose_level(path, bundle.diameter, diameter, model_size, level0_size)
-    scale = level_scales(path)[level] if is_zarr_path(path) else 1.0
+    scale = 1.0
+    if is_zarr_path(path):
+        scales = level_scales(path)
+        if not 0 <= int(level) < len(scales):
+            raise ValueError(
+                f"{path} has {len(scales)} resolution level(s) (0-{len(scales) - 1}), "
+                f"not level {level}"
+            )
+        scale = scales[int(level)]
     if isinstance(options.diameter, float) and scale != 1.0:
         options = replace(options, diameter=options.diameter / scale)
     return int(level), options

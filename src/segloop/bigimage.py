@@ -270,10 +270,24 @@ class ZarrLabels:
         return {"ome": ome, "segloop": record or {}}
 
     def finish(self) -> Path:
-        """Move the complete output into place (replacing an older one); returns it."""
+        """Move the complete output into place (replacing an older one); returns it.
+
+        The older output is first renamed aside, so that one complete result is on disk at
+        every moment (an interrupt cannot leave it half deleted); it is deleted last.
+        """
+        retired = None
         if self.target.exists():
-            shutil.rmtree(self.target)
-        os.replace(self.partial, self.target)
+            retired = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
+            shutil.rmtree(retired, ignore_errors=True)
+            os.replace(self.target, retired)
+        try:
+            os.replace(self.partial, self.target)
+        except BaseException:
+            if retired is not None:
+                os.replace(retired, self.target)
+            raise
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
         _register_label(self.target)
         return self.target
 

@@ -122,7 +122,9 @@ def cmd_evaluate(args) -> int:
 
     bundle = load_model(args.model)
     data = load_pairs(args.images, args.masks)
-    options = file_options(_segment_options(args), args.pixel_size, args.images)
+    options = _segment_options(args)
+    pixel_size = args.pixel_size or _common_pixel_size(args.images, args.masks, options)
+    options = file_options(options, pixel_size, args.images)
     report = run_to_end(evaluate_iter(bundle, data, options), ProgressPrinter())
     summary = report.summary()
     if args.json:
@@ -132,6 +134,26 @@ def cmd_evaluate(args) -> int:
         for key, value in summary.items():
             print(f"{key:>20}: {value:.4f}" if isinstance(value, float) else f"{key:>20}: {value}")
     return 0
+
+
+def _common_pixel_size(images, masks, options):
+    """The pixel size the evaluated images record, when a diameter has a length unit
+    (one ``--diameter`` for all of them, so they must agree)."""
+    from .core.datasets import pair_files
+    from .core.units import length_in_micrometres, read_pixel_size
+
+    diameter = options.diameter
+    if not isinstance(diameter, str) or diameter in ("auto", "native"):
+        return None
+    if length_in_micrometres(diameter) is None:
+        return None
+    sizes = {read_pixel_size(image) for image, _ in pair_files(images, masks)}
+    if len(sizes) > 1:
+        raise ValueError(
+            f"{images}: the images record different pixel sizes, so --diameter {diameter} "
+            "is not one size in pixels; give --pixel-size or a diameter in pixels"
+        )
+    return next(iter(sizes), None)
 
 
 def cmd_models(args) -> int:

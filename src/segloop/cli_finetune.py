@@ -23,11 +23,14 @@ def _project(folder: str, base_model: str | None = None):
 
 
 def cmd_project_add(args) -> int:
-    from .core.imageio import read_image, to_grayscale
+    from .core.imageio import read_image, to_grayscale, validate_image
     from .core.project import parse_frames
 
     image = read_image(args.image)
+    validate_image(image, str(args.image))
     labels = read_image(args.labels)
+    if labels.ndim == 3 and labels.shape[-1] in (3, 4):
+        raise ValueError(f"{args.labels}: labels must be a label image, not RGB colours")
     if labels.dtype.kind not in "iu" or labels.ndim not in (2, 3):
         raise ValueError(f"{args.labels}: labels must be a 2-D or (T, H, W) integer image")
     if image.ndim == labels.ndim + 1 and image.shape[:-1] == labels.shape:

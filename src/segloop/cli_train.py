@@ -17,9 +17,17 @@ from .core.recipe import DEFAULTS
 
 
 def _train_diameter(value: str) -> float | str | None:
+    from .core.units import parse_length
+
     if value in ("auto", "none"):
         return None if value == "none" else "auto"
-    return float(value)
+    number, unit = parse_length(value)
+    if unit is not None:
+        raise ValueError(
+            f"--diameter {value}: training takes the diameter in pixels (e.g. 18 or 18px), "
+            "not a physical length"
+        )
+    return number
 
 
 def _train_augment(args):

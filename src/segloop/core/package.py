@@ -13,6 +13,7 @@ import json
 import os
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,11 @@ def is_package(path: str | os.PathLike) -> bool:
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
     if info.file_size > limit:
         raise PackageError(f"{info.filename} in the package is too large ({info.file_size} B)")
-    with archive.open(info) as handle:
-        data = handle.read(limit + 1)
+    try:
+        with archive.open(info) as handle:
+            data = handle.read(limit + 1)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise PackageError(f"{info.filename} in the package is damaged ({exc})") from exc
     if len(data) > limit:
         raise PackageError(f"{info.filename} in the package is too large")
     return data
