@@ -72,6 +72,50 @@ def test_model_output_never_replaces_a_saved_correction(tmp_path):
         project.add_correction(image, labels, "x", origin="robot")
 
 
+def test_another_image_under_a_taken_name_is_a_new_correction(tmp_path):
+    """Plate B's 'image' never replaces plate A's 'image': same name, other pixels."""
+    project = Project(tmp_path / "p")
+    plate_a, labels_a = random_disks(0, shape=(64, 64))
+    plate_b, labels_b = random_disks(1, shape=(64, 64))
+    assert project.add_correction(plate_a, labels_a, "image") == "image"
+    assert project.add_correction(plate_b, labels_b, "image") == "image-2"
+    assert project.add_correction(plate_b, labels_a, "image") == "image-2"  # B, edited
+    assert project.correction_ids() == ["image", "image-2"]
+    loaded = {item.name: item for item in project.load_corrections()}
+    np.testing.assert_array_equal(loaded["image"].labels, labels_a)
+    np.testing.assert_array_equal(loaded["image-2"].image, plate_b)
+    assert project.history("image") == [] and len(project.history("image-2")) == 1
+
+
+def test_two_threads_saving_one_correction_keep_every_version(tmp_path):
+    """Save and Train may store the same frame at once: each write is whole and each
+    replaced version gets its own history entry."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    project = Project(tmp_path / "p")
+    image, labels = random_disks(0, shape=(64, 64))
+    versions = []
+    for n in range(8):
+        edited = labels.copy()
+        edited[n, :4] = 50 + n
+        versions.append(edited)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda lab: project.add_correction(image, lab, "frame"), versions))
+    assert project.correction_ids() == ["frame"]
+    kept = [read_image(path) for path in project.history("frame")]
+    kept.append(project.load_corrections()[0].labels)
+    assert len(kept) == 8
+    assert sorted(int(k[k >= 50].max()) for k in kept) == list(range(50, 58))
+
+
+def test_an_unreadable_version_file_is_never_replaced(tmp_path):
+    project = Project(tmp_path / "p")
+    (project.root / "models").mkdir(parents=True, exist_ok=True)
+    (project.root / "models" / "v3.safetensors").write_bytes(b"from a newer segloop")
+    assert project.versions() == []
+    assert project.next_version_path().name == "v4.safetensors"
+
+
 def test_parse_frames():
     assert parse_frames("all", 3) == [0, 1, 2]
     assert parse_frames("", 3) == [0, 1, 2]

@@ -213,3 +213,22 @@ def test_two_d_layer_has_no_counts_plot(count, qtbot, notes):
     run(qtbot, widget, "as_is")
     assert widget.plot.isHidden() and widget.export_plot() is None
     assert any("2-D + t" in message for _, message in notes)
+
+
+def test_running_again_keeps_an_edited_instances_layer(count, qtbot, notes):
+    """Run writes '<labels> instances' in place only while it holds Run's own output: a
+    layer the user painted in is kept, and the new result goes to a new layer."""
+    viewer, widget = count
+    viewer.add_labels((disks(TWO_TOUCHING, radius=15) > 0).astype(np.int32), name="blob")
+    run(qtbot, widget, "components")
+    layer = viewer.layers["blob instances"]
+    run(qtbot, widget, "watershed")  # unedited: updated in place
+    assert viewer.layers["blob instances"] is layer and len(viewer.layers) == 2
+    layer.selected_label = 7
+    layer.paint((5, 5), 7)  # the user's correction
+    edited = layer.data.copy()
+    run(qtbot, widget, "components")
+    assert np.array_equal(layer.data, edited), "the edited layer was overwritten"
+    new = viewer.layers["blob instances [1]"]
+    assert new.data.max() == 1 and widget.counted is new
+    assert any("holds your edits" in text for _, text in notes)

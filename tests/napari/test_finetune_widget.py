@@ -358,3 +358,21 @@ def test_resegmenting_and_retraining_never_lose_the_users_corrections(
     wait_idle(qtbot, segment)
     assert "cells instances [2]" not in viewer.layers
     assert not errors(notes), notes
+
+
+def test_save_is_off_while_training_and_train_waits_for_a_save(finetune, qtbot, notes):
+    """Train stores its own snapshot of the pairs; a Save pressed meanwhile would be
+    replaced by that older snapshot, so Save is off until Train ends, and Train is
+    refused while a Save is still storing."""
+    viewer, widget = finetune
+    widget.pairs.add_pair(*_pair(viewer))
+    job = widget.run()
+    assert job is not None and not widget.pairs.save_button.isEnabled()
+    wait_idle(qtbot, widget, timeout=60_000)
+    assert widget.pairs.save_button.isEnabled()
+    save = widget.save_corrections()
+    assert save is not None and not widget.pairs.save_button.isEnabled()
+    assert widget.run() is None
+    assert any("being saved" in message for _, message in notes), notes
+    qtbot.waitUntil(lambda: widget._save_job is None, timeout=20_000)
+    assert widget.pairs.save_button.isEnabled()

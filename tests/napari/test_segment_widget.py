@@ -366,3 +366,22 @@ def test_used_line_says_native_scale_when_nothing_was_rescaled():
     assert _diameter_text([18.0, 18.0], [1.0, 1.0]) == "native scale"  # the model's size
     assert _diameter_text([36.0, 30.0, 40.0], [0.5, 0.6, 0.45]) == "object diameter 36 px"
     assert _diameter_text([None], [1.0]) == "native scale"
+
+
+def test_a_frame_run_never_replaces_an_edited_layer_of_another_shape(segment, qtbot, notes):
+    """'movie instances' left from another 'movie' (5 frames, edited in frame 4): a
+    current-frame run on a new 3-frame 'movie' would replace the whole stack, so the old
+    layer is kept and the result goes to a new layer (no IndexError on frame 4 either)."""
+    viewer, widget = segment
+    old = np.zeros((5, 96, 96), np.int32)
+    old[4, 10:20, 10:20] = 3  # the user's painting, never written by Segment
+    viewer.add_labels(old, name="movie instances")
+    stack = np.stack([noisy_image(disks(THREE_DISKS), seed=t) for t in range(3)])
+    viewer.add_image(stack, name="movie")
+    viewer.dims.set_current_step(0, 1)
+    widget.scope_combo.setCurrentText("current frame")
+    widget.run()
+    wait_idle(qtbot, widget)
+    np.testing.assert_array_equal(viewer.layers["movie instances"].data, old)
+    assert viewer.layers["movie instances [1]"].data.shape == (3, 96, 96)
+    assert not errors(notes), notes

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,6 +48,18 @@ def _now() -> str:
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(data, indent=1, default=str))
+
+
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _root_lock(root: Path) -> threading.Lock:
+    """One lock per project folder: two threads (Save and Train) store corrections one
+    after the other, so neither replaces the other's newer files or history number."""
+    key = str(root.resolve())
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, threading.Lock())
 
 
 class Project:
@@ -81,11 +94,14 @@ class Project:
     ) -> str | None:
         """Store a corrected 2-D frame; returns its id, or None when it was not stored.
 
-        Saving an id again replaces it (re-correcting a frame never duplicates it) and
-        keeps the earlier files in ``corrections/history/<id>/``; saving the same
-        content again changes nothing. A model's unedited output (``origin="model"``)
-        never replaces a correction the user saved (it returns None and the saved one
-        stays); it may replace an earlier model output that was saved as it was.
+        Saving an id again with the same image replaces it (re-correcting a frame never
+        duplicates it) and keeps the earlier files in ``corrections/history/<id>/``;
+        saving the same content again changes nothing. Another image under a name
+        already taken is stored as a new correction (``<id>-2``, ``<id>-3``...), never
+        in its place. A model's unedited output (``origin="model"``) never replaces a
+        correction the user saved (it returns None and the saved one stays); it may
+        replace an earlier model output that was saved as it was. Two threads store
+        corrections of one project one after the other.
         """
         if origin not in ORIGINS:
             raise ValueError(f"correction '{name}': origin must be one of {ORIGINS}")
@@ -96,8 +112,16 @@ class Project:
             )
         if not labels.any():
             raise ValueError(f"correction '{name}': the labels are empty")
-        ident = correction_id(name, frame)
+        with _root_lock(self.root):
+            return self._store(image, labels, name, source, frame, model_version, sparse, origin)
+
+    def _store(self, image, labels, name, source, frame, model_version, sparse, origin):
+        base = ident = correction_id(name, frame)
         folder = self.root / "corrections"
+        number = 1
+        while (folder / f"{ident}.json").exists() and not self._same_image(ident, image):
+            number += 1
+            ident = f"{base}-{number}"
         if (folder / f"{ident}.json").exists():
             saved = self.correction_info(ident)
             if origin == "model" and saved.get("origin", "user") == "user":
@@ -120,6 +144,17 @@ class Project:
             },
         )
         return ident
+
+    def _same_image(self, ident: str, image: np.ndarray) -> bool:
+        """The saved correction ``ident`` was drawn on this very image."""
+        try:
+            saved = read_image(self.root / "corrections" / f"{ident}.tif")
+        except (OSError, ValueError):
+            return True  # unreadable: replace it (its files go to the history first)
+        image = np.asarray(image)
+        if saved.shape != image.shape:
+            return False
+        return np.array_equal(saved, image.astype(saved.dtype, copy=False))
 
     def _unchanged(self, ident: str, image: np.ndarray, labels: np.ndarray) -> bool:
         """The saved correction ``ident`` holds exactly this image and these labels."""
@@ -178,10 +213,16 @@ class Project:
         return list_versions(self.root / "models")
 
     def next_version_path(self) -> Path:
-        versions = self.versions()
-        return (
-            self.root / "models" / f"v{(versions[-1].version if versions else 0) + 1}.safetensors"
-        )
+        """Path of the next version: one number above every ``v<N>.safetensors`` file in
+        ``models/``, readable or not (a file this version cannot read is never replaced)."""
+        from .versions import VERSION_NAME
+
+        numbers = [
+            int(match.group(1))
+            for path in (self.root / "models").glob("v*.safetensors")
+            if (match := VERSION_NAME.fullmatch(path.name))
+        ]
+        return self.root / "models" / f"v{max(numbers, default=0) + 1}.safetensors"
 
 
 def correction_id(name: str, frame: int | None = None) -> str:

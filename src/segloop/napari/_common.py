@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from . import adapters
+from . import adapters, edits
 from ._notify import show_error, show_info, show_warning
 from ._stager import Stager
 from .workers import Job, Outcome
@@ -111,6 +111,34 @@ def same_layer(first: object, second: object) -> bool:
     ``==`` compares the wrapped objects (layers define no ``__eq__`` of their own).
     """
     return first is not None and second is not None and first == second
+
+
+def writable_labels_name(
+    viewer: napari.Viewer, name: str, shape: tuple[int, ...], frame: int | None = None
+) -> str:
+    """``name``, or ``name [k]`` when that Labels layer holds user edits that writing a
+    result of ``shape`` (one ``frame`` of it, or all of it) would replace: the first
+    candidate that is free or only holds a model's unedited output there.
+
+    A layer of another shape would be replaced whole, so then every frame must be free
+    of edits, not only ``frame``.
+    """
+    from napari.layers import Labels
+
+    candidate, index = name, 0
+    while True:
+        existing = adapters.find_layer(viewer, candidate)
+        if existing is None or not isinstance(existing, Labels):
+            break
+        same_shape = tuple(existing.data.shape) == tuple(shape)
+        frames = [frame] if frame is not None and same_shape else None
+        if not edits.has_user_edits(existing, frames):
+            break
+        index += 1
+        candidate = f"{name} [{index}]"
+    if candidate != name:
+        show_info(f"'{name}' holds your edits, so it was kept; the new result is '{candidate}'.")
+    return candidate
 
 
 def _index_of(entries: list, item: object) -> int:

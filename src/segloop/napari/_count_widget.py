@@ -19,8 +19,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from . import adapters, count_adapters
-from ._common import JobWidget, LayerCombo, same_layer
+from . import adapters, count_adapters, edits
+from ._common import JobWidget, LayerCombo, same_layer, writable_labels_name
 from ._count_plot import CountsPlot
 from ._count_table import CountsTableModel, counts_view
 from ._notify import show_info, show_warning
@@ -163,12 +163,13 @@ class CountWidget(JobWidget):
 
     def job_done(self, outcome: Outcome) -> None:
         source, method = self._request
+        instances, digests = outcome.value
         if method == "as_is":
             layer = source
         else:
-            layer = self.show_layer(
-                f"{source.name} instances", outcome.value, "labels", like=source, lazy_overlays=True
-            )
+            name = writable_labels_name(self.viewer, f"{source.name} instances", instances.shape)
+            layer = self.show_layer(name, instances, "labels", like=source, lazy_overlays=True)
+            edits.record_written(layer, digests, replace=True)
         self._intensity = self.intensity_combo.layer()
         self.track(layer)
         self.recount()

@@ -166,7 +166,7 @@ class FinetuneWidget(JobWidget):
 
     def _saved(self, outcome: Outcome) -> None:
         self._save_job = None
-        self.pairs.save_button.setEnabled(True)
+        self.pairs.save_button.setEnabled(not self.running)
         if outcome.error is not None:
             if not outcome.crashed:
                 self.report_error(outcome.error)
@@ -182,6 +182,8 @@ class FinetuneWidget(JobWidget):
     def make_job(self, **callbacks) -> TrainJob:
         """Snapshot the pairs and the options (GUI thread); saving and training run in
         the worker."""
+        if self._save_job is not None:  # its older snapshot must not land after Train's
+            raise adapters.UserError("Corrections are being saved; press Train again in a moment.")
         self.options.refresh_models(self.versions)
         request = self.options.request(self.pairs.folder())
         if self.pairs.pairs:
@@ -202,6 +204,12 @@ class FinetuneWidget(JobWidget):
         self._events = {"start": time.monotonic(), "minutes": request.minutes, "trained": False}
         self.time_label.setText("")
         return TrainJob(request, on_event=self._on_event, on_done=callbacks["on_done"])
+
+    def _set_running(self, running: bool) -> None:
+        """Save stays off while a Train runs: Train stores its own snapshot of the pairs,
+        and a newer save must not be replaced by it."""
+        super()._set_running(running)
+        self.pairs.save_button.setEnabled(not running and self._save_job is None)
 
     def _on_event(self, event: Progress) -> None:
         data = event.data or {}

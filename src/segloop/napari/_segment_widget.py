@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
 )
 
 from . import adapters, edits, lazy_segment
-from ._common import JobWidget, LayerCombo
+from ._common import JobWidget, LayerCombo, writable_labels_name
 from ._notify import show_info
 from ._result_layers import (  # noqa: F401 - the styles are part of this module's API
     DISTANCE_STYLE,
@@ -271,8 +271,6 @@ class SegmentWidget(JobWidget):
 
     def _lazy_job(self, layer: Image, **callbacks) -> Job:
         """A multiscale, dask/zarr or very large layer: chunk by chunk into a Zarr."""
-        from segloop.core.segment import SegmentOptions
-
         if not self.model_ref():
             raise adapters.UserError(
                 "No model picked: choose a shipped model or 'Load model file…'."
@@ -281,13 +279,13 @@ class SegmentWidget(JobWidget):
             lazy = lazy_segment.lazy_image_of(layer)
         except ImportError as exc:
             raise adapters.UserError(f"Large images need zarr: {exc}") from None
-        options = SegmentOptions(
-            tile=self._tile(),
-            device=self.device_combo.currentText(),
-            diameter=self.diameter_choice(),
-            min_size=None if self.min_size_spin.value() < 0 else self.min_size_spin.value(),
-            tta=TTA_MODES[self.tta_combo.currentText()],
-        )
+        options = {  # SegmentOptions fields, built in the worker (it imports torch)
+            "tile": self._tile(),
+            "device": self.device_combo.currentText(),
+            "diameter": self.diameter_choice(),
+            "min_size": None if self.min_size_spin.value() < 0 else self.min_size_spin.value(),
+            "tta": TTA_MODES[self.tta_combo.currentText()],
+        }
         target = lazy_segment.results_path(layer.name, self.results_folder)
         self._target = (layer, None, self.model_ref())
         return Job(
@@ -344,10 +342,10 @@ class SegmentWidget(JobWidget):
         """Add or update one result layer (one event-loop turn)."""
         suffix, kind, data, style = output.suffix, output.kind, output.data, output.style
         name = f"{layer.name} {suffix}"
+        shape = data.shape if frame is None else (layer.data.shape[0], *data.shape)
         if kind == "labels":
-            name = self._writable_labels_name(name, frame)
+            name = writable_labels_name(self.viewer, name, shape, frame)
         if frame is not None:
-            shape = (layer.data.shape[0], *data.shape)
             data = adapters.frame_into(self.viewer, name, kind, data, frame, shape)
         # a new Labels layer's painting overlays are built when a paint tool needs them
         out = self.show_layer(
@@ -394,27 +392,6 @@ class SegmentWidget(JobWidget):
                 f"Tile size {tile} px is too small: use at least 16 px, or 0 for the model default."
             )
         return tile
-
-    def _writable_labels_name(self, name: str, frame: int | None) -> str:
-        """``name``, or ``name [k]`` when that layer holds user edits in the frames this
-        run replaces: the first candidate that is free or only holds model output."""
-        from napari.layers import Labels
-
-        frames = None if frame is None else [frame]
-        candidate, index = name, 0
-        while True:
-            existing = adapters.find_layer(self.viewer, candidate)
-            if existing is None or not isinstance(existing, Labels):
-                break
-            if not edits.has_user_edits(existing, frames):
-                break
-            index += 1
-            candidate = f"{name} [{index}]"
-        if candidate != name:
-            show_info(
-                f"'{name}' holds your edits, so it was kept; the new result is '{candidate}'."
-            )
-        return candidate
 
 
 def _diameter_text(diameters: list, factors: list[float] | None = None) -> str:

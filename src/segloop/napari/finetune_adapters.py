@@ -132,6 +132,11 @@ def pair_corrections(
         if not frame_labels.any():
             skipped.append(-1 if frame is None else frame)
             continue
+        if frame_labels.max() > np.iinfo(np.int32).max:
+            raise UserError(
+                f"Labels '{labels.name}' hold ids above {np.iinfo(np.int32).max}: relabel "
+                "them first (Count with 'connected components' numbers them from 1)."
+            )
         pixels = image_data(image, frame)
         out.append(
             Correction(

@@ -93,13 +93,20 @@ def lazy_segment_run(
     chunk: int = 2048,
     should_stop: StopCheck = None,
 ) -> Generator[Progress, None, LazyOutput]:
-    """Load the model, segment ``lazy`` chunk by chunk into the OME-Zarr ``target``."""
+    """Load the model, segment ``lazy`` chunk by chunk into the OME-Zarr ``target``.
+
+    ``options`` is a ``SegmentOptions`` or a dict of its fields: a dict lets the GUI
+    thread hand them over without importing the core's torch-backed modules.
+    """
     from segloop.batch_chunked import segment_lazy_iter
     from segloop.bigimage import ZarrLabels
     from segloop.core.provenance import provenance
+    from segloop.core.segment import SegmentOptions
 
     from .adapters import load_bundle
 
+    if isinstance(options, dict):
+        options = SegmentOptions(**options)
     start = time.perf_counter()
     yield Progress("load model", 0, 1, f"loading {Path(model).name}")
     bundle = load_bundle(model)

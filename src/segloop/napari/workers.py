@@ -67,7 +67,26 @@ def _guarded(
         return Outcome(error=f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
     except MemoryError:
         return Outcome(error="Not enough memory for this run: use a smaller image or tile size.")
+    except RuntimeError as exc:
+        if not _out_of_device_memory(exc):
+            raise  # a bug: napari shows it with its traceback
+        log.warning("segloop job ran out of device memory", exc_info=True)
+        return Outcome(
+            error="Not enough GPU memory for this run: use a smaller tile size, batch or "
+            "crop, or pick the CPU device."
+        )
     return Outcome(value)
+
+
+def _out_of_device_memory(exc: RuntimeError) -> bool:
+    """A CUDA or MPS out-of-memory error (torch raises it as a RuntimeError subclass)."""
+    import sys
+
+    torch = sys.modules.get("torch")  # only set when a job imported it
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return "out of memory" in str(exc).lower()
 
 
 class ProgressTracker:
@@ -205,9 +224,18 @@ def weight_map_job(labels: np.ndarray, w0: float, sigma: float, **callbacks: Any
 def instances_job(
     labels: np.ndarray, method: str, min_size: int, min_distance: int, **callbacks: Any
 ) -> Job:
-    """Job turning ``labels`` into instance labels with ``method`` (not started)."""
+    """Job turning ``labels`` into instance labels with ``method`` (not started); its
+    value is ``(instances, digests)``, the digests of every frame it wrote (computed in
+    the worker, for :func:`segloop.napari.edits.record_written`)."""
     labels = np.array(labels, copy=True)
-    return Job(adapters.instances_run, labels, method, min_size, min_distance, **callbacks)
+    return Job(_instances_with_digests, labels, method, min_size, min_distance, **callbacks)
+
+
+def _instances_with_digests(labels, method, min_size, min_distance, should_stop=None):
+    from .edits import frame_digests
+
+    out = yield from adapters.instances_run(labels, method, min_size, min_distance, should_stop)
+    return out, frame_digests(out)
 
 
 class TrainJob(Job):
