@@ -26,6 +26,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,10 @@ CONFIGS: dict[str, dict] = {
     # start model's diameter (not beyond their own size) instead of at its diameter
     # (with the replay of the day it ran)
     "d2x": {"start_diameter_times": 2.0, "replay_fraction": 1.0},
+    # the default with zoom augmentation (each crop resized 0.7-1.4x, log-uniform), so
+    # that two corrected frames also teach cells a little larger and smaller than theirs
+    "zoom": {"zoom": (0.7, 1.4)},
+    "zoom-seed1": {"zoom": (0.7, 1.4), "seed": 1},
 }
 
 
@@ -209,12 +214,16 @@ def run_one(
         wanted = min(times * load_model(base).diameter, measured)
         options["target_diameter"] = None if measured <= NATIVE_RANGE[1] else float(wanted)
     tune_on_training = options.pop("tune_on_training", DEFAULTS.tune_on_training)
+    zoom = options.pop("zoom", None)
     with tempfile.TemporaryDirectory() as tmp:
         project = Project(Path(tmp) / "project", base_model=base)
         for item in corrected:
             project.add_correction(item.image, item.labels, item.name)
         request = build_request(base, minutes=budget / 60, **options)
         request.score_base = False
+        if zoom is not None:
+            augment = replace(request.config.augment, scale_range=zoom)
+            request.config = replace(request.config, augment=augment)
         request.tune_on_training = tune_on_training
         start = time.monotonic()
         result = run_to_end(finetune_iter(project, request))
