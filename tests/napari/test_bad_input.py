@@ -29,6 +29,8 @@ def _assert_unchanged(viewer, before: dict) -> None:
         ("nan image", np.full((64, 64), np.nan, np.float32), "NaN"),
         ("tiny image", np.ones((4, 4), np.float32), "too small"),
         ("two channels", np.ones((64, 64, 2), np.float32), "channels"),
+        # over adapters.CHECK_NOW_VALUES: checked in the worker, not the GUI thread
+        ("big nan stack", np.full((2, 2048, 2100), np.nan, np.float32), "NaN"),
     ],
 )
 def test_segment_refuses_bad_images_naming_the_layer(

@@ -246,7 +246,7 @@ class SegmentWidget(JobWidget):
         frame = None
         if adapters.is_stack(layer) and self.scope_combo.currentText() == SCOPES[0]:
             frame = adapters.current_frame(self.viewer, layer)
-        data = adapters.image_data(layer, frame)
+        data = adapters.image_data(layer, frame, check_large=False)
         if not self.model_ref():
             raise adapters.UserError(
                 "No model picked: choose a shipped model or 'Load model file…'."
@@ -261,6 +261,7 @@ class SegmentWidget(JobWidget):
             tta=TTA_MODES[self.tta_combo.currentText()],
             uncertainty=self.uncertainty_check.isChecked(),
             unknown_threshold=self.unknown_spin.value(),
+            name=layer.name,
         )
         self._target = (layer, frame, self.model_ref())
         self._settings = {

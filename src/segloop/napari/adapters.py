@@ -57,11 +57,20 @@ class UserError(ValueError):
 # --------------------------------------------------------------------------- layers
 
 
-def image_data(layer: Image | None, frame: int | None = None) -> np.ndarray:
+#: Images up to this many values are checked for NaN etc. in the GUI thread (a few ms);
+#: larger ones by the worker (``check_large=False``), whose core checks give the message.
+CHECK_NOW_VALUES = 8 * 1024 * 1024
+
+
+def image_data(
+    layer: Image | None, frame: int | None = None, check_large: bool = True
+) -> np.ndarray:
     """Pixel data of an Image layer (or of one frame of it), checked by the core image rules.
 
     Accepts (H, W), (H, W, 3|4) RGB(A), (T, H, W) and (T, H, W, 3|4). With ``frame`` only
-    that frame of a stack is read (lazy arrays stay lazy for the other frames).
+    that frame of a stack is read (lazy arrays stay lazy for the other frames). With
+    ``check_large`` False, the values of an image over :data:`CHECK_NOW_VALUES` are not
+    scanned here (a worker checks them), so the GUI thread does not stall on a big stack.
 
     Raises
     ------
@@ -80,6 +89,8 @@ def image_data(layer: Image | None, frame: int | None = None) -> np.ndarray:
             f"Image layer '{layer.name}' has shape {data.shape}: its last axis looks like colour "
             "channels but the layer is not RGB; re-open it as RGB or split the channels."
         )
+    if not check_large and data.size > CHECK_NOW_VALUES:
+        return data
     try:
         imageio.validate_image(data, name=f"Image layer '{layer.name}'")
     except ValueError as exc:
@@ -244,6 +255,8 @@ class SegmentRequest:
     uncertainty: bool = False
     unknown_threshold: float = 0.0
     tta: bool | None = None  # None: the model's default
+    #: the Image layer's name, for messages about its pixels
+    name: str = "image"
 
 
 @dataclass

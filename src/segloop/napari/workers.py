@@ -80,8 +80,6 @@ def _guarded(
 
 def _out_of_device_memory(exc: RuntimeError) -> bool:
     """A CUDA or MPS out-of-memory error (torch raises it as a RuntimeError subclass)."""
-    import sys
-
     torch = sys.modules.get("torch")  # only set when a job imported it
     oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
     if oom is not None and isinstance(exc, oom):
@@ -197,17 +195,22 @@ class Job:
 
 def segment_job(request: adapters.SegmentRequest, **callbacks: Any) -> Job:
     """Job that loads the model, segments ``request.image`` and prepares the result
-    layers' data (``SegmentOutput.layers``), all in the worker thread (not started)."""
-    request = replace(request, image=np.array(request.image, copy=True))
+    layers' data (``SegmentOutput.layers``), all in the worker thread (not started).
+    The image is copied there too (a big stack takes the GUI thread hundreds of ms)."""
     return Job(_segment_for_layers, request, **callbacks)
 
 
 def _segment_for_layers(
     request: adapters.SegmentRequest, should_stop: Callable[[], bool] | None = None
 ) -> Generator[Progress, None, adapters.SegmentOutput]:
+    from segloop.core.imageio import validate_image
+
     from ._preload import preload_torch
     from ._result_layers import segment_outputs
 
+    request = replace(request, image=np.array(request.image, copy=True))
+    # a big image's values were not scanned in the GUI thread (adapters.image_data)
+    validate_image(request.image, name=f"Image layer '{request.name}'")
     if "torch" not in sys.modules:  # the first run: import torch without stalling the GUI
         yield Progress("load model", 0, 1, "starting torch")
         preload_torch()
