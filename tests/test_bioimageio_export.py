@@ -163,3 +163,16 @@ def test_a_damaged_member_is_refused_with_one_line(tmp_path, capsys):
     assert main(["info", str(path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "damaged" in err[0]
+
+
+def test_a_package_that_fails_validation_never_replaces_the_old_one(tmp_path, capsys, monkeypatch):
+    import segloop.bioimageio_export as export
+
+    out = tmp_path / "model.zip"
+    out.write_bytes(b"the package of an earlier export")
+    monkeypatch.setattr(export, "validate_package", lambda path: "failed: inputs.0: bad axes")
+    assert main(["export", "nuclei", "--format", "bioimageio", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "validation failed" in err[0]
+    assert out.read_bytes() == b"the package of an earlier export"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.zip"]  # no temporary file left

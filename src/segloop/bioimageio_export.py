@@ -415,15 +415,18 @@ def export_bioimageio(
     authors = authors or ["napari-segloop developers"]
     rdf = _rdf(bundle, files, authors, license_id, root)
     files = {"rdf.yaml": (to_yaml(rdf) + "\n").encode(), **files}
-    with atomic_output(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-        stamp = datetime.now().timetuple()[:6]
-        for name, data in files.items():
-            info = zipfile.ZipInfo(name, date_time=stamp)
-            info.external_attr, info.compress_type = 0o644 << 16, zipfile.ZIP_DEFLATED
-            archive.writestr(info, data)
     report = ExportReport(out, {k: len(v) for k, v in files.items()}, weights, difference)
-    if validate:
-        report.validation = validate_package(out)
+    with atomic_output(out, suffix=".zip") as tmp:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+            stamp = datetime.now().timetuple()[:6]
+            for name, data in files.items():
+                info = zipfile.ZipInfo(name, date_time=stamp)
+                info.external_attr, info.compress_type = 0o644 << 16, zipfile.ZIP_DEFLATED
+                archive.writestr(info, data)
+        if validate:  # before the move: a package that fails never replaces ``out``
+            report.validation = validate_package(tmp)
+            if report.validation is not None and report.validation.startswith("failed"):
+                raise ExportError(f"{out}: bioimageio.spec validation {report.validation}")
     return report
 
 
@@ -465,8 +468,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     report = export_bioimageio(
         args.model, args.out, args.sample, args.author, args.license, not args.no_validate
     )
-    if report.validation is not None and report.validation.startswith("failed"):
-        raise ExportError(f"{report.path}: bioimageio.spec validation {report.validation}")
     summary = {
         "package": str(report.path),
         "bytes": report.size,
