@@ -118,16 +118,19 @@ class Project:
     def _store(self, image, labels, name, source, frame, model_version, sparse, origin):
         base = ident = correction_id(name, frame)
         folder = self.root / "corrections"
-        number = 1
-        while (folder / f"{ident}.json").exists() and not self._same_image(ident, image):
+        number, same = 1, None
+        while (folder / f"{ident}.json").exists():
+            same = self._same_image(ident, image)
+            if same is not False:
+                break
             number += 1
             ident = f"{base}-{number}"
         if (folder / f"{ident}.json").exists():
             saved = self.correction_info(ident)
             if origin == "model" and saved.get("origin", "user") == "user":
                 return None  # the user's correction stays
-            if saved.get("sparse") == sparse and self._unchanged(ident, image, labels):
-                return ident
+            if same and saved.get("sparse") == sparse and self._same_labels(ident, labels):
+                return ident  # same image (read above) and same labels: nothing new
             self._archive(ident)
         write_tiff(folder / f"{ident}.tif", np.asarray(image))
         write_tiff(folder / f"{ident}_labels.tif", np.asarray(labels).astype(np.int32))
@@ -145,27 +148,25 @@ class Project:
         )
         return ident
 
-    def _same_image(self, ident: str, image: np.ndarray) -> bool:
-        """The saved correction ``ident`` was drawn on this very image."""
+    def _same_image(self, ident: str, image: np.ndarray) -> bool | None:
+        """Whether the saved correction ``ident`` was drawn on this very image; None when
+        its image cannot be read (it is then replaced, its files kept in the history)."""
         try:
             saved = read_image(self.root / "corrections" / f"{ident}.tif")
         except (OSError, ValueError):
-            return True  # unreadable: replace it (its files go to the history first)
+            return None
         image = np.asarray(image)
         if saved.shape != image.shape:
             return False
         return np.array_equal(saved, image.astype(saved.dtype, copy=False))
 
-    def _unchanged(self, ident: str, image: np.ndarray, labels: np.ndarray) -> bool:
-        """The saved correction ``ident`` holds exactly this image and these labels."""
-        folder = self.root / "corrections"
+    def _same_labels(self, ident: str, labels: np.ndarray) -> bool:
+        """The saved correction ``ident`` holds exactly these labels."""
         try:
-            saved_labels = read_image(folder / f"{ident}_labels.tif")
-            if not np.array_equal(saved_labels, labels):
-                return False
-            return np.array_equal(read_image(folder / f"{ident}.tif"), np.asarray(image))
+            saved = read_image(self.root / "corrections" / f"{ident}_labels.tif")
         except (OSError, ValueError):
             return False
+        return np.array_equal(saved, labels)
 
     def _archive(self, ident: str) -> None:
         """Copy the current files of correction ``ident`` into its history folder."""
