@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -47,6 +49,73 @@ def test_resaving_a_correction_keeps_the_old_files_in_history(tmp_path):
     np.testing.assert_array_equal(read_image(history[0]), labels)
     np.testing.assert_array_equal(read_image(history[1]), edited)
     np.testing.assert_array_equal(project.load_corrections()[0].labels, labels)
+
+
+class _Crash(Exception):
+    """Stands for the process dying in the middle of a save."""
+
+
+def _edited(labels):
+    edited = labels.copy()
+    edited[:8, :8] = labels.max() + 1
+    return edited
+
+
+def test_a_save_that_dies_before_its_commit_leaves_the_old_set(tmp_path, monkeypatch):
+    import segloop.core.project as project_module
+
+    project = Project(tmp_path / "p")
+    image, labels = random_disks(0, shape=(64, 64))
+    project.add_correction(image, labels, "frame", origin="model")
+    real_write_json = project_module._write_json
+
+    def dies_at_commit(path, data):
+        if path.name == project_module.COMMIT_MARKER:
+            raise _Crash
+        real_write_json(path, data)
+
+    monkeypatch.setattr(project_module, "_write_json", dies_at_commit)
+    with pytest.raises(_Crash):
+        project.add_correction(image, _edited(labels), "frame")
+    monkeypatch.setattr(project_module, "_write_json", real_write_json)
+    monkeypatch.setattr(project_module, "PENDING_GRACE_S", 0.0)
+    reopened = Project(tmp_path / "p")
+    np.testing.assert_array_equal(reopened.load_corrections()[0].labels, labels)
+    assert reopened.correction_info("frame")["origin"] == "model"
+    assert not any((tmp_path / "p" / "corrections" / ".pending").iterdir())
+
+
+def test_a_save_that_dies_while_moving_its_files_is_finished_on_reopening(tmp_path, monkeypatch):
+    import segloop.core.project as project_module
+
+    project = Project(tmp_path / "p")
+    image, labels = random_disks(0, shape=(64, 64))
+    project.add_correction(image, labels, "frame", origin="model")
+    real_replace, moves = project_module.os.replace, []
+
+    def dies_after_one_move(source, target):
+        if Path(target).parent.name == "corrections" and Path(source).parent.parent.name == (
+            project_module.PENDING
+        ):
+            if moves:
+                raise _Crash
+            moves.append(target)
+        real_replace(source, target)
+
+    monkeypatch.setattr(project_module.os, "replace", dies_after_one_move)
+    edited = _edited(labels)
+    with pytest.raises(_Crash):
+        project.add_correction(image, edited, "frame")
+    monkeypatch.setattr(project_module.os, "replace", real_replace)
+    # the labels on disk are still the old ones, and the record still says "model"
+    assert project.correction_info("frame")["origin"] == "model"
+    reopened = Project(tmp_path / "p")  # what the next napari or CLI session does
+    np.testing.assert_array_equal(reopened.load_corrections()[0].labels, edited)
+    assert reopened.correction_info("frame")["origin"] == "user"
+    np.testing.assert_array_equal(read_image(reopened.history("frame")[0]), labels)
+    assert not any((tmp_path / "p" / "corrections" / ".pending").iterdir())
+    # a model's output can no longer replace the user's edits
+    assert reopened.add_correction(image, labels, "frame", origin="model") is None
 
 
 def test_model_output_never_replaces_a_saved_correction(tmp_path):

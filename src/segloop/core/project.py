@@ -11,19 +11,26 @@ Layout (everything written atomically, nothing ever overwritten in place)::
                                            model's output accepted as it was)
     <project>/corrections/history/<id>/<n>{.tif,_labels.tif,.json}
                                            every earlier file of a correction, oldest first
+    <project>/corrections/.pending/<id>/   a new set of the three files while it is stored
     <project>/models/v<N>.safetensors      trained versions (see segloop.core.finetune)
 
 A correction is the user's work: saving the same id again keeps the old files in
 ``history/``, and a model's unedited output (``origin="model"``) never replaces a saved
-correction. Training runs live in :mod:`segloop.core.finetune`.
+correction. The three files of a correction are replaced as one set: they are first
+written to ``.pending/<id>/``, a ``COMMIT`` marker is written, and only then are they moved
+into place. A run that dies before the marker leaves the old set as it was; one that dies
+after it is finished when the project is next opened. Training runs live in
+:mod:`segloop.core.finetune`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +46,13 @@ if TYPE_CHECKING:
 
 #: ``origin`` of a correction: labels the user edited, or a model's output kept as is.
 ORIGINS = ("user", "model")
+#: The files of one correction, in the order they are moved into place (the JSON last:
+#: it is what lists the correction).
+CORRECTION_SUFFIXES = (".tif", "_labels.tif", ".json")
+PENDING = ".pending"
+COMMIT_MARKER = "COMMIT"
+#: An uncommitted set this old (seconds) is left over from a run that died.
+PENDING_GRACE_S = 600.0
 
 
 def _now() -> str:
@@ -75,6 +89,8 @@ class Project:
             info = {**info, "base_model": base_model, "created": info.get("created", _now())}
             _write_json(info_path, info)
         self.info = info
+        with _root_lock(self.root):
+            self._finish_pending()
 
     @property
     def base_model(self) -> str | None:
@@ -113,6 +129,7 @@ class Project:
         if not labels.any():
             raise ValueError(f"correction '{name}': the labels are empty")
         with _root_lock(self.root):
+            self._finish_pending()
             return self._store(image, labels, name, source, frame, model_version, sparse, origin)
 
     def _store(self, image, labels, name, source, frame, model_version, sparse, origin):
@@ -132,21 +149,49 @@ class Project:
             if same and saved.get("sparse") == sparse and self._same_labels(ident, labels):
                 return ident  # same image (read above) and same labels: nothing new
             self._archive(ident)
-        write_tiff(folder / f"{ident}.tif", np.asarray(image))
-        write_tiff(folder / f"{ident}_labels.tif", np.asarray(labels).astype(np.int32))
-        _write_json(
-            folder / f"{ident}.json",
-            {
-                "source": source,
-                "frame": frame,
-                "model_version": model_version,
-                "sparse": sparse,
-                "origin": origin,
-                "n_objects": int(len(np.unique(labels)) - 1),
-                "saved": _now(),
-            },
-        )
+        pending = folder / PENDING / ident
+        shutil.rmtree(pending, ignore_errors=True)  # an unfinished set (never committed)
+        write_tiff(pending / f"{ident}.tif", np.asarray(image))
+        write_tiff(pending / f"{ident}_labels.tif", np.asarray(labels).astype(np.int32))
+        record = {
+            "source": source,
+            "frame": frame,
+            "model_version": model_version,
+            "sparse": sparse,
+            "origin": origin,
+            "n_objects": int(len(np.unique(labels)) - 1),
+            "saved": _now(),
+        }
+        _write_json(pending / f"{ident}.json", record)
+        if not all((pending / f"{ident}{suffix}").exists() for suffix in CORRECTION_SUFFIXES):
+            raise OSError(f"correction '{ident}': its new files vanished before they were stored")
+        _write_json(pending / COMMIT_MARKER, {"id": ident})
+        self._move_into_place(pending)
         return ident
+
+    def _move_into_place(self, pending: Path) -> None:
+        """Move a committed set from ``pending`` into ``corrections/`` and remove it."""
+        folder = self.root / "corrections"
+        for suffix in CORRECTION_SUFFIXES:
+            staged = pending / f"{pending.name}{suffix}"
+            try:  # a set half moved by an earlier run has fewer files
+                os.replace(staged, folder / staged.name)
+            except FileNotFoundError:
+                pass
+        shutil.rmtree(pending, ignore_errors=True)
+
+    def _finish_pending(self) -> None:
+        """Finish the sets an earlier run committed but did not move, and drop the
+        uncommitted ones (those younger than :data:`PENDING_GRACE_S` may belong to a save
+        still running in another process, and stay)."""
+        root = self.root / "corrections" / PENDING
+        if not root.is_dir():
+            return
+        for pending in sorted(p for p in root.iterdir() if p.is_dir()):
+            if (pending / COMMIT_MARKER).exists():
+                self._move_into_place(pending)
+            elif time.time() - _newest_mtime(pending) > PENDING_GRACE_S:
+                shutil.rmtree(pending, ignore_errors=True)
 
     def _same_image(self, ident: str, image: np.ndarray) -> bool | None:
         """Whether the saved correction ``ident`` was drawn on this very image; None when
@@ -176,7 +221,7 @@ class Project:
         number = 1 + max(
             (int(p.stem) for p in history.glob("*.json") if p.stem.isdigit()), default=0
         )
-        for suffix in (".tif", "_labels.tif", ".json"):  # the JSON last: it marks a full entry
+        for suffix in CORRECTION_SUFFIXES:  # the JSON last: it marks a full entry
             source = folder / f"{ident}{suffix}"
             if source.exists():
                 with atomic_output(history / f"{number}{suffix}") as tmp:
@@ -224,6 +269,14 @@ class Project:
             if (match := VERSION_NAME.fullmatch(path.name))
         ]
         return self.root / "models" / f"v{max(numbers, default=0) + 1}.safetensors"
+
+
+def _newest_mtime(folder: Path) -> float:
+    """Latest modification time of ``folder`` and the files in it (0 if it is gone)."""
+    try:
+        return max([folder.stat().st_mtime] + [p.stat().st_mtime for p in folder.iterdir()])
+    except OSError:
+        return 0.0
 
 
 def correction_id(name: str, frame: int | None = None) -> str:
