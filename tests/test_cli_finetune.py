@@ -139,3 +139,20 @@ def test_cli_and_widget_runs_give_the_same_version(tmp_path, base, frames, capsy
     cli_state = load_model(cli_version).network.state_dict()
     for key, value in cli_state.items():
         assert torch.equal(value, widget_state[key]), key
+
+
+def test_a_correction_file_gone_is_a_read_error_not_a_write_error(tmp_path, base, frames):
+    """The Train button's worker says which side failed: a correction file deleted behind
+    the project's back is not 'Cannot write the new version'."""
+    from segloop.napari.adapters import UserError
+    from segloop.napari.train_adapters import TrainRequest, train_run
+
+    image, labels = frames
+    project = tmp_path / "p"
+    main(["project", "add", "--project", str(project), str(image), str(labels)])
+    (project / "corrections" / "movie_t1.tif").unlink()
+    request = TrainRequest(folder=project, model=str(base), minutes=None, epochs=1, crop=48)
+    with pytest.raises(UserError, match="Cannot read the project") as error:
+        run_to_end(train_run(request, RunControl()))
+    assert "movie_t1.tif" in str(error.value)
+    assert not list((project / "models").glob("*.safetensors"))

@@ -20,7 +20,10 @@ def test_corrections_are_stored_and_replaced_not_duplicated(tmp_path):
     np.testing.assert_array_equal(loaded.labels, labels)
     assert Project(tmp_path / "p").base_model == "nuclei"
     with pytest.raises(ValueError, match="empty"):
-        project.add_correction(image, np.zeros_like(labels), "blank")
+        project.add_correction(image, np.zeros_like(labels), "blank", sparse=True)
+    # dense labels with no object: "nothing here", a correction like any other
+    assert project.add_correction(image, np.zeros_like(labels), "blank") == "blank"
+    assert project.correction_info("blank")["n_objects"] == 0
     with pytest.raises(ValueError, match="same size"):
         project.add_correction(image, labels[:10], "cut")
 

@@ -180,6 +180,20 @@ def test_counted_layer_gets_features_and_micrometre_columns(count, qtbot):
     assert "area_um2" not in viewer.layers["no scale"].features
 
 
+def test_counting_a_class_map_as_is_keeps_its_class_names(count, qtbot):
+    """The legend's ``class`` column (which Fine-tune reads for a class model's names)
+    survives the count's features; its rows follow the label values."""
+    import pandas as pd
+
+    viewer, widget = count
+    layer = viewer.add_labels(disks(THREE_DISKS), name="classes")
+    layer.features = pd.DataFrame({"index": [3, 1, 2], "class": ["debris", "cell", "mitosis"]})
+    run(qtbot, widget, "as_is")
+    features = viewer.layers["classes"].features
+    assert list(features["index"]) == [1, 2, 3] and "area" in features
+    assert list(features["class"]) == ["cell", "mitosis", "debris"]
+
+
 def test_stack_counts_over_time_plot_and_exports(count, qtbot, tmp_path):
     from PIL import Image
 

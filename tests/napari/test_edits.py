@@ -36,3 +36,23 @@ def test_a_mask_and_its_labels_agree_and_negative_values_count():
     negative = disks(THREE_DISKS) * -1
     assert edits.digest(negative.astype(np.int8)) == edits.digest(negative)
     assert edits.digest(negative) != edits.digest(-negative)
+
+
+def test_a_frame_the_user_emptied_is_an_edit_and_an_unwritten_empty_one_is_not():
+    from napari.layers import Labels
+
+    output = disks(THREE_DISKS)
+    stack = np.stack([output, output, np.zeros_like(output)])
+    layer = Labels(stack.copy())
+    edits.record_written(layer, edits.frame_digests(stack[:2]), replace=True)
+    assert not edits.has_user_edits(layer)  # frames 0-1 as written, frame 2 never written
+    layer.data[1] = 0  # every object of frame 1 erased: "nothing here"
+    assert edits.has_user_edits(layer, [1])
+    assert not edits.has_user_edits(layer, [0, 2])
+    found_nothing = Labels(np.zeros_like(output))
+    edits.record_written(found_nothing, edits.frame_digests(found_nothing.data), replace=True)
+    assert not edits.has_user_edits(found_nothing)  # the model's own empty output
+    emptied = Labels(output.copy())
+    edits.record_written(emptied, edits.frame_digests(output), replace=True)
+    emptied.data[:] = 0
+    assert edits.has_user_edits(emptied)

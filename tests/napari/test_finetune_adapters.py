@@ -79,3 +79,26 @@ def test_remaining_seconds():
     assert remaining_seconds(0.5, 30.0, 2.0) == 90.0
     assert remaining_seconds(0.25, 30.0, None) == 90.0
     assert remaining_seconds(0.0, 3.0, None) is None
+
+
+def test_a_frame_the_user_emptied_is_a_correction_and_a_blank_one_is_skipped():
+    import numpy as np
+    from napari.layers import Image, Labels
+
+    from segloop.napari import edits
+    from segloop.napari.finetune_adapters import pair_corrections
+
+    written = np.zeros((3, 32, 32), np.int32)
+    written[:2, 4:12, 4:12] = 1  # Segment found one object in frames 0 and 1
+    labels = Labels(written.copy(), name="movie instances")
+    edits.record_written(labels, edits.frame_digests(written[:2]), replace=True)
+    labels.data[1] = 0  # the user erased it: nothing in frame 1
+    image = Image(np.random.default_rng(0).random((3, 32, 32)), name="movie")
+    items, skipped = pair_corrections(image, labels, "all", 0, "nuclei")
+    assert [(item.frame, item.origin, int(item.labels.max())) for item in items] == [
+        (0, "model", 1),
+        (1, "user", 0),
+    ]
+    assert skipped == [2]  # never labelled
+    items, skipped = pair_corrections(image, labels, "all", 0, "nuclei", sparse=True)
+    assert [item.frame for item in items] == [0] and skipped == [1, 2]

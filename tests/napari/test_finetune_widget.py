@@ -196,6 +196,13 @@ def test_unwritable_folder_and_bad_model_are_errors(finetune, qtbot, notes, tmp_
     assert any("broken.safetensors" in m for m in errors(notes))
     assert widget.progress.format() == "failed" and widget.table.rowCount() == 0
     assert (tmp_path / "project" / "corrections" / "cells.json").is_file()  # nothing lost
+    # an empty folder field is refused (it used to save into napari's working folder)
+    widget.pairs.folder_edit.setText("  ")
+    widget.pairs.folder_edit.editingFinished.emit()
+    assert widget.save_corrections() is None
+    assert widget.run() is None and not widget.running
+    assert any("No project folder" in m for m in errors(notes))
+    assert not (Path.cwd() / "corrections").exists()
 
 
 def test_fine_tune_starts_from_the_segment_widgets_model(finetune, qtbot, base_model):

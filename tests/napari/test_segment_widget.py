@@ -102,6 +102,16 @@ def test_stack_current_frame_then_whole_stack(segment, qtbot):
     foreground = viewer.layers["movie foreground"].data
     assert all(frame.any() for frame in foreground)
     assert len(viewer.layers) == 4
+    # another frame run writes its frame into the same array: no copy of the stack in
+    # the GUI thread, and the other frames stay as they were
+    others = foreground[[0, 2]].copy()
+    foreground[1] = 0
+    widget.scope_combo.setCurrentText("current frame")
+    widget.run()
+    wait_idle(qtbot, widget)
+    assert viewer.layers["movie foreground"].data is foreground
+    assert foreground[1].any()
+    np.testing.assert_array_equal(foreground[[0, 2]], others)
 
 
 def test_no_image_layer_is_an_error(segment, notes):
@@ -366,6 +376,26 @@ def test_used_line_says_native_scale_when_nothing_was_rescaled():
     assert _diameter_text([18.0, 18.0], [1.0, 1.0]) == "native scale"  # the model's size
     assert _diameter_text([36.0, 30.0, 40.0], [0.5, 0.6, 0.45]) == "object diameter 36 px"
     assert _diameter_text([None], [1.0]) == "native scale"
+
+
+def test_a_frame_run_keeps_the_other_frames_of_uint16_labels(segment, qtbot, notes):
+    """'movie instances' opened from a uint16 file (what the writer saves), corrected in
+    frame 0: a current-frame run on the empty frame 2 writes that frame and keeps frame 0
+    (it used to start from a stack of zeros when the dtype could not take int32)."""
+    viewer, widget = segment
+    old = np.zeros((3, 96, 96), np.uint16)
+    old[0, 10:20, 10:20] = 3  # the user's correction
+    viewer.add_labels(old, name="movie instances")
+    stack = np.stack([noisy_image(disks(THREE_DISKS), seed=t) for t in range(3)])
+    viewer.add_image(stack, name="movie")
+    viewer.dims.set_current_step(0, 2)
+    widget.scope_combo.setCurrentText("current frame")
+    widget.run()
+    wait_idle(qtbot, widget)
+    result = viewer.layers["movie instances"].data
+    np.testing.assert_array_equal(result[0], old[0])
+    assert result[2].max() > 0 and not result[1].any()
+    assert not errors(notes), notes
 
 
 def test_a_frame_run_never_replaces_an_edited_layer_of_another_shape(segment, qtbot, notes):

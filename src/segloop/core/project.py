@@ -110,6 +110,9 @@ class Project:
     ) -> str | None:
         """Store a corrected 2-D frame; returns its id, or None when it was not stored.
 
+        Dense labels with no object say "no objects in this frame" and are stored; sparse
+        labels with none say nothing and are refused.
+
         Saving an id again with the same image replaces it (re-correcting a frame never
         duplicates it) and keeps the earlier files in ``corrections/history/<id>/``;
         saving the same content again changes nothing. Another image under a name
@@ -126,8 +129,8 @@ class Project:
                 f"correction '{name}': image {image.shape} and labels {labels.shape} must be "
                 "one 2-D frame of the same size"
             )
-        if not labels.any():
-            raise ValueError(f"correction '{name}': the labels are empty")
+        if sparse and not labels.any():
+            raise ValueError(f"correction '{name}': the sparse labels are empty (nothing labelled)")
         with _root_lock(self.root):
             self._finish_pending()
             return self._store(image, labels, name, source, frame, model_version, sparse, origin)

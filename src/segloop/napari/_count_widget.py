@@ -249,7 +249,7 @@ class CountWidget(JobWidget):
         if not force and frame == self._features_frame:
             return
         self._features_frame = frame
-        layer.features = counts.features(frame)
+        layer.features = count_adapters.with_kept_columns(counts.features(frame), layer.features)
 
     def _on_step(self, *_args) -> None:
         layer = self.counted

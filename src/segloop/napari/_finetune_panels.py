@@ -143,7 +143,17 @@ class PairsPanel(QWidget):
     # ------------------------------------------------------------------ project folder
 
     def folder(self) -> Path:
-        return Path(self.folder_edit.text().strip()).expanduser()
+        """The project folder typed or picked.
+
+        Raises
+        ------
+        adapters.UserError
+            When the field is empty (an empty path would mean napari's working folder).
+        """
+        text = self.folder_edit.text().strip()
+        if not text:
+            raise adapters.UserError("No project folder: type one or pick it with '…'.")
+        return Path(text).expanduser()
 
     def set_folder(self, folder: str | Path) -> None:
         """Use ``folder`` as the project (stops following the first image's name)."""
@@ -152,7 +162,9 @@ class PairsPanel(QWidget):
         self.folder_edit.editingFinished.emit()
 
     def browse_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Project folder", str(self.folder()))
+        folder = QFileDialog.getExistingDirectory(
+            self, "Project folder", str(Path(self.folder_edit.text().strip()).expanduser())
+        )
         if folder:
             self.set_folder(folder)
 

@@ -38,6 +38,8 @@ from .train_adapters import TrainOutput, remaining_seconds
 from .workers import Job, Outcome, TrainJob, save_job
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import napari
     from segloop.core.progress import Progress
 
@@ -98,6 +100,7 @@ class FinetuneWidget(JobWidget):
         self._add_results_area()
         self._events: dict = {}
         self._save_job: Job | None = None
+        self._job_folder: Path | None = None  # the project of the last save or Train
         self.pairs.save_button.clicked.connect(self.save_corrections)
         self.pairs.folder_edit.editingFinished.connect(self.refresh_project)
         self.table.itemSelectionChanged.connect(self._on_version_selected)
@@ -140,7 +143,7 @@ class FinetuneWidget(JobWidget):
             current = adapters.current_frame(self.viewer, labels) if labels.ndim == 3 else 0
             model = labels.metadata.get(MODEL_KEY)
             items, empty = finetune_adapters.pair_corrections(
-                image, labels, self.pairs.frames_edit.text(), current, model
+                image, labels, self.pairs.frames_edit.text(), current, model, self.pairs.sparse()
             )
             corrections += items
             skipped += [f"{labels.name}[{frame}]" for frame in empty]
@@ -155,12 +158,13 @@ class FinetuneWidget(JobWidget):
         holds a model's unedited output never replaces a saved correction.
         """
         try:
+            folder, sparse = self.pairs.folder(), self.pairs.sparse()
             corrections = self._snapshot()
         except adapters.UserError as exc:
             self.report_error(str(exc))
             return None
-        folder, sparse = self.pairs.folder(), self.pairs.sparse()
         self.pairs.save_button.setEnabled(False)
+        self._job_folder = folder
         self._save_job = save_job(folder, corrections, sparse, on_done=self._saved)
         return self._save_job.start()
 
@@ -175,7 +179,7 @@ class FinetuneWidget(JobWidget):
             return
         saved, kept = outcome.value
         self.refresh_project()
-        _report_saved(self.pairs.folder(), saved, kept)
+        _report_saved(self._job_folder, saved, kept)
 
     # ------------------------------------------------------------------ training
 
@@ -186,6 +190,7 @@ class FinetuneWidget(JobWidget):
             raise adapters.UserError("Corrections are being saved; press Train again in a moment.")
         self.options.refresh_models(self.versions)
         request = self.options.request(self.pairs.folder())
+        self._job_folder = request.folder
         if self.pairs.pairs:
             request.corrections = self._snapshot()
             request.sparse = self.pairs.sparse()
@@ -276,7 +281,7 @@ class FinetuneWidget(JobWidget):
         result: TrainOutput = outcome.value
         self.refresh_project(select=result.version.version if result.version else None)
         if result.kept:
-            _report_saved(self.pairs.folder(), result.saved, result.kept)
+            _report_saved(self._job_folder, result.saved, result.kept)
         if result.version is None:
             self.progress.setFormat("stopped before training: nothing saved")
             show_info("Training stopped before its first step; no version was saved.")
@@ -292,13 +297,16 @@ class FinetuneWidget(JobWidget):
 
     def refresh_project(self, select: int | None = None) -> None:
         """Re-read the project folder: corrections, versions (table, model lists)."""
-        folder = self.pairs.folder()
-        ids = finetune_adapters.correction_ids(folder)
+        try:
+            folder = self.pairs.folder()
+        except adapters.UserError:  # no project yet: nothing to list
+            folder = None
+        ids = finetune_adapters.correction_ids(folder) if folder else []
         self.options.set_correction_ids(ids)
         self.pairs.status.setText(
             f"{len(ids)} correction(s) saved in this project" if ids else "no corrections saved yet"
         )
-        self.versions = finetune_adapters.list_versions(folder)
+        self.versions = finetune_adapters.list_versions(folder) if folder else []
         self.options.refresh_models(self.versions)
         segment = find_segment_widget(self.viewer)
         if segment is not None:

@@ -11,6 +11,7 @@ import os
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,19 @@ class Counts:
         """True when one label value marks objects in several frames."""
         labels = self.table["label"]
         return len(np.unique(labels)) < len(labels)
+
+
+def with_kept_columns(table: Any, previous: Any) -> Any:
+    """``table`` (a :meth:`Counts.features` frame) plus the columns of the layer's
+    ``previous`` features that the count does not make (a class map's ``class`` names,
+    a user's own columns), matched by label value (column ``index``)."""
+    if previous is None or "index" not in getattr(previous, "columns", ()):
+        return table
+    keep = [c for c in previous.columns if c not in table.columns and c != "index"]
+    if not keep:
+        return table
+    lookup = previous.drop_duplicates("index").set_index("index")[keep]
+    return table.join(lookup, on="index")
 
 
 def count(

@@ -82,13 +82,19 @@ def is_model_output(layer: Labels, frame: int | None = None) -> bool:
 def has_user_edits(layer: Labels, frames: Iterable[int] | None = None) -> bool:
     """True when any of ``frames`` (None: every frame) is not a model's unedited output.
 
-    Frames that are empty everywhere count as unedited (nothing of the user's is there).
+    An empty frame that segloop never wrote counts as unedited (nothing of the user's is
+    there); one that Segment wrote with objects and the user then emptied (every object
+    erased: "nothing here") is an edit.
     """
     data = np.asarray(layer.data)
     if frames is None:
         frames = range(data.shape[0]) if data.ndim == 3 else [None]
+    written = layer.metadata.get(WRITTEN_KEY) or {}
     for frame in frames:
         part = _frame_data(layer, frame)
-        if part.any() and not is_model_output(layer, frame):
+        key = WHOLE if frame is None or data.ndim == 2 else int(frame)
+        if not part.any() and key not in written:
+            continue
+        if not is_model_output(layer, frame):
             return True
     return False

@@ -24,7 +24,7 @@ from segloop.core.versions import VersionInfo as Version
 from segloop.core.versions import list_versions as _list_versions
 
 from .adapters import UserError, image_data, labels_data
-from .edits import is_model_output
+from .edits import has_user_edits, is_model_output
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
@@ -97,9 +97,18 @@ def check_pair_shapes(image: Image, labels: Labels) -> tuple[int, ...]:
 
 
 def pair_corrections(
-    image: Image, labels: Labels, frames_text: str, current: int, model_version: str | None
+    image: Image,
+    labels: Labels,
+    frames_text: str,
+    current: int,
+    model_version: str | None,
+    sparse: bool = False,
 ) -> tuple[list[Correction], list[int]]:
     """Copies of the chosen frames of an (image, labels) pair whose labels are not empty.
+
+    An empty frame is kept when the user emptied it (Segment wrote objects there and
+    every one was erased): with dense labels that says "no objects here", which the next
+    version should learn. Other empty frames (never labelled, or sparse) are skipped.
 
     Parameters
     ----------
@@ -111,11 +120,14 @@ def pair_corrections(
         The frame on screen (for ``"current"``).
     model_version : str, optional
         Model that made the draft labels (recorded with the correction).
+    sparse : bool
+        Label 0 means "not labelled" (an empty frame then says nothing).
 
     Returns
     -------
     corrections, skipped
-        Corrections to store, and the chosen frames skipped because their labels are empty.
+        Corrections to store, and the chosen frames skipped because their labels are empty
+        (and not emptied by the user).
 
     Raises
     ------
@@ -129,7 +141,7 @@ def pair_corrections(
     out, skipped = [], []
     for frame in frames:
         frame_labels = label_data if frame is None else label_data[frame]
-        if not frame_labels.any():
+        if not frame_labels.any() and (sparse or not has_user_edits(labels, [frame])):
             skipped.append(-1 if frame is None else frame)
             continue
         if frame_labels.max() > np.iinfo(np.int32).max:

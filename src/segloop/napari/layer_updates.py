@@ -236,16 +236,29 @@ def frame_into(
 ) -> np.ndarray:
     """Full stack for layer ``name`` with frame ``index`` replaced by ``frame``.
 
-    Starts from the existing layer's data when it has ``shape`` and a compatible dtype,
-    otherwise from zeros.
+    When the existing layer holds an in-memory array of ``shape`` and a compatible dtype,
+    its frame ``index`` is written in place and that array is returned: copying a long
+    stack to change one frame would cost the GUI thread a copy of every frame. An
+    existing stack of ``shape`` that cannot take the frame as it is (labels read from a
+    uint16 file, a lazy array) is copied into a dtype that can: its other frames, which
+    may hold the user's corrections, are kept. Only a layer of another shape (or none)
+    starts from zeros. The caller decides which layer may be written
+    (:func:`~segloop.napari._common.writable_labels_name` never picks one with edits in
+    the frames it replaces).
     """
     existing = find_layer(viewer, name)
-    if _is_kind(existing, kind):
-        current = np.asarray(existing.data)
-        if current.shape == tuple(shape) and np.can_cast(frame.dtype, current.dtype):
-            stack = current.copy()
-            stack[index] = frame
-            return stack
+    if _is_kind(existing, kind) and tuple(existing.data.shape) == tuple(shape):
+        current = existing.data
+        if (
+            isinstance(current, np.ndarray)
+            and current.flags.writeable
+            and np.can_cast(frame.dtype, current.dtype)
+        ):
+            current[index] = frame
+            return current
+        stack = np.array(current, dtype=np.promote_types(current.dtype, frame.dtype))
+        stack[index] = frame
+        return stack
     stack = np.zeros(shape, dtype=frame.dtype)
     stack[index] = frame
     return stack

@@ -123,6 +123,7 @@ def train_run(request: TrainRequest, control: Any) -> Generator[Progress, None, 
     ``control`` is the run's :class:`~segloop.core.finetune.RunControl`.
     """
     from segloop.core.finetune import finetune_iter
+    from segloop.core.imageio import OutputWriteError
 
     yield Progress("load model", 0, 1, "saving the corrections")
     project = open_project(request.folder, request.model or None)
@@ -137,8 +138,10 @@ def train_run(request: TrainRequest, control: Any) -> Generator[Progress, None, 
     run = finetune_iter(project, finetune_request(request), control)
     try:
         result = yield from run
-    except OSError as exc:
+    except OutputWriteError as exc:
         raise UserError(f"Cannot write the new version: {exc}") from None
+    except OSError as exc:  # a correction file gone or unreadable, the folder unreachable
+        raise UserError(f"Cannot read the project in {request.folder}: {exc}") from None
     except ValueError as exc:
         raise UserError(_sentence(str(exc))) from None
     version = None
