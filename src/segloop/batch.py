@@ -8,6 +8,7 @@ single-threaded workers; any other value is a scheduler address.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -226,6 +227,9 @@ def predict_files(
     stems = [output_stem(p) for p in inputs]
     if len(set(stems)) != len(stems):
         raise ValueError("two inputs share a file name stem; their outputs would collide")
+    if chunking.out_format == "tiff":
+        check_tiff_outputs(inputs, out_dir, probabilities)
+    check_level(inputs, chunking.level)
     chunked = [p for p in inputs if wants_chunked(p, chunking.chunk, chunking.out_format)]
     whole = [p for p in inputs if p not in chunked]
     if chunked and probabilities:
@@ -265,6 +269,67 @@ def predict_files(
         if client is not None:
             close_client(client)
     return written
+
+
+def check_level(inputs: Sequence[Path], level: int | str) -> None:
+    """A resolution level above 0 exists only in OME-Zarr inputs (TIFFs are read at
+    level 0): refuse it for any other input instead of ignoring it."""
+    from .bigimage import is_zarr_path
+
+    if level in (0, "auto"):
+        return
+    for path in inputs:
+        if not is_zarr_path(path):
+            raise ValueError(
+                f"{path}: --level {level}: only OME-Zarr inputs have resolution levels; "
+                "this image has level 0 only"
+            )
+
+
+#: TIFF outputs of ``predict``: always, and with ``--probabilities``.
+TIFF_OUTPUTS = ("_labels.tif", "_classes.tif")
+PROBABILITY_OUTPUTS = ("_probabilities.tif", "_distance.tif")
+
+
+def written_by_segloop(path: Path) -> bool:
+    """``path`` is a TIFF that carries segloop's provenance record."""
+    from .core.provenance import read_tiff_provenance
+
+    try:
+        return read_tiff_provenance(path) is not None
+    except Exception:  # not a TIFF, unreadable: not one of ours
+        return False
+
+
+def check_tiff_outputs(inputs: Sequence[Path], out_dir: Path, probabilities: bool) -> None:
+    """Before any work: the TIFFs ``predict`` will write replace neither an input of the
+    run (``--out`` the input folder, run twice) nor a file segloop did not write (a
+    user's ``<stem>_labels.tif`` ground truth); an empty file may be replaced.
+
+    Raises
+    ------
+    ValueError
+        Naming the file.
+    """
+    from .batch_chunked import output_stem
+
+    def same_file(a: Path, b: Path) -> bool:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+    suffixes = TIFF_OUTPUTS + (PROBABILITY_OUTPUTS if probabilities else ())
+    for source in inputs:
+        for suffix in suffixes:
+            target = Path(out_dir) / f"{output_stem(source)}{suffix}"
+            if any(same_file(target, other) for other in inputs):
+                raise ValueError(
+                    f"{target} would be written over an input of this run (an earlier "
+                    "output read back as an image?); write to another --out folder"
+                )
+            if target.is_file() and target.stat().st_size and not written_by_segloop(target):
+                raise ValueError(
+                    f"{target} exists and was not written by segloop; refusing to replace "
+                    "it (move it, or write to another --out folder)"
+                )
 
 
 def _predict_whole(model, inputs, out_dir, options, probabilities, client, progress, pixel_size):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .batch import ChunkOptions, _batch_record, segment_file
+from .batch import ChunkOptions, _batch_record, check_level, segment_file
 from .core.counting import count_table, frame_counts, write_csv
 from .core.modelio import load_model
 from .core.progress import Progress
@@ -43,6 +43,7 @@ def count_files(
     from .batch_chunked import wants_chunked
 
     chunking = chunking or ChunkOptions()
+    check_level(inputs, chunking.level)
     counts: dict[str, list] = {"image": [], "frame": [], "count": [], "pixel_size_um": []}
     objects: list[dict[str, np.ndarray]] = []
     records = []

@@ -87,9 +87,17 @@ def cmd_count(args) -> int:
         checks.check_output_file(args.objects, "--objects")
     from .batch import ChunkOptions
 
+    inputs = _inputs(args.inputs)
+    outputs = [("--csv", Path(args.csv)), ("--csv (its .json side file)", Path(f"{args.csv}.json"))]
+    if args.objects:
+        outputs += [
+            ("--objects", Path(args.objects)),
+            ("--objects (its .json side file)", Path(f"{args.objects}.json")),
+        ]
+    checks.check_outputs_spare_inputs(outputs, inputs)
     count_files(
         args.model,
-        _inputs(args.inputs),
+        inputs,
         Path(args.csv),
         _segment_options(args),
         objects_csv=Path(args.objects) if args.objects else None,
@@ -107,6 +115,7 @@ def cmd_weightmap(args) -> int:
     from .core.weightmap import weight_map
 
     checks.check_output_file(args.out, "--out")
+    checks.check_outputs_spare_inputs([("--out", Path(args.out))], [Path(args.mask)])
     labels = load_labels(args.mask)
     write_tiff(args.out, weight_map(labels, w0=args.w0, sigma=args.sigma))
     print(args.out)
@@ -182,7 +191,10 @@ def cmd_info(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (documented in README.md)."""
+    from . import __version__
+
     parser = checks.CheckedParser(prog="segloop", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"segloop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     add_train_command(sub)

@@ -202,6 +202,32 @@ def check_output_folder(path: str | Path, option: str) -> Path:
     return path
 
 
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """``a`` and ``b`` name one file (links and relative paths resolved)."""
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_outputs_spare_inputs(outputs: list[tuple[str, Path]], inputs: list[Path]) -> None:
+    """Before the work: no output file is one of the inputs, and no two outputs are one
+    file (``outputs``: ``(option, path)`` pairs).
+
+    Raises
+    ------
+    OSError
+        Naming the option and the file.
+    """
+    for index, (option, path) in enumerate(outputs):
+        for source in inputs:
+            if same_file(path, source):
+                raise OSError(
+                    f"{option} {path} is also an input of this command; refusing to "
+                    "overwrite it (write the output elsewhere)"
+                )
+        for other_option, other in outputs[index + 1 :]:
+            if same_file(path, other):
+                raise OSError(f"{option} and {other_option} are the same file ({path})")
+
+
 def check_model_out(path: str | Path, size: int | None = None) -> Path:
     """Before training: ``--out`` is writable, is not an existing non-model file, and its
     disk has room for the checkpoint, the temporary file and the model.

@@ -13,9 +13,16 @@ from pathlib import Path
 from typing import Any
 
 
-def _project(folder: str, base_model: str | None = None):
+def _project(folder: str, base_model: str | None = None, create: bool = True):
+    """The project in ``folder``; with ``create`` False a folder that holds no project is
+    an error (a mistyped path must not look like an empty project, nor be created)."""
     from .core.project import Project
 
+    root = Path(folder).expanduser()
+    if not create and not ((root / "project.json").is_file() or (root / "corrections").is_dir()):
+        raise OSError(
+            f"--project {folder}: no project there (create one with `segloop project add`)"
+        )
     try:
         return Project(Path(folder).expanduser(), base_model)
     except (OSError, ValueError) as exc:
@@ -40,10 +47,12 @@ def cmd_project_add(args) -> int:
             f"{args.image} is {image.shape} but {args.labels} is {labels.shape}: "
             "the labels must be drawn on this image"
         )
-    project = _project(args.project)
     name = args.name or Path(args.image).name.split(".")[0]
     stack = labels.ndim == 3
     frames = parse_frames(args.frames or "all", labels.shape[0]) if stack else [None]
+    if not stack and args.frames is not None:
+        parse_frames(args.frames, 1)  # a 2-D image is frame 0 of a one-frame stack
+    project = _project(args.project)
     saved, skipped = [], []
     for frame in frames:
         frame_labels = labels if frame is None else labels[frame]
@@ -68,7 +77,7 @@ def cmd_project_add(args) -> int:
 
 
 def cmd_project_list(args) -> int:
-    project = _project(args.project)
+    project = _project(args.project, create=False)
     rows = []
     for ident in project.correction_ids():
         info = project.correction_info(ident)
@@ -104,7 +113,7 @@ def _version_row(version) -> dict[str, Any]:
 
 
 def cmd_project_versions(args) -> int:
-    project = _project(args.project)
+    project = _project(args.project, create=False)
     rows = [_version_row(v) for v in project.versions()]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -150,7 +159,7 @@ def cmd_finetune(args) -> int:
     from .core.finetune import finetune_iter
     from .core.progress import run_to_end
 
-    project = _project(args.project)
+    project = _project(args.project, create=False)
     if not project.correction_ids():
         raise ValueError(
             f"--project {args.project}: no corrections saved yet; add some with "

@@ -309,7 +309,11 @@ def parse_frames(text: str, n_frames: int, current: int | None = None) -> list[i
             )
         first = int(match.group(1))
         last = int(match.group(2) or first)
+        if last < first:
+            raise ValueError(f"frames {text!r}: write a range low to high ({last}-{first})")
         frames += range(first, last + 1)
+    if not frames:
+        raise ValueError(f"frames {text!r}: no frame given")
     bad = [f for f in frames if not 0 <= f < n_frames]
     if bad:
         raise ValueError(f"frame {bad[0]} does not exist: the stack has frames 0..{n_frames - 1}")

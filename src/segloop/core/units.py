@@ -40,7 +40,7 @@ MICROMETRES = {
     "meter": 1e6,
     "metre": 1e6,
 }
-_LENGTH = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([^\s0-9.][^\s]*)?\s*$")
+_LENGTH = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([^\s0-9.][^\s]*)?\s*$")
 
 
 def unit_to_micrometres(unit: str) -> float | None:
