@@ -246,3 +246,29 @@ def test_running_again_keeps_an_edited_instances_layer(count, qtbot, notes):
     new = viewer.layers["blob instances [1]"]
     assert new.data.max() == 1 and widget.counted is new
     assert any("holds your edits" in text for _, text in notes)
+
+
+def test_a_big_stack_is_copied_and_checked_in_the_worker(count, qtbot, notes, monkeypatch):
+    """Above adapters.CHECK_NOW_VALUES the labels and intensities are copied and scanned
+    in the worker; bad values still give a clear message, never a traceback."""
+    from segloop.napari import adapters
+
+    monkeypatch.setattr(adapters, "CHECK_NOW_VALUES", 16)
+    viewer, widget = count
+    labels = disks(THREE_DISKS)
+    image = labels.astype(np.float32)
+    image[0, 0] = np.nan
+    viewer.add_image(image, name="intensity")
+    viewer.add_labels(labels, name="cells")
+    widget.intensity_combo.set_layer(viewer.layers["intensity"])
+    run(qtbot, widget, "as_is")
+    qtbot.waitUntil(lambda: widget.counts is not None and not widget.running, timeout=20_000)
+    assert widget.counts.total == 3
+    assert any("Counting without intensities" in m and "NaN" in m for _, m in notes), notes
+    bad = labels.copy()
+    bad[0, 0] = -1
+    viewer.layers["cells"].data = bad
+    widget.counts = None
+    widget.recount()
+    qtbot.waitUntil(lambda: not widget.running, timeout=20_000)
+    assert any("negative labels" in m for _, m in notes), notes

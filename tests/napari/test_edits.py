@@ -56,3 +56,32 @@ def test_a_frame_the_user_emptied_is_an_edit_and_an_unwritten_empty_one_is_not()
     edits.record_written(emptied, edits.frame_digests(output), replace=True)
     emptied.data[:] = 0
     assert edits.has_user_edits(emptied)
+
+
+def test_an_edit_check_from_a_worker_is_dropped_when_the_layer_is_painted(make_napari_viewer):
+    """What a whole-stack re-run or a Count run relies on: the digests of every frame are
+    compared in the worker, and a stroke painted meanwhile makes the GUI thread check
+    again, so the stroke is never overwritten."""
+    from segloop.napari._common import writable_labels_name
+
+    viewer = make_napari_viewer()
+    output = disks(THREE_DISKS)
+    stack = np.stack([output, output])
+    layer = viewer.add_labels(stack.copy(), name="m instances")
+    edits.record_written(layer, edits.frame_digests(stack), replace=True)
+    checks = edits.edit_checks(viewer, "m instances")
+    assert [check.layer for check in checks] == [layer]
+    checks[0].compute(stack.shape, None)  # what the worker does
+    assert checks[0].answer(stack.shape, None) is False
+    assert writable_labels_name(viewer, "m instances", stack.shape, None, checks) == "m instances"
+    layer.paint((1, 2, 2), 9)  # the user paints while the job runs
+    assert checks[0].answer(stack.shape, None) is None
+    name = writable_labels_name(viewer, "m instances", stack.shape, None, checks)
+    assert name == "m instances [1]"
+    # a check of a stale layer (new data set) is not trusted either
+    fresh = edits.EditCheck(layer)
+    fresh.compute(stack.shape, 0)
+    layer.data = stack.copy()
+    assert fresh.answer(stack.shape, 0) is None
+    for check in [*checks, fresh]:
+        check.close()

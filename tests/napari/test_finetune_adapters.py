@@ -95,7 +95,7 @@ def test_a_frame_the_user_emptied_is_a_correction_and_a_blank_one_is_skipped():
     labels.data[1] = 0  # the user erased it: nothing in frame 1
     image = Image(np.random.default_rng(0).random((3, 32, 32)), name="movie")
     items, skipped = pair_corrections(image, labels, "all", 0, "nuclei")
-    assert [(item.frame, item.origin, int(item.labels.max())) for item in items] == [
+    assert [(item.frame, item.resolved_origin(), int(item.labels.max())) for item in items] == [
         (0, "model", 1),
         (1, "user", 0),
     ]

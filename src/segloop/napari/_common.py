@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from qtpy.QtCore import QEvent, Qt, QTimer
@@ -114,25 +115,36 @@ def same_layer(first: object, second: object) -> bool:
 
 
 def writable_labels_name(
-    viewer: napari.Viewer, name: str, shape: tuple[int, ...], frame: int | None = None
+    viewer: napari.Viewer,
+    name: str,
+    shape: tuple[int, ...],
+    frame: int | None = None,
+    checks: Sequence[edits.EditCheck] = (),
 ) -> str:
     """``name``, or ``name [k]`` when that Labels layer holds user edits that writing a
     result of ``shape`` (one ``frame`` of it, or all of it) would replace: the first
     candidate that is free or only holds a model's unedited output there.
 
     A layer of another shape would be replaced whole, so then every frame must be free
-    of edits, not only ``frame``.
+    of edits, not only ``frame``. ``checks`` (:func:`edits.edit_checks`, computed in the
+    job's worker) answer for the layers nobody touched since; the others are checked
+    here.
     """
     from napari.layers import Labels
 
+    known = {id(check.layer): check for check in checks}
     candidate, index = name, 0
     while True:
         existing = adapters.find_layer(viewer, candidate)
         if existing is None or not isinstance(existing, Labels):
             break
-        same_shape = tuple(existing.data.shape) == tuple(shape)
-        frames = [frame] if frame is not None and same_shape else None
-        if not edits.has_user_edits(existing, frames):
+        check = known.get(id(existing))
+        edited = None if check is None else check.answer(shape, frame)
+        if edited is None:
+            same_shape = tuple(existing.data.shape) == tuple(shape)
+            frames = [frame] if frame is not None and same_shape else None
+            edited = edits.has_user_edits(existing, frames)
+        if not edited:
             break
         index += 1
         candidate = f"{name} [{index}]"
@@ -164,6 +176,7 @@ class JobWidget(QWidget):
         self.viewer = napari_viewer
         self.job: Job | None = None
         self.stager = Stager(self)  # GUI-thread steps after a job, one per turn
+        self.edit_checks: list[edits.EditCheck] = []  # see close_edit_checks
         self.form = QFormLayout()
         self.run_button = QPushButton(self.run_text)
         self.cancel_button = QPushButton("Cancel")
@@ -329,9 +342,17 @@ class JobWidget(QWidget):
         self.progress.setValue(percent)
         self.progress.setFormat(f"%p%  {text}")
 
+    def close_edit_checks(self) -> None:
+        """Stop the :class:`edits.EditCheck` of the last job listening to its layers."""
+        for check in self.edit_checks:
+            check.close()
+        self.edit_checks = []
+
     def _on_done(self, outcome: Outcome) -> None:
         self.job = None
         self._set_running(False)
+        if not outcome.ok:
+            self.close_edit_checks()
         if outcome.cancelled:
             self.progress.setFormat("cancelled")
             show_info(f"{self.job_name.capitalize()} cancelled; no layer was changed.")

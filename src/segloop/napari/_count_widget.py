@@ -150,14 +150,19 @@ class CountWidget(JobWidget):
 
     def make_job(self, **callbacks) -> Job:
         source = self.source_combo.layer()
-        labels = adapters.labels_data(source)
-        adapters.intensity_for(labels.shape, self.intensity_combo.layer())  # check shapes now
+        labels = adapters.labels_data(source, check_large=False)
+        adapters.intensity_source(labels.shape, self.intensity_combo.layer())  # shapes now
         self._request = (source, self.method())
+        self.close_edit_checks()
+        if self.method() != "as_is":  # which layers the result may replace: in the worker
+            self.edit_checks = edits.edit_checks(self.viewer, f"{source.name} instances")
         return instances_job(
             labels,
             self.method(),
             self.min_size_spin.value(),
             self.min_distance_spin.value(),
+            source.name,
+            self.edit_checks,
             **callbacks,
         )
 
@@ -167,9 +172,12 @@ class CountWidget(JobWidget):
         if method == "as_is":
             layer = source
         else:
-            name = writable_labels_name(self.viewer, f"{source.name} instances", instances.shape)
+            name = writable_labels_name(
+                self.viewer, f"{source.name} instances", instances.shape, checks=self.edit_checks
+            )
             layer = self.show_layer(name, instances, "labels", like=source, lazy_overlays=True)
             edits.record_written(layer, digests, replace=True)
+        self.close_edit_checks()
         self._intensity = self.intensity_combo.layer()
         self.track(layer)
         self.recount()
@@ -207,20 +215,24 @@ class CountWidget(JobWidget):
         if self._count_job is not None:
             self._recount_again = True
             return None
-        try:
-            labels = adapters.labels_data(self.counted)
+        try:  # a long stack is copied and checked in the worker, not here
+            labels = adapters.labels_data(self.counted, check_large=False)
         except adapters.UserError as exc:
             show_warning(f"Cannot count: {exc}")
             return None
         try:
-            intensity = adapters.intensity_for(labels.shape, self._intensity)
+            intensity = adapters.intensity_source(labels.shape, self._intensity)
         except adapters.UserError as exc:
             show_warning(f"Counting without intensities: {exc}")
             self._intensity, intensity = None, None
         pixel_size = adapters.layer_pixel_size(self._intensity, self.counted)
         layer = self.counted
         self._count_job = count_job(
-            labels, intensity, pixel_size, on_done=lambda outcome: self._counted(outcome, layer)
+            labels,
+            intensity,
+            pixel_size,
+            layer.name,
+            on_done=lambda outcome: self._counted(outcome, layer),
         )
         return self._count_job.start()
 
@@ -229,7 +241,11 @@ class CountWidget(JobWidget):
         if outcome.error is not None and not outcome.crashed:
             show_warning(f"Cannot count: {outcome.error}")
         elif outcome.ok and same_layer(layer, self.counted):
-            counts: count_adapters.Counts = outcome.value
+            counts: count_adapters.Counts
+            counts, note = outcome.value
+            if note:  # the intensity image was refused (NaN...): counted without it
+                show_warning(note)
+                self._intensity = None
             counts.source_record = layer.metadata.get(adapters.PROVENANCE_KEY)
             self.counts = counts
             self._fill_tables(counts, stack=layer.ndim == 3)

@@ -43,6 +43,10 @@ class LayerOutput:
     select: bool = False
 
 
+#: Suffixes of the Labels layers a segment run writes (``"<image> <suffix>"``).
+LABELS_SUFFIXES = ("classes", "instances")
+
+
 def segment_outputs(result: Any) -> list[LayerOutput]:
     """The layers of a segment result (an ``adapters.SegmentOutput``), in the order they
     are stacked: classes, foreground (instance models), distance (distance-head models),

@@ -26,6 +26,7 @@ from ._notify import show_info
 from ._result_layers import (  # noqa: F401 - the styles are part of this module's API
     DISTANCE_STYLE,
     FOREGROUND_STYLE,
+    LABELS_SUFFIXES,
     UNCERTAINTY_STYLE,
     LayerOutput,
 )
@@ -263,6 +264,15 @@ class SegmentWidget(JobWidget):
             unknown_threshold=self.unknown_spin.value(),
             name=layer.name,
         )
+        # which labels layers the result may replace: checked in the worker
+        self.close_edit_checks()
+        shape = adapters.spatial_shape(layer.data, layer.rgb)
+        self.edit_checks = [
+            check
+            for suffix in LABELS_SUFFIXES
+            for check in edits.edit_checks(self.viewer, f"{layer.name} {suffix}")
+        ]
+        request.edit_checks = [(check, shape, frame) for check in self.edit_checks]
         self._target = (layer, frame, self.model_ref())
         self._settings = {
             key: getattr(request, key)
@@ -345,7 +355,7 @@ class SegmentWidget(JobWidget):
         name = f"{layer.name} {suffix}"
         shape = data.shape if frame is None else (layer.data.shape[0], *data.shape)
         if kind == "labels":
-            name = writable_labels_name(self.viewer, name, shape, frame)
+            name = writable_labels_name(self.viewer, name, shape, frame, self.edit_checks)
         if frame is not None:
             data = adapters.frame_into(self.viewer, name, kind, data, frame, shape)
         # a new Labels layer's painting overlays are built when a paint tool needs them
@@ -382,6 +392,7 @@ class SegmentWidget(JobWidget):
         return record
 
     def _layers_done(self) -> None:
+        self.close_edit_checks()
         self._set_running(False)
         self.progress.setFormat("done")
 

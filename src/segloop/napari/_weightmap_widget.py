@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 from napari.layers import Labels
 from qtpy.QtWidgets import QDoubleSpinBox
 
@@ -40,19 +39,15 @@ class WeightMapWidget(JobWidget):
 
     def make_job(self, **callbacks) -> Job:
         layer = self.labels_combo.layer()
-        labels = adapters.labels_data(layer)
-        from segloop.core.weightmap import check_parameters
-
-        try:
-            check_parameters(self.w0_spin.value(), self.sigma_spin.value())
-        except ValueError as exc:
-            raise adapters.UserError(f"Weight map of '{layer.name}': {exc}.") from None
+        labels = adapters.labels_data(layer, check_large=False)
+        adapters.check_weight_parameters(self.w0_spin.value(), self.sigma_spin.value(), layer)
         self._source = layer
-        return weight_map_job(labels, self.w0_spin.value(), self.sigma_spin.value(), **callbacks)
+        return weight_map_job(
+            labels, self.w0_spin.value(), self.sigma_spin.value(), layer.name, **callbacks
+        )
 
     def job_done(self, outcome: Outcome) -> None:
-        weights = outcome.value
-        top = float(np.max(weights)) if weights.size else 1.0
+        weights, top = outcome.value  # the maximum was taken in the worker
         self.show_layer(
             f"{self._source.name} weight map",
             weights,

@@ -102,8 +102,12 @@ def image_data(
 LAZY_LABELS_LIMIT = 64 * 2**20
 
 
-def labels_data(layer: Labels | None) -> np.ndarray:
-    """Data of a Labels layer as a non-negative integer (H, W) or (T, H, W) array."""
+def labels_data(layer: Labels | None, check_large: bool = True) -> np.ndarray:
+    """Data of a Labels layer as a non-negative integer (H, W) or (T, H, W) array.
+
+    With ``check_large`` False, the values of labels over :data:`CHECK_NOW_VALUES` are
+    not scanned here: the worker calls :func:`check_label_values` on its copy.
+    """
     if layer is None:
         raise UserError("No labels layer: add or create a Labels layer and pick it.")
     if getattr(layer, "multiscale", False):
@@ -121,9 +125,39 @@ def labels_data(layer: Labels | None) -> np.ndarray:
         )
     if not np.issubdtype(data.dtype, np.integer) and data.dtype != bool:
         raise UserError(f"Labels layer '{layer.name}' has dtype {data.dtype}, not integer.")
-    if data.size and data.min() < 0:
-        raise UserError(f"Labels layer '{layer.name}' has negative labels.")
+    if check_large or data.size <= CHECK_NOW_VALUES:
+        check_label_values(data, layer.name)
     return data
+
+
+def check_weight_parameters(w0: float, sigma: float, layer: Layer) -> None:
+    """Refuse weight-map parameters the core refuses, naming the layer."""
+    from segloop.core.weightmap import check_parameters
+
+    try:
+        check_parameters(w0, sigma)
+    except ValueError as exc:
+        raise UserError(f"Weight map of '{layer.name}': {exc}.") from None
+
+
+def check_label_values(data: np.ndarray, name: str) -> None:
+    """Refuse negative labels (safe in a worker thread)."""
+    if data.size and data.dtype.kind == "i" and data.min() < 0:
+        raise UserError(f"Labels layer '{name}' has negative labels.")
+
+
+def snapshot(data: np.ndarray) -> np.ndarray:
+    """A copy to hand to a worker, made now when it is small; a larger array is passed as
+    it is and copied by :func:`own_copy` in the worker (a copy of a long stack would stall
+    the GUI thread; the user may keep editing meanwhile, which later recounts see)."""
+    return np.array(data, copy=True) if data.size <= CHECK_NOW_VALUES else data
+
+
+def own_copy(data: np.ndarray | None) -> np.ndarray | None:
+    """(Worker thread) A private copy of what :func:`snapshot` passed on uncopied."""
+    if data is None or data.size <= CHECK_NOW_VALUES:
+        return data
+    return np.array(data, copy=True)
 
 
 def spatial_shape(data: np.ndarray, rgb: bool) -> tuple[int, ...]:
@@ -151,18 +185,57 @@ def intensity_for(labels_shape: tuple[int, ...], layer: Image | None) -> np.ndar
     UserError
         If the image and the labels differ in shape.
     """
+    return intensity_values(intensity_source(labels_shape, layer))
+
+
+@dataclass
+class IntensitySource:
+    """An Image layer's pixels for the Count table, checked for shape only (GUI thread);
+    :func:`intensity_values` checks and converts them (in a worker for a big image)."""
+
+    data: np.ndarray
+    rgb: bool
+    name: str
+
+
+def intensity_source(labels_shape: tuple[int, ...], layer: Image | None) -> IntensitySource | None:
+    """The pixels of ``layer`` to measure a labels array of ``labels_shape`` with (None if
+    no layer); only the shapes are checked (no scan of the values).
+
+    Raises
+    ------
+    UserError
+        If the image and the labels differ in shape.
+    """
     if layer is None:
         return None
-    data = image_data(layer)
+    data = image_data(layer, check_large=False)
     shape = spatial_shape(data, layer.rgb)
     if shape != tuple(labels_shape):
         raise UserError(
             f"Image '{layer.name}' has shape {shape} but the labels have shape "
             f"{tuple(labels_shape)}; pick an image of the same size."
         )
-    if layer.rgb:  # one set of intensity columns per colour channel
-        return np.asarray(data)
-    return imageio.to_grayscale(data, channel_axis=None)
+    return IntensitySource(snapshot(data), layer.rgb, layer.name)
+
+
+def intensity_values(source: IntensitySource | None) -> np.ndarray | None:
+    """Grey-level (or per-channel, for RGB) intensities of a source (worker-safe).
+
+    Raises
+    ------
+    UserError
+        For values the image rules refuse (NaN, infinite).
+    """
+    if source is None:
+        return None
+    try:
+        imageio.validate_image(source.data, name=f"Image layer '{source.name}'")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if source.rgb:  # one set of intensity columns per colour channel
+        return own_copy(source.data)
+    return imageio.to_grayscale(source.data, channel_axis=None)  # a float32 copy
 
 
 def layer_pixel_size(*layers: Layer | None) -> tuple[float, float] | None:
@@ -257,6 +330,9 @@ class SegmentRequest:
     tta: bool | None = None  # None: the model's default
     #: the Image layer's name, for messages about its pixels
     name: str = "image"
+    #: ``(edits.EditCheck, result shape, frame)`` of the labels layers the result may
+    #: replace, computed by the worker after the segmentation
+    edit_checks: list = field(default_factory=list)
 
 
 @dataclass

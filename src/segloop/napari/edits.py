@@ -86,15 +86,83 @@ def has_user_edits(layer: Labels, frames: Iterable[int] | None = None) -> bool:
     there); one that Segment wrote with objects and the user then emptied (every object
     erased: "nothing here") is an edit.
     """
-    data = np.asarray(layer.data)
+    written = layer.metadata.get(WRITTEN_KEY) or {}
+    return data_has_edits(np.asarray(layer.data), written, frames)
+
+
+def data_has_edits(
+    data: np.ndarray, written: dict[int, str], frames: Iterable[int | None] | None = None
+) -> bool:
+    """:func:`has_user_edits` of a layer's ``data`` and its recorded ``written`` digests
+    (safe in a worker thread: no layer is touched)."""
     if frames is None:
         frames = range(data.shape[0]) if data.ndim == 3 else [None]
-    written = layer.metadata.get(WRITTEN_KEY) or {}
     for frame in frames:
-        part = _frame_data(layer, frame)
+        whole = frame is None or frame == WHOLE or data.ndim == 2
+        part = data if whole else data[frame]
         key = WHOLE if frame is None or data.ndim == 2 else int(frame)
         if not part.any() and key not in written:
             continue
-        if not is_model_output(layer, frame):
+        expected = written.get(key)
+        if expected is None or digest(part) != expected:
             return True
     return False
+
+
+class EditCheck:
+    """:func:`has_user_edits` of one Labels layer, computed in a worker thread.
+
+    Made in the GUI thread (it keeps a reference to the layer's data and a copy of its
+    recorded digests, and listens to the layer's ``paint`` and ``data`` events); a worker
+    calls :meth:`compute`; back in the GUI thread :meth:`answer` gives the result only if
+    the layer was neither painted nor given new data since, else None (then the caller
+    checks again, in the GUI thread). Digesting every frame of a long stack takes seconds,
+    which the GUI thread must not spend; an edit made meanwhile is never missed.
+    """
+
+    def __init__(self, layer: Labels) -> None:
+        self.layer = layer
+        self.name = layer.name
+        self.data = layer.data
+        self.written = dict(layer.metadata.get(WRITTEN_KEY) or {})
+        self.touched = False
+        self.result: dict[tuple, bool] = {}
+        layer.events.paint.connect(self._touch)
+        layer.events.data.connect(self._touch)
+
+    def _touch(self, *_args) -> None:
+        self.touched = True
+
+    def compute(self, shape: tuple[int, ...], frame: int | None) -> None:
+        """(Worker thread) Whether writing a result of ``shape`` (one ``frame`` of it, or
+        all of it) would replace edits; a layer of another shape is checked whole."""
+        data = np.asarray(self.data)
+        frames = [frame] if frame is not None and tuple(data.shape) == tuple(shape) else None
+        self.result[(tuple(shape), frame)] = data_has_edits(data, self.written, frames)
+
+    def answer(self, shape: tuple[int, ...], frame: int | None) -> bool | None:
+        """(GUI thread) The computed result, or None when it may be out of date."""
+        if self.touched or self.layer.data is not self.data:
+            return None
+        if (self.layer.metadata.get(WRITTEN_KEY) or {}) != self.written:
+            return None
+        return self.result.get((tuple(shape), frame))
+
+    def close(self) -> None:
+        """Stop listening to the layer."""
+        for emitter in (self.layer.events.paint, self.layer.events.data):
+            emitter.disconnect(self._touch)
+
+
+def edit_checks(viewer, name: str) -> list[EditCheck]:
+    """An :class:`EditCheck` for every Labels layer a result named ``name`` may go to
+    (``name``, ``name [1]``, ...: see :func:`~segloop.napari._common.writable_labels_name`)."""
+    from napari.layers import Labels
+
+    checks, candidate, index = [], name, 0
+    names = {layer.name: layer for layer in viewer.layers}
+    while isinstance(names.get(candidate), Labels):
+        checks.append(EditCheck(names[candidate]))
+        index += 1
+        candidate = f"{name} [{index}]"
+    return checks

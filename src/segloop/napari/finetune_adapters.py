@@ -23,8 +23,8 @@ from segloop.core.progress import Progress
 from segloop.core.versions import VersionInfo as Version
 from segloop.core.versions import list_versions as _list_versions
 
-from .adapters import UserError, image_data, labels_data
-from .edits import has_user_edits, is_model_output
+from .adapters import UserError, check_label_values, image_data, labels_data
+from .edits import WHOLE, WRITTEN_KEY, data_has_edits, digest
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
@@ -46,8 +46,20 @@ class Correction:
     labels: np.ndarray
     frame: int | None = None
     model_version: str | None = None
-    #: "user" (edited labels) or "model" (a model's output exactly as Segment wrote it)
-    origin: str = "user"
+    #: "user" (edited labels) or "model" (a model's output exactly as Segment wrote it);
+    #: None: decided in the worker from ``model_digest`` (:meth:`resolved_origin`)
+    origin: str | None = "user"
+    #: digest of what Segment wrote into this frame (None: Segment never wrote it)
+    model_digest: str | None = None
+
+    def resolved_origin(self) -> str:
+        """``origin``, or (when None) "model" if the labels are exactly what Segment
+        wrote, else "user" (a digest of the frame: run it in the worker thread)."""
+        if self.origin is not None:
+            return self.origin
+        if self.model_digest is not None and digest(self.labels) == self.model_digest:
+            return "model"
+        return "user"
 
 
 def default_project_folder(image_name: str | None) -> Path:
@@ -135,16 +147,19 @@ def pair_corrections(
         Shapes that differ, unsupported layers, or nothing but empty labels.
     """
     shape = check_pair_shapes(image, labels)
-    label_data = labels_data(labels)
+    label_data = labels_data(labels, check_large=False)  # the chosen frames are checked below
+    written = dict(labels.metadata.get(WRITTEN_KEY) or {})
     stack = label_data.ndim == 3
     frames: list[int | None] = parse_frames(frames_text, shape[0], current) if stack else [None]
     out, skipped = [], []
     for frame in frames:
         frame_labels = label_data if frame is None else label_data[frame]
-        if not frame_labels.any() and (sparse or not has_user_edits(labels, [frame])):
+        check_label_values(frame_labels, labels.name)
+        top = frame_labels.max(initial=0)
+        if not top and (sparse or not data_has_edits(label_data, written, [frame])):
             skipped.append(-1 if frame is None else frame)
             continue
-        if frame_labels.max() > np.iinfo(np.int32).max:
+        if top > np.iinfo(np.int32).max:
             raise UserError(
                 f"Labels '{labels.name}' hold ids above {np.iinfo(np.int32).max}: relabel "
                 "them first (Count with 'connected components' numbers them from 1)."
@@ -157,7 +172,8 @@ def pair_corrections(
                 np.array(frame_labels, dtype=np.int32, copy=True),
                 frame,
                 model_version,
-                "model" if is_model_output(labels, frame) else "user",
+                None,  # "model" or "user": decided in the worker (a digest of the frame)
+                written.get(WHOLE if frame is None else int(frame)),
             )
         )
     if not out:
@@ -225,7 +241,7 @@ def save_corrections(
                 frame=item.frame,
                 model_version=item.model_version,
                 sparse=sparse,
-                origin=item.origin,
+                origin=item.resolved_origin(),
             )
         except (OSError, ValueError) as exc:
             raise UserError(f"Cannot save correction '{item.name}': {exc}") from None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,7 +21,7 @@ from napari.qt.threading import GeneratorWorker, thread_worker
 
 from segloop.core.progress import Cancelled, Progress, RunControl
 
-from . import adapters, count_adapters, finetune_adapters, train_adapters
+from . import adapters, count_adapters, edits, finetune_adapters, train_adapters
 
 log = logging.getLogger(__name__)
 
@@ -216,29 +216,63 @@ def _segment_for_layers(
         preload_torch()
     output = yield from adapters.segment_run(request, should_stop)
     output.layers = segment_outputs(output)
+    for check, shape, frame in request.edit_checks:
+        check.compute(shape, frame)
     return output
 
 
-def weight_map_job(labels: np.ndarray, w0: float, sigma: float, **callbacks: Any) -> Job:
-    """Job computing the U-Net weight map of each frame of ``labels`` (not started)."""
-    return Job(adapters.weight_map_run, np.array(labels, copy=True), w0, sigma, **callbacks)
+def weight_map_job(
+    labels: np.ndarray, w0: float, sigma: float, name: str = "labels", **callbacks: Any
+) -> Job:
+    """Job computing the U-Net weight map of each frame of ``labels`` (not started); its
+    value is ``(weights, maximum)``. A big stack is copied and checked in the worker
+    (:func:`adapters.snapshot`)."""
+    return Job(_weight_map, adapters.snapshot(labels), w0, sigma, name, **callbacks)
+
+
+def _weight_map(labels, w0, sigma, name, should_stop=None):
+    """The weight map and its maximum (for the contrast limits)."""
+    labels = adapters.own_copy(labels)
+    adapters.check_label_values(labels, name)
+    weights = yield from adapters.weight_map_run(labels, w0, sigma, should_stop)
+    return weights, float(np.max(weights)) if weights.size else 1.0
 
 
 def instances_job(
-    labels: np.ndarray, method: str, min_size: int, min_distance: int, **callbacks: Any
+    labels: np.ndarray,
+    method: str,
+    min_size: int,
+    min_distance: int,
+    name: str = "labels",
+    edit_checks: Sequence[edits.EditCheck] = (),
+    **callbacks: Any,
 ) -> Job:
     """Job turning ``labels`` into instance labels with ``method`` (not started); its
     value is ``(instances, digests)``, the digests of every frame it wrote (computed in
-    the worker, for :func:`segloop.napari.edits.record_written`)."""
-    labels = np.array(labels, copy=True)
-    return Job(_instances_with_digests, labels, method, min_size, min_distance, **callbacks)
+    the worker, for :func:`segloop.napari.edits.record_written`). The ``edit_checks`` of
+    the layers the result may replace are computed in the worker too."""
+    labels = adapters.snapshot(labels)
+    return Job(
+        _instances_with_digests,
+        labels,
+        method,
+        min_size,
+        min_distance,
+        name,
+        list(edit_checks),
+        **callbacks,
+    )
 
 
-def _instances_with_digests(labels, method, min_size, min_distance, should_stop=None):
-    from .edits import frame_digests
-
+def _instances_with_digests(
+    labels, method, min_size, min_distance, name, edit_checks, should_stop=None
+):
+    labels = adapters.own_copy(labels)
+    adapters.check_label_values(labels, name)
     out = yield from adapters.instances_run(labels, method, min_size, min_distance, should_stop)
-    return out, frame_digests(out)
+    for check in edit_checks:
+        check.compute(out.shape, None)
+    return out, edits.frame_digests(out)
 
 
 class TrainJob(Job):
@@ -297,14 +331,28 @@ def _train(request, control, should_stop=None):
 
 def count_job(
     labels: np.ndarray,
-    intensity: np.ndarray | None,
+    intensity: adapters.IntensitySource | None,
     pixel_size: tuple[float, float] | None,
+    name: str = "labels",
     **callbacks: Any,
 ) -> Job:
-    """Job measuring every object of ``labels`` (copied: the user may keep painting)."""
-    labels = np.array(labels, copy=True)
-    intensity = None if intensity is None else np.array(intensity, copy=True)
-    return Job(count_adapters.count_run, labels, intensity, pixel_size, **callbacks)
+    """Job measuring every object of ``labels`` (copied: the user may keep painting; a
+    big stack is copied in the worker, see :func:`adapters.snapshot`). Its value is
+    ``(counts, note)``: a note when the intensities could not be used."""
+    labels = adapters.snapshot(labels)
+    return Job(_count, labels, intensity, pixel_size, name, **callbacks)
+
+
+def _count(labels, intensity, pixel_size, name, should_stop=None):
+    labels = adapters.own_copy(labels)
+    adapters.check_label_values(labels, name)
+    note = ""
+    try:
+        values = adapters.intensity_values(intensity)
+    except adapters.UserError as exc:
+        note, values = f"Counting without intensities: {exc}", None
+    counts = yield from count_adapters.count_run(labels, values, pixel_size, should_stop)
+    return counts, note
 
 
 def save_job(folder: Any, corrections: list, sparse: bool, **callbacks: Any) -> Job:
