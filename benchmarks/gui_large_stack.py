@@ -104,10 +104,9 @@ def _wrap(results: dict, name: str, owner, attribute: str) -> None:
 
 
 def run(frames: int, side: int) -> dict:
-    import napari
-    import numpy as np
     from qtpy.QtWidgets import QApplication
 
+    import napari
     from segloop.napari import adapters, edits
     from segloop.napari._common import writable_labels_name
     from segloop.napari._count_widget import CountWidget
@@ -173,9 +172,7 @@ def run(frames: int, side: int) -> dict:
     _timed(
         results,
         "segment: frame into the stack",
-        lambda: adapters.frame_into(
-            viewer, "movie instances", "labels", frame, frames // 2, shape
-        ),
+        lambda: adapters.frame_into(viewer, "movie instances", "labels", frame, frames // 2, shape),
     )
 
     # ---------------------------------------------------------------- fine-tune

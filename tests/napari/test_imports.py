@@ -84,3 +84,35 @@ def test_widgets_open_through_napari(make_napari_viewer):
     for name, widget_class in expected.items():
         _, widget = viewer.window.add_plugin_dock_widget("napari-segloop", name)
         assert isinstance(widget, widget_class) and widget.viewer == viewer
+
+
+def test_widget_modules_reach_the_core_only_through_the_adapters():
+    """House rule: widgets -> adapters -> core. The Qt widget modules (and their panels,
+    plot and table helpers) import no ``segloop.core`` module, except for type hints."""
+    import ast
+
+    folder = Path(segloop.napari.__file__).parent
+    hooks = {"_reader.py", "_writer.py", "_sample_data.py", "_preload.py"}  # npe2 hooks
+    offenders = []
+    for path in sorted(folder.glob("_*.py")):
+        if path.name in hooks or path.name == "__init__.py":
+            continue
+        tree = ast.parse(path.read_text())
+        type_only = {
+            id(child)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for child in ast.walk(node)
+        }
+        for node in ast.walk(tree):
+            if id(node) in type_only:
+                continue
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("segloop.core"):
+                offenders.append(f"{path.name}:{node.lineno} {node.module}")
+            if isinstance(node, ast.Import):
+                offenders += [
+                    f"{path.name}:{node.lineno} {alias.name}"
+                    for alias in node.names
+                    if alias.name.startswith("segloop.core")
+                ]
+    assert offenders == []

@@ -23,8 +23,6 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from segloop.core.recipe import DEFAULTS
-
 from . import adapters, finetune_adapters, train_adapters
 from ._common import LayerCombo, same_layer
 
@@ -208,8 +206,8 @@ class OptionsPanel(QWidget):
             "on its class map."
         )
         self.budget_combo = _combo({"minutes": "minutes", "epochs": "epochs"})
-        self.budget_spin = _double(0.1, 10_000, DEFAULTS.minutes, 0.5, 1)
-        self.lr_spin = _double(1e-6, 1.0, DEFAULTS.learning_rate, 1e-4, 5)
+        self.budget_spin = _double(0.1, 10_000, train_adapters.DEFAULTS.minutes, 0.5, 1)
+        self.lr_spin = _double(1e-6, 1.0, train_adapters.DEFAULTS.learning_rate, 1e-4, 5)
         self.augment_check = QCheckBox("on")
         self.augment_check.setToolTip(
             "Random flips, rotations, elastic deformation, intensity and noise"
@@ -219,8 +217,8 @@ class OptionsPanel(QWidget):
         self.weight_check.setChecked(True)
         self.w0_spin = _double(0.0, 100.0, 10.0, 1.0, 1)
         self.sigma_spin = _double(0.5, 100.0, 5.0, 0.5, 1)
-        self.crop_spin = _int_spin(32, 1024, DEFAULTS.crop, 32)
-        self.batch_spin = _int_spin(1, 64, DEFAULTS.batch_size, 1)
+        self.crop_spin = _int_spin(32, 1024, train_adapters.DEFAULTS.crop, 32)
+        self.batch_spin = _int_spin(1, 64, train_adapters.DEFAULTS.batch_size, 1)
         self.val_list = QListWidget()
         self.val_list.setMaximumHeight(64)
         self.val_list.setToolTip(
@@ -353,7 +351,9 @@ class OptionsPanel(QWidget):
             widget.setEnabled(visible)
             self._form.setRowVisible(widget, visible)
         self.lr_spin.setValue(
-            DEFAULTS.learning_rate_scratch if start == "scratch" else DEFAULTS.learning_rate
+            train_adapters.DEFAULTS.learning_rate_scratch
+            if start == "scratch"
+            else train_adapters.DEFAULTS.learning_rate
         )
         self._on_target_changed()
 
@@ -373,7 +373,7 @@ class OptionsPanel(QWidget):
     def _on_budget_changed(self, *_args) -> None:
         minutes = self.budget_combo.currentData() == "minutes"
         self.budget_spin.setDecimals(1 if minutes else 0)
-        self.budget_spin.setValue(DEFAULTS.minutes if minutes else 20)
+        self.budget_spin.setValue(train_adapters.DEFAULTS.minutes if minutes else 20)
 
     def _on_weight_toggled(self, on: bool) -> None:
         self.w0_spin.setEnabled(on)
@@ -427,12 +427,7 @@ class OptionsPanel(QWidget):
         """Names typed for a new class model (None: defaults or not a class model)."""
         if not self.is_class_model():
             return None
-        from segloop.core.classes import parse_class_names
-
-        try:
-            return parse_class_names(self.names_edit.text())
-        except ValueError as exc:
-            raise adapters.UserError(str(exc)) from None
+        return train_adapters.class_names_from_text(self.names_edit.text())
 
 
 def _combo(items: dict[str, str]) -> QComboBox:

@@ -376,20 +376,9 @@ class SegmentWidget(JobWidget):
         self, result: adapters.SegmentOutput, layer: Image, frame: int | None, model: str
     ) -> dict:
         """How this result was made (stored in the labels layer's metadata)."""
-        from segloop.core.provenance import provenance
-
-        seg = result.segmentation
-        record = provenance(
-            {"name": model},
-            getattr(self, "_settings", {}),
-            adapters.layer_pixel_size(layer),
-            source=layer.name,
-            device=seg.device,
-            diameter_used_px=list(seg.diameters),
+        return adapters.segment_provenance(
+            result, model, getattr(self, "_settings", {}), layer, frame
         )
-        if frame is not None:
-            record["frame"] = frame
-        return record
 
     def _layers_done(self) -> None:
         self.close_edit_checks()

@@ -432,6 +432,27 @@ def instances_run(
 PROVENANCE_KEY = "segloop_provenance"
 
 
+def segment_provenance(
+    result: SegmentOutput, model: str, settings: dict, layer: Image, frame: int | None
+) -> dict:
+    """How a Segment result was made: model, settings, pixel size, source layer, device,
+    object diameter used (and the frame of a current-frame run)."""
+    from segloop.core.provenance import provenance
+
+    seg = result.segmentation
+    record = provenance(
+        {"name": model},
+        settings,
+        layer_pixel_size(layer),
+        source=layer.name,
+        device=seg.device,
+        diameter_used_px=list(seg.diameters),
+    )
+    if frame is not None:
+        record["frame"] = frame
+    return record
+
+
 # --------------------------------------------------------------------------- files
 
 

@@ -63,6 +63,22 @@ class TrainOutput:
     kept: list[str] = field(default_factory=list)
 
 
+def class_names_from_text(text: str) -> list[str] | None:
+    """Class names typed as ``"cell, debris"`` (None: the defaults).
+
+    Raises
+    ------
+    UserError
+        For names the core refuses (duplicates, empty names...).
+    """
+    from segloop.core.classes import parse_class_names
+
+    try:
+        return parse_class_names(text)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
 def finetune_request(request: TrainRequest) -> Any:
     """The core :class:`~segloop.core.finetune.FinetuneRequest` of a widget request."""
     from segloop.core.finetune import build_request
