@@ -378,6 +378,18 @@ def test_used_line_says_native_scale_when_nothing_was_rescaled():
     assert _diameter_text([None], [1.0]) == "native scale"
 
 
+def _current_frame_run_beside(segment, qtbot, labels: np.ndarray, frame: int) -> None:
+    """Add ``labels`` as 'movie instances' and a 3-frame 'movie', then segment ``frame``."""
+    viewer, widget = segment
+    viewer.add_labels(labels, name="movie instances")
+    stack = np.stack([noisy_image(disks(THREE_DISKS), seed=t) for t in range(3)])
+    viewer.add_image(stack, name="movie")
+    viewer.dims.set_current_step(0, frame)
+    widget.scope_combo.setCurrentText("current frame")
+    widget.run()
+    wait_idle(qtbot, widget)
+
+
 def test_a_frame_run_keeps_the_other_frames_of_uint16_labels(segment, qtbot, notes):
     """'movie instances' opened from a uint16 file (what the writer saves), corrected in
     frame 0: a current-frame run on the empty frame 2 writes that frame and keeps frame 0
@@ -385,13 +397,7 @@ def test_a_frame_run_keeps_the_other_frames_of_uint16_labels(segment, qtbot, not
     viewer, widget = segment
     old = np.zeros((3, 96, 96), np.uint16)
     old[0, 10:20, 10:20] = 3  # the user's correction
-    viewer.add_labels(old, name="movie instances")
-    stack = np.stack([noisy_image(disks(THREE_DISKS), seed=t) for t in range(3)])
-    viewer.add_image(stack, name="movie")
-    viewer.dims.set_current_step(0, 2)
-    widget.scope_combo.setCurrentText("current frame")
-    widget.run()
-    wait_idle(qtbot, widget)
+    _current_frame_run_beside(segment, qtbot, old, frame=2)
     result = viewer.layers["movie instances"].data
     np.testing.assert_array_equal(result[0], old[0])
     assert result[2].max() > 0 and not result[1].any()
@@ -405,13 +411,7 @@ def test_a_frame_run_never_replaces_an_edited_layer_of_another_shape(segment, qt
     viewer, widget = segment
     old = np.zeros((5, 96, 96), np.int32)
     old[4, 10:20, 10:20] = 3  # the user's painting, never written by Segment
-    viewer.add_labels(old, name="movie instances")
-    stack = np.stack([noisy_image(disks(THREE_DISKS), seed=t) for t in range(3)])
-    viewer.add_image(stack, name="movie")
-    viewer.dims.set_current_step(0, 1)
-    widget.scope_combo.setCurrentText("current frame")
-    widget.run()
-    wait_idle(qtbot, widget)
+    _current_frame_run_beside(segment, qtbot, old, frame=1)
     np.testing.assert_array_equal(viewer.layers["movie instances"].data, old)
     assert viewer.layers["movie instances [1]"].data.shape == (3, 96, 96)
     assert not errors(notes), notes
