@@ -78,6 +78,12 @@ def test_an_edit_check_from_a_worker_is_dropped_when_the_layer_is_painted(make_n
     assert checks[0].answer(stack.shape, None) is None
     name = writable_labels_name(viewer, "m instances", stack.shape, None, checks)
     assert name == "m instances [1]"
+    # nor after an undo (napari writes it in place, with no paint or data event)
+    undone = edits.EditCheck(layer)
+    undone.compute(stack.shape, None)
+    layer.undo()
+    assert undone.answer(stack.shape, None) is None
+    undone.close()
     # a check of a stale layer (new data set) is not trusted either
     fresh = edits.EditCheck(layer)
     fresh.compute(stack.shape, 0)

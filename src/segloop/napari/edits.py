@@ -115,9 +115,10 @@ class EditCheck:
     Made in the GUI thread (it keeps a reference to the layer's data and a copy of its
     recorded digests, and listens to the layer's ``paint`` and ``data`` events); a worker
     calls :meth:`compute`; back in the GUI thread :meth:`answer` gives the result only if
-    the layer was neither painted nor given new data since, else None (then the caller
-    checks again, in the GUI thread). Digesting every frame of a long stack takes seconds,
-    which the GUI thread must not spend; an edit made meanwhile is never missed.
+    the layer was neither painted, undone, redone nor given new data since, else None
+    (then the caller checks again, in the GUI thread). Digesting every frame of a long
+    stack takes seconds, which the GUI thread must not spend; an edit made meanwhile is
+    never missed.
     """
 
     def __init__(self, layer: Labels) -> None:
@@ -125,6 +126,7 @@ class EditCheck:
         self.name = layer.name
         self.data = layer.data
         self.written = dict(layer.metadata.get(WRITTEN_KEY) or {})
+        self.history = _history_lengths(layer)
         self.touched = False
         self.result: dict[tuple, bool] = {}
         layer.events.paint.connect(self._touch)
@@ -144,6 +146,8 @@ class EditCheck:
         """(GUI thread) The computed result, or None when it may be out of date."""
         if self.touched or self.layer.data is not self.data:
             return None
+        if _history_lengths(self.layer) != self.history:  # undo / redo: no event is sent
+            return None
         if (self.layer.metadata.get(WRITTEN_KEY) or {}) != self.written:
             return None
         return self.result.get((tuple(shape), frame))
@@ -152,6 +156,12 @@ class EditCheck:
         """Stop listening to the layer."""
         for emitter in (self.layer.events.paint, self.layer.events.data):
             emitter.disconnect(self._touch)
+
+
+def _history_lengths(layer: Labels) -> tuple[int, int]:
+    """Lengths of the layer's undo and redo lists: napari's undo and redo write the data
+    in place without a ``paint`` or ``data`` event, but move an item between these."""
+    return (len(getattr(layer, "_undo_history", ())), len(getattr(layer, "_redo_history", ())))
 
 
 def edit_checks(viewer, name: str) -> list[EditCheck]:
