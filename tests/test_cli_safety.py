@@ -91,3 +91,18 @@ def test_level_above_0_on_a_tiff_and_version(files, capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.startswith("segloop ")
+
+
+def test_predict_never_replaces_a_zarr_folder_it_did_not_write(files, capsys):
+    pytest.importorskip("zarr")
+    mine = files / "a_labels.zarr"  # the user's own labels, named like an output
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    argv = ["predict", "--model", "nuclei", "--out-format", "zarr", "--out", str(files)]
+    assert main([*argv, str(files / "a.tif")]) == 1
+    assert "not written by segloop" in _error(capsys)
+    assert (mine / "notes.txt").read_text() == "mine"
+    (mine / "notes.txt").unlink()
+    mine.rmdir()
+    assert main([*argv, str(files / "a.tif")]) == 0
+    assert main([*argv, str(files / "a.tif")]) == 0  # its own output is replaced

@@ -8,6 +8,7 @@ single-threaded workers; any other value is a scheduler address.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -227,8 +228,7 @@ def predict_files(
     stems = [output_stem(p) for p in inputs]
     if len(set(stems)) != len(stems):
         raise ValueError("two inputs share a file name stem; their outputs would collide")
-    if chunking.out_format == "tiff":
-        check_tiff_outputs(inputs, out_dir, probabilities)
+    check_outputs(inputs, out_dir, probabilities, chunking.out_format)
     check_level(inputs, chunking.level)
     chunked = [p for p in inputs if wants_chunked(p, chunking.chunk, chunking.out_format)]
     whole = [p for p in inputs if p not in chunked]
@@ -286,25 +286,36 @@ def check_level(inputs: Sequence[Path], level: int | str) -> None:
             )
 
 
-#: TIFF outputs of ``predict``: always, and with ``--probabilities``.
+#: Outputs of ``predict`` in ``--out``: always, with ``--probabilities``, as OME-Zarr.
 TIFF_OUTPUTS = ("_labels.tif", "_classes.tif")
 PROBABILITY_OUTPUTS = ("_probabilities.tif", "_distance.tif")
+ZARR_OUTPUTS = ("_labels.zarr", "_classes.zarr")
 
 
 def written_by_segloop(path: Path) -> bool:
-    """``path`` is a TIFF that carries segloop's provenance record."""
+    """``path`` is a TIFF that carries segloop's provenance record, or a Zarr group with
+    segloop's attributes."""
     from .core.provenance import read_tiff_provenance
 
     try:
+        if path.is_dir():
+            for name, key in ((".zattrs", None), ("zarr.json", "attributes")):
+                if (path / name).is_file():
+                    attrs = json.loads((path / name).read_text())
+                    return "segloop" in (attrs.get(key, {}) if key else attrs)
+            return False
         return read_tiff_provenance(path) is not None
-    except Exception:  # not a TIFF, unreadable: not one of ours
+    except Exception:  # not a TIFF or Zarr group, unreadable: not one of ours
         return False
 
 
-def check_tiff_outputs(inputs: Sequence[Path], out_dir: Path, probabilities: bool) -> None:
-    """Before any work: the TIFFs ``predict`` will write replace neither an input of the
-    run (``--out`` the input folder, run twice) nor a file segloop did not write (a
-    user's ``<stem>_labels.tif`` ground truth); an empty file may be replaced.
+def check_outputs(
+    inputs: Sequence[Path], out_dir: Path, probabilities: bool, out_format: str = "tiff"
+) -> None:
+    """Before any work: what ``predict`` will write into ``out_dir`` replaces neither an
+    input of the run (``--out`` the input folder, run twice) nor a file or Zarr folder
+    segloop did not write (a user's ``<stem>_labels.tif`` ground truth); an empty file
+    may be replaced. (A labels group inside an OME-Zarr input is segloop's own.)
 
     Raises
     ------
@@ -316,7 +327,10 @@ def check_tiff_outputs(inputs: Sequence[Path], out_dir: Path, probabilities: boo
     def same_file(a: Path, b: Path) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
-    suffixes = TIFF_OUTPUTS + (PROBABILITY_OUTPUTS if probabilities else ())
+    if out_format == "zarr":
+        suffixes = ZARR_OUTPUTS
+    else:
+        suffixes = TIFF_OUTPUTS + (PROBABILITY_OUTPUTS if probabilities else ())
     for source in inputs:
         for suffix in suffixes:
             target = Path(out_dir) / f"{output_stem(source)}{suffix}"
@@ -325,7 +339,9 @@ def check_tiff_outputs(inputs: Sequence[Path], out_dir: Path, probabilities: boo
                     f"{target} would be written over an input of this run (an earlier "
                     "output read back as an image?); write to another --out folder"
                 )
-            if target.is_file() and target.stat().st_size and not written_by_segloop(target):
+            ours = written_by_segloop(target)
+            foreign_file = target.is_file() and target.stat().st_size and not ours
+            if foreign_file or (target.is_dir() and not ours):
                 raise ValueError(
                     f"{target} exists and was not written by segloop; refusing to replace "
                     "it (move it, or write to another --out folder)"

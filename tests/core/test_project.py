@@ -195,3 +195,24 @@ def test_parse_frames():
     assert parse_frames("1-2, 4", 5) == [1, 2, 4]
     with pytest.raises(ValueError, match="frames 0..4"):
         parse_frames("7", 5)
+
+
+def test_names_made_of_dots_or_nothing_are_ordinary_corrections(tmp_path):
+    """'..' or '.' would name a folder (the staging folder's parent): the save deleted
+    every correction. Leading dots are dropped; an empty name becomes 'image'."""
+    from segloop.core.project import correction_id
+
+    assert [correction_id(n) for n in ("..", ".", "", ".hidden", "a.b")] == [
+        "image",
+        "image",
+        "image",
+        "hidden",
+        "a.b",
+    ]
+    project = Project(tmp_path / "p")
+    image, labels = random_disks(0, shape=(64, 64))
+    other_image, other = random_disks(1, shape=(64, 64))
+    project.add_correction(image, labels, "kept")
+    assert project.add_correction(other_image, other, "..") == "image"
+    assert project.correction_ids() == ["image", "kept"]
+    np.testing.assert_array_equal(project.load_corrections(["kept"])[0].labels, labels)

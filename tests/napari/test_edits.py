@@ -78,12 +78,26 @@ def test_an_edit_check_from_a_worker_is_dropped_when_the_layer_is_painted(make_n
     assert checks[0].answer(stack.shape, None) is None
     name = writable_labels_name(viewer, "m instances", stack.shape, None, checks)
     assert name == "m instances [1]"
-    # nor after an undo (napari writes it in place, with no paint or data event)
+    # nor after an undo, or an undo and a redo (napari writes them in place, with no
+    # paint or data event), nor during a brush drag not yet released
     undone = edits.EditCheck(layer)
     undone.compute(stack.shape, None)
     layer.undo()
     assert undone.answer(stack.shape, None) is None
-    undone.close()
+    both = edits.EditCheck(layer)
+    layer.redo()
+    layer.undo()
+    both.compute(stack.shape, None)
+    layer.redo()
+    assert both.answer(stack.shape, None) is None
+    dragging = edits.EditCheck(layer)
+    dragging.compute(stack.shape, None)
+    layer._begin_stroke()  # what napari's paint tool does on mouse press
+    layer.data[0, 5, 5] = 4
+    assert dragging.answer(stack.shape, None) is None
+    layer._commit_stroke()
+    for check in (undone, both, dragging):
+        check.close()
     # a check of a stale layer (new data set) is not trusted either
     fresh = edits.EditCheck(layer)
     fresh.compute(stack.shape, 0)

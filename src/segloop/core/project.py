@@ -166,10 +166,16 @@ class Project:
             "saved": _now(),
         }
         _write_json(pending / f"{ident}.json", record)
-        if not all((pending / f"{ident}{suffix}").exists() for suffix in CORRECTION_SUFFIXES):
+        staged = [pending / f"{ident}{suffix}" for suffix in CORRECTION_SUFFIXES]
+        if not all(path.exists() for path in staged):
             raise OSError(f"correction '{ident}': its new files vanished before they were stored")
+        for path in [*staged, pending]:  # on disk before the marker says they are complete
+            _fsync(path)
         _write_json(pending / COMMIT_MARKER, {"id": ident})
+        _fsync(pending)
         self._move_into_place(pending)
+        if not all((folder / path.name).exists() for path in staged):
+            raise OSError(f"correction '{ident}': its files were not stored")
         return ident
 
     def _move_into_place(self, pending: Path) -> None:
@@ -181,6 +187,7 @@ class Project:
                 os.replace(staged, folder / staged.name)
             except FileNotFoundError:
                 pass
+        _fsync(folder)
         shutil.rmtree(pending, ignore_errors=True)
 
     def _finish_pending(self) -> None:
@@ -274,6 +281,20 @@ class Project:
         return self.root / "models" / f"v{max(numbers, default=0) + 1}.safetensors"
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries) to disk, where the system allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. a folder on Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _newest_mtime(folder: Path) -> float:
     """Latest modification time of ``folder`` and the files in it (0 if it is gone)."""
     try:
@@ -283,8 +304,13 @@ def _newest_mtime(folder: Path) -> float:
 
 
 def correction_id(name: str, frame: int | None = None) -> str:
-    """File-safe id of a correction: the image name (``_t<frame>`` for a stack frame)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name if frame is None else f"{name}_t{frame}")
+    """File-safe id of a correction: the image name (``_t<frame>`` for a stack frame).
+
+    Leading dots are dropped (``..`` or ``.`` would name a folder, not a file) and an
+    empty name becomes ``image``.
+    """
+    ident = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).lstrip(".") or "image"
+    return ident if frame is None else f"{ident}_t{frame}"
 
 
 def parse_frames(text: str, n_frames: int, current: int | None = None) -> list[int]:

@@ -126,7 +126,7 @@ class EditCheck:
         self.name = layer.name
         self.data = layer.data
         self.written = dict(layer.metadata.get(WRITTEN_KEY) or {})
-        self.history = _history_lengths(layer)
+        self.history = _history_state(layer)
         self.touched = False
         self.result: dict[tuple, bool] = {}
         layer.events.paint.connect(self._touch)
@@ -146,7 +146,9 @@ class EditCheck:
         """(GUI thread) The computed result, or None when it may be out of date."""
         if self.touched or self.layer.data is not self.data:
             return None
-        if _history_lengths(self.layer) != self.history:  # undo / redo: no event is sent
+        if _history_state(self.layer) != self.history:  # undo / redo: no event is sent
+            return None
+        if _stroke_in_progress(self.layer):  # a drag not yet released: no event yet
             return None
         if (self.layer.metadata.get(WRITTEN_KEY) or {}) != self.written:
             return None
@@ -158,10 +160,22 @@ class EditCheck:
             emitter.disconnect(self._touch)
 
 
-def _history_lengths(layer: Labels) -> tuple[int, int]:
-    """Lengths of the layer's undo and redo lists: napari's undo and redo write the data
-    in place without a ``paint`` or ``data`` event, but move an item between these."""
-    return (len(getattr(layer, "_undo_history", ())), len(getattr(layer, "_redo_history", ())))
+def _history_state(layer: Labels) -> tuple:
+    """The layer's undo and redo lists: their lengths and the identity of their last
+    items. napari's undo and redo write the data in place without a ``paint`` or
+    ``data`` event, but move an item between these lists (as a new list object, so an
+    undo followed by a redo changes the state too)."""
+    state = []
+    for name in ("_undo_history", "_redo_history"):
+        items = getattr(layer, name, None) or ()
+        state += [len(items), id(items[-1]) if items else None]
+    return tuple(state)
+
+
+def _stroke_in_progress(layer: Labels) -> bool:
+    """A brush or eraser drag is being painted (napari writes each move into the data and
+    sends its ``paint`` event only when the mouse is released)."""
+    return bool(getattr(layer, "_block_history", False) or getattr(layer, "_staged_history", ()))
 
 
 def edit_checks(viewer, name: str) -> list[EditCheck]:
