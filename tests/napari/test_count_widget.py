@@ -137,10 +137,16 @@ def test_edits_update_the_counts(count, qtbot):
     layer.paint((80, 12), 4)
     qtbot.waitUntil(lambda: widget.count_in_frame(0) == 4, timeout=5_000)
     assert widget.table.model().rowCount() == 4
-    data = layer.data.copy()
-    data[data == 1] = 0
-    layer.data = data  # erase one object
+    layer.undo()  # napari undoes in place and only redraws: no paint or data event
+    layer.undo()
     qtbot.waitUntil(lambda: widget.count_in_frame(0) == 3, timeout=5_000)
+    layer.redo()
+    qtbot.waitUntil(lambda: widget.count_in_frame(0) == 4, timeout=5_000)
+    data = layer.data.copy()
+    data[data == 4] = 0
+    data[data == 1] = 0
+    layer.data = data  # erase two objects
+    qtbot.waitUntil(lambda: widget.count_in_frame(0) == 2, timeout=5_000)
 
 
 def test_intensity_shape_mismatch_is_an_error(count, notes):

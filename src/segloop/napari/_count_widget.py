@@ -124,6 +124,7 @@ class CountWidget(JobWidget):
         self._timer.timeout.connect(self.recount)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
         self.counted: Labels | None = None
+        self._history: tuple = ()  # the counted layer's undo/redo state (edits.history_state)
         self.counts: count_adapters.Counts | None = None
         self._intensity: Image | None = None
         self._request: tuple[Labels, str] | None = None
@@ -185,14 +186,28 @@ class CountWidget(JobWidget):
     # ------------------------------------------------------------------ counting
 
     def track(self, layer: Labels | None) -> None:
-        """Count ``layer`` from now on and recount whenever it is edited."""
+        """Count ``layer`` from now on and recount whenever it is edited (painted, given
+        new data, or changed by napari's undo / redo, which only redraw it)."""
         if self.counted is not None:
             for emitter in (self.counted.events.data, self.counted.events.paint):
                 emitter.disconnect(self._schedule_recount)
+            self.counted.events.set_data.disconnect(self._on_redraw)
         self.counted = layer
         if layer is not None:
             layer.events.data.connect(self._schedule_recount)
             layer.events.paint.connect(self._schedule_recount)
+            layer.events.set_data.connect(self._on_redraw)
+            self._history = edits.history_state(layer)
+
+    def _on_redraw(self, *_args) -> None:
+        """A redraw of the counted layer: recount if its undo / redo lists moved (a
+        redraw after a change of frame changes nothing)."""
+        if self.counted is None:
+            return
+        history = edits.history_state(self.counted)
+        if history != self._history:
+            self._history = history
+            self._schedule_recount()
 
     def _schedule_recount(self, *_args) -> None:
         self._timer.start()  # restarts: many paint strokes give one recount

@@ -126,7 +126,7 @@ class EditCheck:
         self.name = layer.name
         self.data = layer.data
         self.written = dict(layer.metadata.get(WRITTEN_KEY) or {})
-        self.history = _history_state(layer)
+        self.history = history_state(layer)
         self.touched = False
         self.result: dict[tuple, bool] = {}
         layer.events.paint.connect(self._touch)
@@ -146,7 +146,7 @@ class EditCheck:
         """(GUI thread) The computed result, or None when it may be out of date."""
         if self.touched or self.layer.data is not self.data:
             return None
-        if _history_state(self.layer) != self.history:  # undo / redo: no event is sent
+        if history_state(self.layer) != self.history:  # undo / redo: no event is sent
             return None
         if _stroke_in_progress(self.layer):  # a drag not yet released: no event yet
             return None
@@ -160,7 +160,7 @@ class EditCheck:
             emitter.disconnect(self._touch)
 
 
-def _history_state(layer: Labels) -> tuple:
+def history_state(layer: Labels) -> tuple:
     """The layer's undo and redo lists: their lengths and the identity of their last
     items. napari's undo and redo write the data in place without a ``paint`` or
     ``data`` event, but move an item between these lists (as a new list object, so an
