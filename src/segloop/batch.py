@@ -323,9 +323,7 @@ def check_outputs(
         Naming the file.
     """
     from .batch_chunked import output_stem
-
-    def same_file(a: Path, b: Path) -> bool:
-        return os.path.realpath(a) == os.path.realpath(b)
+    from .core.imageio import same_file
 
     if out_format == "zarr":
         suffixes = ZARR_OUTPUTS
@@ -382,7 +380,6 @@ def _predict_whole(model, inputs, out_dir, options, probabilities, client, progr
 
 def in_flight() -> int:
     """Files or windows segmented at once in threads (``SEGLOOP_IN_FLIGHT``, default 2)."""
-    import os
 
     value = os.environ.get("SEGLOOP_IN_FLIGHT", "2")
     return max(1, int(value)) if value.isdigit() else 2

@@ -202,11 +202,6 @@ def check_output_folder(path: str | Path, option: str) -> Path:
     return path
 
 
-def same_file(a: str | Path, b: str | Path) -> bool:
-    """``a`` and ``b`` name one file (links and relative paths resolved)."""
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
 def check_outputs_spare_inputs(outputs: list[tuple[str, Path]], inputs: list[Path]) -> None:
     """Before the work: no output file is one of the inputs, and no two outputs are one
     file (``outputs``: ``(option, path)`` pairs).
@@ -216,6 +211,8 @@ def check_outputs_spare_inputs(outputs: list[tuple[str, Path]], inputs: list[Pat
     OSError
         Naming the option and the file.
     """
+    from .core.imageio import same_file
+
     for index, (option, path) in enumerate(outputs):
         for source in inputs:
             if same_file(path, source):

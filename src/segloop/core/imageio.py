@@ -42,6 +42,11 @@ class OutputWriteError(OSError):
         return f"cannot write {self.filename}: {self.strerror}"
 
 
+def same_file(first: str | Path, second: str | Path) -> bool:
+    """``first`` and ``second`` name one file (links and relative paths resolved)."""
+    return os.path.realpath(first) == os.path.realpath(second)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it onto ``path`` on success.

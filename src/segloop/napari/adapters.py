@@ -177,21 +177,11 @@ def current_frame(viewer: napari.Viewer, layer: Layer) -> int:
     return int(np.clip(round(float(position[0])), 0, n_frames - 1))
 
 
-def intensity_for(labels_shape: tuple[int, ...], layer: Image | None) -> np.ndarray | None:
-    """Grey-level intensities of ``layer`` on the grid of a labels array (None if no layer).
-
-    Raises
-    ------
-    UserError
-        If the image and the labels differ in shape.
-    """
-    return intensity_values(intensity_source(labels_shape, layer))
-
-
 @dataclass
 class IntensitySource:
     """An Image layer's pixels for the Count table, checked for shape only (GUI thread);
-    :func:`intensity_values` checks and converts them (in a worker for a big image)."""
+    :func:`intensity_values` checks and converts them (in a worker for a big image).
+    ``data`` is the layer's own array until the job takes its :func:`snapshot`."""
 
     data: np.ndarray
     rgb: bool
@@ -216,7 +206,7 @@ def intensity_source(labels_shape: tuple[int, ...], layer: Image | None) -> Inte
             f"Image '{layer.name}' has shape {shape} but the labels have shape "
             f"{tuple(labels_shape)}; pick an image of the same size."
         )
-    return IntensitySource(snapshot(data), layer.rgb, layer.name)
+    return IntensitySource(data, layer.rgb, layer.name)
 
 
 def intensity_values(source: IntensitySource | None) -> np.ndarray | None:

@@ -8,7 +8,7 @@ erased, filled, or never written by segloop) is the user's work. Two rules use t
 - re-segmenting never overwrites a layer with user edits in the frames it would
   replace: the new result goes to a new layer (:func:`has_user_edits`);
 - saving a frame that is a model's unedited output never replaces a saved correction
-  (:func:`is_model_output`, the project's ``origin="model"``).
+  (``finetune_adapters.Correction.resolved_origin``, the project's ``origin="model"``).
 """
 
 from __future__ import annotations
@@ -66,19 +66,6 @@ def record_written(layer: Labels, digests: dict[int, str], replace: bool) -> Non
     layer.metadata[WRITTEN_KEY] = {**known, **digests}
 
 
-def _frame_data(layer: Labels, frame: int | None) -> np.ndarray:
-    data = np.asarray(layer.data)
-    return data if frame is None or frame == WHOLE or data.ndim == 2 else data[frame]
-
-
-def is_model_output(layer: Labels, frame: int | None = None) -> bool:
-    """True when ``frame`` of ``layer`` (None: a 2-D layer) is exactly what Segment wrote."""
-    written = layer.metadata.get(WRITTEN_KEY) or {}
-    key = WHOLE if frame is None else int(frame)
-    expected = written.get(key)
-    return expected is not None and digest(_frame_data(layer, frame)) == expected
-
-
 def has_user_edits(layer: Labels, frames: Iterable[int] | None = None) -> bool:
     """True when any of ``frames`` (None: every frame) is not a model's unedited output.
 
@@ -123,7 +110,6 @@ class EditCheck:
 
     def __init__(self, layer: Labels) -> None:
         self.layer = layer
-        self.name = layer.name
         self.data = layer.data
         self.written = dict(layer.metadata.get(WRITTEN_KEY) or {})
         self.history = history_state(layer)

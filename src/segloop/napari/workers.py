@@ -340,6 +340,8 @@ def count_job(
     big stack is copied in the worker, see :func:`adapters.snapshot`). Its value is
     ``(counts, note)``: a note when the intensities could not be used."""
     labels = adapters.snapshot(labels)
+    if intensity is not None:
+        intensity = replace(intensity, data=adapters.snapshot(intensity.data))
     return Job(_count, labels, intensity, pixel_size, name, **callbacks)
 
 
