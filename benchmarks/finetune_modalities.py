@@ -157,6 +157,10 @@ CONFIGS: dict[str, dict] = {
     # that two corrected frames also teach cells a little larger and smaller than theirs
     "zoom": {"zoom": (0.7, 1.4)},
     "zoom-seed1": {"zoom": (0.7, 1.4), "seed": 1},
+    # the default, keeping an exponential moving average of the weights (core.ema)
+    "default-seed1": {"seed": 1},
+    "ema0.998": {"ema_decay": 0.998},
+    "ema0.998-seed1": {"ema_decay": 0.998, "seed": 1},
 }
 
 

@@ -19,6 +19,7 @@ import torch
 
 from .augment import AugmentConfig
 from .device import avoid_triton_crash, compute_settings, prepare_network
+from .ema import WeightAverage, averaged_weights
 from .evaluation import LabelledImage, TunedPostprocess, evaluate_iter, tune_postprocess
 from .losses import distance_loss, segmentation_loss
 from .modelio import ModelBundle, save_model
@@ -100,6 +101,9 @@ class TrainConfig:
     #: ... higher by more than this when the tuned settings drop more
     #: (:func:`~segloop.core.evaluation.drops_more`)
     tune_keep_margin: float = 0.0
+    #: decay of an exponential moving average of the weights, which is then what is
+    #: validated and kept (:mod:`segloop.core.ema`); 0 keeps the trained weights
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.tune_grid not in ("full", "quick"):
@@ -121,6 +125,7 @@ class TrainConfig:
         check_number("object_crops", self.object_crops, 0.0, 1.0)
         check_number("tune_seg_weight", self.tune_seg_weight, 0.0, 100.0)
         check_number("tune_keep_margin", self.tune_keep_margin, 0.0, 1.0)
+        check_number("ema_decay", self.ema_decay, 0.0, 0.99999)
         check_weight_parameters(self.w0, self.sigma)
         value = self.target_diameter
         if value is not None and value != "auto":
@@ -304,6 +309,7 @@ def train_iter(
     optimizer = torch.optim.AdamW(
         network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
+    average = WeightAverage(network, config.ema_decay) if config.ema_decay else None
     steps_per_epoch = max(1, math.ceil(len(samples) / config.batch_size))
     max_steps = config.epochs * steps_per_epoch if config.epochs else None
     budget_s = config.minutes * 60 if config.minutes else None
@@ -355,6 +361,8 @@ def train_iter(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if average is not None:
+            average.update(network)
         step += 1
         elapsed = time.monotonic() - start
         history.append(
@@ -367,8 +375,9 @@ def train_iter(
         )
         data_out = dict(history[-1])
         if val_data and time.monotonic() - last_val >= config.val_interval_s:
-            score, metrics = yield from _validate(bundle, val_data, config, passes_stop)
-            checkpoint(score, metrics)
+            with averaged_weights(network, average):
+                score, metrics = yield from _validate(bundle, val_data, config, passes_stop)
+                checkpoint(score, metrics)
             last_val = time.monotonic()
             data_out["validation"] = metrics
         yield Progress(
@@ -379,11 +388,14 @@ def train_iter(
             data_out,
         )
     if not stopped and val_data:
-        score, metrics = yield from _validate(bundle, val_data, config, passes_stop)
-        checkpoint(score, metrics)
+        with averaged_weights(network, average):
+            score, metrics = yield from _validate(bundle, val_data, config, passes_stop)
+            checkpoint(score, metrics)
         yield Progress("validate", 1, 1, "final validation", {"validation": metrics})
     if best_state is not None:
         network.load_state_dict(best_state)
+    elif average is not None:  # nothing validated: keep the average
+        network.load_state_dict(average.state)
     network.eval()
     if not stopped and config.tune_postprocess and bundle.target == "instances" and val_data:
         yield Progress("tune", 0, 1, "tuning post-processing on the validation images")
