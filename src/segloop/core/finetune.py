@@ -491,10 +491,7 @@ def finetune_iter(
         metrics={"before": before, "after": after},
     )
     control.check_cancel()
-    out_path = project.next_version_path()  # numbered now: never replaces a version
-    number = int(out_path.stem[1:])
-    name = f"{project.root.name}-v{number}"
-    bundle.metadata.update(version=number, name=name, finetune=record.to_dict())
-    yield Progress("save", 0, 1, f"saving {out_path.name}")
-    save_model(bundle, out_path)
-    return FinetuneResult(VersionInfo(number, out_path, bundle.metadata), result, result.stopped)
+    bundle.metadata.update(finetune=record.to_dict())
+    yield Progress("save", 0, 1, "saving the new version")
+    version = project.save_version(bundle)  # numbered under the lock: never replaces one
+    return FinetuneResult(version, result, result.stopped)

@@ -29,7 +29,6 @@ import json
 import os
 import re
 import shutil
-import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -39,10 +38,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .imageio import atomic_output, read_image, write_tiff
+from .locks import project_lock
 from .versions import VersionInfo, list_versions
 
 if TYPE_CHECKING:
     from .evaluation import LabelledImage
+    from .modelio import ModelBundle
 
 #: ``origin`` of a correction: labels the user edited, or a model's output kept as is.
 ORIGINS = ("user", "model")
@@ -64,18 +65,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(data, indent=1, default=str))
 
 
-_LOCKS: dict[str, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def _root_lock(root: Path) -> threading.Lock:
-    """One lock per project folder: two threads (Save and Train) store corrections one
-    after the other, so neither replaces the other's newer files or history number."""
-    key = str(root.resolve())
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(key, threading.Lock())
-
-
 class Project:
     """Corrections and model versions stored in one folder (see the module docstring)."""
 
@@ -89,7 +78,7 @@ class Project:
             info = {**info, "base_model": base_model, "created": info.get("created", _now())}
             _write_json(info_path, info)
         self.info = info
-        with _root_lock(self.root):
+        with project_lock(self.root):
             self._finish_pending()
 
     @property
@@ -119,8 +108,9 @@ class Project:
         already taken is stored as a new correction (``<id>-2``, ``<id>-3``...), never
         in its place. A model's unedited output (``origin="model"``) never replaces a
         correction the user saved (it returns None and the saved one stays); it may
-        replace an earlier model output that was saved as it was. Two threads store
-        corrections of one project one after the other.
+        replace an earlier model output that was saved as it was. Two threads or
+        processes store corrections of one project one after the other
+        (:func:`~segloop.core.locks.project_lock`).
         """
         if origin not in ORIGINS:
             raise ValueError(f"correction '{name}': origin must be one of {ORIGINS}")
@@ -131,7 +121,7 @@ class Project:
             )
         if sparse and not labels.any():
             raise ValueError(f"correction '{name}': the sparse labels are empty (nothing labelled)")
-        with _root_lock(self.root):
+        with project_lock(self.root):
             self._finish_pending()
             return self._store(image, labels, name, source, frame, model_version, sparse, origin)
 
@@ -267,6 +257,19 @@ class Project:
     def versions(self) -> list[VersionInfo]:
         """Saved versions, oldest first."""
         return list_versions(self.root / "models")
+
+    def save_version(self, bundle: ModelBundle) -> VersionInfo:
+        """Save ``bundle`` as the next version, numbered and written under the project's
+        lock: two runs finishing together (threads or processes) get two numbers, and
+        neither replaces the other's file. ``metadata`` gets ``version`` and ``name``."""
+        from .modelio import save_model
+
+        with project_lock(self.root):
+            path = self.next_version_path()
+            number = int(path.stem[1:])
+            bundle.metadata.update(version=number, name=f"{self.root.name}-v{number}")
+            save_model(bundle, path)
+        return VersionInfo(number, path, bundle.metadata)
 
     def next_version_path(self) -> Path:
         """Path of the next version: one number above every ``v<N>.safetensors`` file in
