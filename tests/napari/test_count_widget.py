@@ -118,13 +118,20 @@ def test_export_csv(count, qtbot, tmp_path, notes):
     assert widget.export_csv(tmp_path / "nothing.csv") is None  # nothing counted yet
     viewer.add_labels(disks(THREE_DISKS), name="cells")
     run(qtbot, widget, "components")
-    written = widget.export_csv(tmp_path / "counts")
-    assert written == tmp_path / "counts.csv"
+    job = widget.export_csv(tmp_path / "counts")
+    qtbot.waitUntil(lambda: job.finished, timeout=20000)  # written in a worker thread
+    written = tmp_path / "counts.csv"
     with open(written, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 3 and rows[0]["source"] == "cells instances"
     assert {"label", "frame", "area", "centroid_y", "centroid_x", "mean_intensity"} <= set(rows[0])
     assert any("Wrote 3 objects" in message for _, message in notes)
+    # a file that cannot be written: one error message, no traceback, nothing written
+    (tmp_path / "a_file").write_text("not a folder")
+    job = widget.export_csv(tmp_path / "a_file" / "counts.csv")
+    qtbot.waitUntil(lambda: job.finished, timeout=20000)
+    assert any("Cannot write" in message for message in errors(notes))
+    assert not widget._export_jobs  # let go once done
 
 
 def test_edits_update_the_counts(count, qtbot):
@@ -214,7 +221,9 @@ def test_stack_counts_over_time_plot_and_exports(count, qtbot, tmp_path):
     picture = np.asarray(Image.open(png).convert("RGB"))
     assert picture.shape[:2] == (600, 1200)
     assert (np.abs(picture.astype(int) - (0x4F, 0xC3, 0xF7)).sum(axis=2) < 60).sum() > 200  # line
-    per_frame = widget.export_frame_counts(tmp_path / "per_frame.csv")
+    job = widget.export_frame_counts(tmp_path / "per_frame.csv")
+    qtbot.waitUntil(lambda: job.finished, timeout=20000)
+    per_frame = tmp_path / "per_frame.csv"
     with open(per_frame, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["frame"], r["count"]) for r in rows] == [("0", "3"), ("1", "2"), ("2", "1")]

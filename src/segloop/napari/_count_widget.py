@@ -24,7 +24,7 @@ from ._common import JobWidget, LayerCombo, same_layer, writable_labels_name
 from ._count_plot import CountsPlot
 from ._count_table import CountsTableModel, counts_view
 from ._notify import show_info, show_warning
-from .workers import Job, Outcome, count_job, instances_job
+from .workers import Job, Outcome, count_job, instances_job, write_job
 
 if TYPE_CHECKING:
     import napari
@@ -129,6 +129,7 @@ class CountWidget(JobWidget):
         self._intensity: Image | None = None
         self._request: tuple[Labels, str] | None = None
         self._count_job: Job | None = None
+        self._export_jobs: set[Job] = set()
         self._recount_again = False
         self._features_frame: int | None = None
         self._update_method()
@@ -347,39 +348,47 @@ class CountWidget(JobWidget):
         layer.selected_label = label
         self.viewer.layers.selection.active = layer
 
-    def export_csv(self, path: str | Path | None = None) -> Path | None:
-        """Write the object table as CSV (asks for a file when ``path`` is None)."""
+    def export_csv(self, path: str | Path | None = None) -> Job | None:
+        """Write the object table as CSV (asks for a file when ``path`` is None), in a
+        worker thread: a table of many objects takes the GUI thread a second or more."""
+
+        total = 0 if self.counts is None else self.counts.total
+
+        def done(written: Path) -> str:
+            return f"Wrote {total} objects to {written}"
+
         write = count_adapters.write_counts
-        written = self._export(path, "_counts.csv", "Export counts", "CSV (*.csv)", write)
-        if written is not None:
-            show_info(f"Wrote {self.counts.total} objects to {written}")
-        return written
+        return self._export_table(path, "_counts.csv", "Export counts", write, done)
 
     def export_plot(self, path: str | Path | None = None) -> Path | None:
         """Save the counts-over-time plot as PNG (asks for a file when ``path`` is None)."""
         if self.counted is not None and self.counted.ndim != 3:
             show_warning("No counts over time yet: count a 2-D + t stack first.")
             return None
-
-        def save(_counts, target, _source):
-            return self.plot.save_png(target)
-
-        written = self._export(path, "_counts.png", "Save plot", "PNG (*.png)", save)
-        if written is not None:
-            show_info(f"Wrote {written}")
+        path = self._export_path(path, "_counts.png", "Save plot", "PNG (*.png)")
+        if path is None:
+            return None
+        try:  # the plot is a Qt widget: drawn in the GUI thread (one small PNG)
+            written = self.plot.save_png(path)
+        except (adapters.UserError, OSError) as exc:
+            self.report_error(str(exc))
+            return None
+        show_info(f"Wrote {written}")
         return written
 
-    def export_frame_counts(self, path: str | Path | None = None) -> Path | None:
-        """Write the objects-per-frame table as CSV (asks for a file when ``path`` is None)."""
+    def export_frame_counts(self, path: str | Path | None = None) -> Job | None:
+        """Write the objects-per-frame table as CSV (asks for a file when ``path`` is
+        None), in a worker thread."""
+        frames = 0 if self.counts is None else len(self.counts.frames["frame"])
+
+        def done(written: Path) -> str:
+            return f"Wrote counts of {frames} frames to {written}"
+
         write = count_adapters.write_frame_counts
-        written = self._export(path, "_per_frame.csv", "Counts per frame", "CSV (*.csv)", write)
-        if written is not None:
-            frames = len(self.counts.frames["frame"])
-            show_info(f"Wrote counts of {frames} frames to {written}")
-        return written
+        return self._export_table(path, "_per_frame.csv", "Counts per frame", write, done)
 
-    def _export(self, path, suffix: str, title: str, kinds: str, write) -> Path | None:
-        """Ask for a file (when ``path`` is None) and ``write(counts, path, source)`` it."""
+    def _export_path(self, path, suffix: str, title: str, kinds: str) -> str | Path | None:
+        """``path``, or the file the user picks (None: nothing counted, or no file)."""
         if self.counts is None or self.counted is None:
             show_warning("Nothing to export yet: press Run first.")
             return None
@@ -388,11 +397,25 @@ class CountWidget(JobWidget):
             path, _ = QFileDialog.getSaveFileName(self, title, default, kinds)
             if not path:
                 return None
-        try:
-            return write(self.counts, path, self.counted.name)
-        except (adapters.UserError, OSError) as exc:
-            self.report_error(str(exc))
+        return path
+
+    def _export_table(self, path, suffix: str, title: str, write, done_text) -> Job | None:
+        """Ask for a file (when ``path`` is None), then ``write(counts, path, source)`` in
+        a worker; ``done_text(written)`` is shown when it has been written."""
+        path = self._export_path(path, suffix, title, "CSV (*.csv)")
+        if path is None:
             return None
+
+        def done(outcome: Outcome) -> None:
+            self._export_jobs.discard(job)
+            if outcome.error is not None and not outcome.crashed:
+                self.report_error(outcome.error)
+            elif outcome.ok:
+                show_info(done_text(outcome.value))
+
+        job = write_job(write, self.counts, path, self.counted.name, on_done=done)
+        self._export_jobs.add(job)  # referenced until done (its signals are bound to it)
+        return job.start()
 
 
 def _size_text(size: tuple[float, float]) -> str:

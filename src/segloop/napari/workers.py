@@ -329,6 +329,19 @@ def _train(request, control, should_stop=None):
     return (yield from train_adapters.train_run(request, control))
 
 
+def write_job(write: Callable[..., Any], *args: Any, **callbacks: Any) -> Job:
+    """Job calling ``write(*args)`` (e.g. writing a table of many objects to a slow
+    disk) in a worker thread (not started); its value is what ``write`` returns."""
+    return Job(_write, write, args, **callbacks)
+
+
+def _write(
+    write: Callable[..., Any], args: tuple, should_stop: Callable[[], bool]
+) -> Generator[Progress, None, Any]:
+    yield Progress("write", 0, 1, "writing")
+    return write(*args)
+
+
 def count_job(
     labels: np.ndarray,
     intensity: adapters.IntensitySource | None,
