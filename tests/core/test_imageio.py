@@ -186,3 +186,23 @@ def test_read_real_lzw_tiff() -> None:
     image = read_image(path)
     assert image.shape == (512, 512) and image.dtype == np.uint8
     assert prepare_image(image).shape == (512, 512)
+
+
+def test_channels_are_found_and_never_read_as_frames(tmp_path: Path) -> None:
+    from segloop.core.imageio import read_image_channels, trailing_channel_axis
+
+    hyperstack = np.zeros((4, 2, 16, 16), np.uint16)
+    tifffile.imwrite(tmp_path / "tcyx.tif", hyperstack, imagej=True, metadata={"axes": "TCYX"})
+    image, axis = read_image_channels(tmp_path / "tcyx.tif")
+    assert image.shape == (4, 2, 16, 16) and axis == 1
+    with pytest.raises(ImageReadError, match="2 channels"):
+        read_image(tmp_path / "tcyx.tif")  # not 8 frames
+    tifffile.imwrite(
+        tmp_path / "movie.tif", np.zeros((4, 16, 16), np.uint16), photometric="minisblack"
+    )
+    assert read_image_channels(tmp_path / "movie.tif")[1] is None
+    assert read_image(tmp_path / "movie.tif").shape == (4, 16, 16)
+    assert trailing_channel_axis((16, 16, 2)) == 2
+    assert trailing_channel_axis((5, 16, 16, 2)) == 3
+    for shape in [(16, 16, 3), (16, 16, 4), (16, 16), (3, 16, 16), (16, 16, 8), (4, 16, 1)]:
+        assert trailing_channel_axis(shape) is None, shape

@@ -129,3 +129,21 @@ def test_writer_records_provenance_and_pixel_size(make_napari_viewer, tmp_path):
     assert record["model"] == {"name": "nuclei"} and record["settings"] == {"tile": 256}
     assert record["pixel_size_um"] == [0.5, 0.5]
     assert read_pixel_size(path) == (0.5, 0.5)
+
+
+def test_a_multichannel_image_opens_as_one_layer_per_channel(make_napari_viewer, tmp_path):
+    """A 2-channel ImageJ hyperstack (T, C, Y, X) must not become 2x as many frames, and a
+    (Y, X, 2) array must not become Y frames of X x 2 pixels."""
+    movie = np.zeros((3, 2, 32, 40), np.uint16)
+    movie[:, 1] = 7  # channel 1 is the bright one
+    tifffile.imwrite(tmp_path / "movie.tif", movie, imagej=True, metadata={"axes": "TCYX"})
+    pair = np.zeros((32, 40, 2), np.uint8)
+    pair[..., 0] = 5
+    tifffile.imwrite(tmp_path / "pair.tif", pair)
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "movie.tif"), plugin="napari-segloop")
+    viewer.open(str(tmp_path / "pair.tif"), plugin="napari-segloop")
+    layers = {layer.name: layer for layer in viewer.layers}
+    assert sorted(layers) == ["movie ch0", "movie ch1", "pair ch0", "pair ch1"]
+    assert layers["movie ch1"].data.shape == (3, 32, 40) and layers["movie ch1"].data.max() == 7
+    assert layers["pair ch0"].data.shape == (32, 40) and layers["pair ch0"].data.max() == 5

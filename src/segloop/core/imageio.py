@@ -143,15 +143,42 @@ def read_image(path: str | Path) -> np.ndarray:
     ImageReadError
         If the file cannot be decoded (corrupt, unsupported, missing codec).
     """
+    image, channel_axis = read_image_channels(path)
+    if channel_axis is not None and image.ndim - (channel_axis % image.ndim) != 1:
+        raise ImageReadError(
+            f"{path} has {image.shape[channel_axis]} channels (shape {image.shape}, the "
+            f"channels on axis {channel_axis}); segloop segments one grey or RGB image: "
+            "open it in napari (which splits the channels into layers) and pick one, or "
+            "save the channel to segment as its own file"
+        )
+    return image
+
+
+def read_image_channels(path: str | Path) -> tuple[np.ndarray, int | None]:
+    """Read one image file (see :func:`read_image`) and find its channel axis.
+
+    Returns
+    -------
+    image : np.ndarray
+        The pixel data as stored.
+    channel_axis : int or None
+        The axis holding channels other than RGB(A) colour: a TIFF's ``C`` axis (ImageJ
+        and OME hyperstacks), or a last axis of 2 or of 5-7 values next to two axes of
+        at least ``MIN_SIDE`` pixels; None for grey, RGB and RGBA images.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Image file not found: {path}")
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
-            return _read_tiff(path)
+            image, axes = _read_tiff(path)
+            if "C" in axes and len(axes) == image.ndim:
+                return image, axes.index("C")
+            return image, trailing_channel_axis(image.shape)
         with Image.open(path) as img:
             img.load()
-            return _pil_to_array(img)
+            image = _pil_to_array(img)
+            return image, trailing_channel_axis(image.shape)
     except ImageReadError:
         raise
     except MemoryError as exc:
@@ -161,9 +188,10 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(f"Cannot read image {path}: {reason}") from exc
 
 
-def _read_tiff(path: Path) -> np.ndarray:
-    """All pages of a TIFF: one series as stored, several series (pages written by
-    separate ``write()`` calls) stacked as frames when they have one shape.
+def _read_tiff(path: Path) -> tuple[np.ndarray, str]:
+    """All pages of a TIFF and tifffile's axes letters: one series as stored, several
+    series (pages written by separate ``write()`` calls) stacked as frames when they
+    have one shape.
 
     Raises
     ------
@@ -176,7 +204,7 @@ def _read_tiff(path: Path) -> np.ndarray:
         if not series:
             raise ImageReadError(f"Cannot read image {path}: no image data in the TIFF")
         if len(series) == 1:
-            return np.asarray(series[0].asarray())
+            return np.asarray(series[0].asarray()), series[0].axes
         shapes = [tuple(s.shape) for s in series]
         if len(set(shapes)) > 1:
             listed = ", ".join("x".join(map(str, shape)) for shape in shapes[:4])
@@ -187,7 +215,9 @@ def _read_tiff(path: Path) -> np.ndarray:
             )
         arrays = [np.asarray(s.asarray()) for s in series]
     frames_axis = len(shapes[0]) >= 3 and not _has_channels(shapes[0])
-    return np.concatenate(arrays) if frames_axis else np.stack(arrays)
+    if frames_axis:
+        return np.concatenate(arrays), series[0].axes
+    return np.stack(arrays), "T" + series[0].axes
 
 
 def _natural_key(path: Path) -> list[object]:
@@ -299,6 +329,14 @@ def write_tiff(
         )
     with atomic_output(path, suffix=".tif") as tmp:
         tifffile.imwrite(tmp, array, **options)
+
+
+def trailing_channel_axis(shape: tuple[int, ...]) -> int | None:
+    """The last axis when it holds a few non-colour channels: 2, or 5 to ``MIN_SIDE - 1``
+    values after two axes of at least ``MIN_SIDE`` (no image is 2 pixels wide)."""
+    if len(shape) < 3 or shape[-1] in (3, 4) or shape[-1] >= MIN_SIDE or shape[-1] < 2:
+        return None
+    return len(shape) - 1 if min(shape[-3:-1]) >= MIN_SIDE else None
 
 
 def _has_channels(shape: tuple[int, ...], channel_axis: int = -1) -> bool:

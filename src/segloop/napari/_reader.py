@@ -1,6 +1,8 @@
 """napari reader: TIFF (LZW, multi-page), PNG and JPEG files, and folders of frames.
 
 A folder of same-sized images becomes one 2-D + t stack (frames in natural name order).
+A multichannel image (a TIFF's ``C`` axis, or a last axis of 2 or 5-7 channels) opens as
+one Image layer per channel, named ``<name> ch0``, ``<name> ch1``...
 Integer images whose file name ends in ``labels``, ``masks``, ``instances`` or ``classes``
 (e.g. those written by the segloop labels writer) open as Labels layers.
 """
@@ -47,8 +49,12 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
 
 
 def _layer(path: Path) -> LayerData:
-    data = adapters.read_path(path)
+    data, channel_axis = adapters.read_path_channels(path)
     name = path.name if path.is_dir() else path.stem
+    if channel_axis is not None:  # one Image layer per channel, as napari's own reader
+        names = [f"{name} ch{i}" for i in range(data.shape[channel_axis])]
+        physical = _physical(path, data.ndim - 1)
+        return data, {"name": names, "channel_axis": channel_axis, **physical}, "image"
     if _looks_like_labels(name, data):
         return data, {"name": name, **_physical(path, data.ndim)}, "labels"
     try:

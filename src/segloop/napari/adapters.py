@@ -457,6 +457,19 @@ def read_path(path: str | os.PathLike) -> np.ndarray:
         raise UserError(str(exc)) from None
 
 
+def read_path_channels(path: str | os.PathLike) -> tuple[np.ndarray, int | None]:
+    """:func:`read_path`, and the axis holding channels other than colour (None when
+    there is none; see :func:`segloop.core.imageio.read_image_channels`)."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            data = imageio.read_folder_as_stack(path)
+            return data, imageio.trailing_channel_axis(data.shape)
+        return imageio.read_image_channels(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+
+
 def write_labels_tiff(
     path: str | os.PathLike,
     data: np.ndarray,
