@@ -105,3 +105,44 @@ def test_an_edit_check_from_a_worker_is_dropped_when_the_layer_is_painted(make_n
     assert fresh.answer(stack.shape, 0) is None
     for check in [*checks, fresh]:
         check.close()
+
+
+def test_a_frame_is_never_written_while_a_worker_copies_the_stack(make_napari_viewer):
+    """A worker copying a big layer (own_copy) and the GUI thread writing a Segment frame
+    into that layer in place take turns, so the copy never holds half a frame."""
+    import threading
+    import time
+
+    from segloop.napari import adapters
+    from segloop.napari.layer_updates import STACK_WRITE_LOCK
+
+    big = np.zeros((3, 1024, 1024 * 3), np.int32)  # over CHECK_NOW_VALUES: copied in a worker
+    assert big.size > adapters.CHECK_NOW_VALUES
+    copied: list[np.ndarray] = []
+    with STACK_WRITE_LOCK:  # a frame write in progress
+        worker = threading.Thread(target=lambda: copied.append(adapters.own_copy(big)))
+        worker.start()
+        time.sleep(0.3)
+        assert not copied  # the copy waits for the write
+        big[1] = 5
+    worker.join(10)
+    assert copied and (copied[0][1] == 5).all()
+
+    viewer = make_napari_viewer()
+    viewer.add_labels(big, name="cells")
+    released = threading.Event()
+
+    def copy_slowly() -> None:  # a worker in the middle of its copy
+        with STACK_WRITE_LOCK:
+            released.wait(0.4)
+
+    holder = threading.Thread(target=copy_slowly)
+    holder.start()
+    time.sleep(0.05)
+    start = time.monotonic()
+    frame = np.full(big.shape[1:], 7, np.int32)
+    stack = adapters.frame_into(viewer, "cells", "labels", frame, 2, big.shape)
+    waited = time.monotonic() - start
+    holder.join(10)
+    assert stack is big and (big[2] == 7).all()  # written in place, once the copy was done
+    assert waited > 0.2

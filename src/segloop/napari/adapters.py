@@ -25,6 +25,8 @@ from segloop.core.progress import Progress, StopCheck, check_stop
 from segloop.core.uncertainty import entropy_uncertainty
 from segloop.core.weightmap import weight_map
 
+from .layer_updates import STACK_WRITE_LOCK
+
 # layer writing lives in layer_updates; the widgets reach it through this module
 from .layer_updates import find_layer as find_layer
 from .layer_updates import frame_into as frame_into
@@ -154,10 +156,12 @@ def snapshot(data: np.ndarray) -> np.ndarray:
 
 
 def own_copy(data: np.ndarray | None) -> np.ndarray | None:
-    """(Worker thread) A private copy of what :func:`snapshot` passed on uncopied."""
+    """(Worker thread) A private copy of what :func:`snapshot` passed on uncopied, made
+    while no frame is being written into it (:data:`~.layer_updates.STACK_WRITE_LOCK`)."""
     if data is None or data.size <= CHECK_NOW_VALUES:
         return data
-    return np.array(data, copy=True)
+    with STACK_WRITE_LOCK:
+        return np.array(data, copy=True)
 
 
 def spatial_shape(data: np.ndarray, rgb: bool) -> tuple[int, ...]:

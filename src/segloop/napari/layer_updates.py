@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -231,6 +232,12 @@ def _free_name(viewer: napari.Viewer, name: str) -> str:
     return f"{name} [{index}]"
 
 
+#: Held by the GUI thread while it writes a frame into a layer's array in place, and by a
+#: worker while it copies a large layer array it was handed uncopied
+#: (:func:`segloop.napari.adapters.own_copy`): the copy then never holds half a frame.
+STACK_WRITE_LOCK = threading.Lock()
+
+
 def frame_into(
     viewer: napari.Viewer, name: str, kind: str, frame: np.ndarray, index: int, shape: tuple
 ) -> np.ndarray:
@@ -254,7 +261,8 @@ def frame_into(
             and current.flags.writeable
             and np.can_cast(frame.dtype, current.dtype)
         ):
-            current[index] = frame
+            with STACK_WRITE_LOCK:  # waits for a worker copying this stack (rare)
+                current[index] = frame
             return current
         stack = np.array(current, dtype=np.promote_types(current.dtype, frame.dtype))
         stack[index] = frame
