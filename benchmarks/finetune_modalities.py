@@ -161,6 +161,10 @@ CONFIGS: dict[str, dict] = {
     "default-seed1": {"seed": 1},
     "ema0.998": {"ema_decay": 0.998},
     "ema0.998-seed1": {"ema_decay": 0.998, "seed": 1},
+    # the default stopped after a fixed number of steps (run with a budget long enough
+    # that the steps decide): the same training whatever the machine's speed or load
+    "steps500": {"epochs": 500},
+    "steps500-seed1": {"epochs": 500, "seed": 1},
 }
 
 

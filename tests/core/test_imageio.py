@@ -206,3 +206,23 @@ def test_channels_are_found_and_never_read_as_frames(tmp_path: Path) -> None:
     assert trailing_channel_axis((5, 16, 16, 2)) == 3
     for shape in [(16, 16, 3), (16, 16, 4), (16, 16), (3, 16, 16), (16, 16, 8), (4, 16, 1)]:
         assert trailing_channel_axis(shape) is None, shape
+
+
+def test_multichannel_pages_and_folders_keep_their_channels(tmp_path: Path) -> None:
+    from segloop.core.imageio import read_folder_channels, read_image_channels
+
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as writer:  # one CYX page set per time
+        for t in range(3):
+            writer.write(np.full((2, 16, 16), t, np.uint16), metadata={"axes": "CYX"})
+    image, axis = read_image_channels(tmp_path / "pages.tif")
+    assert image.shape == (3, 2, 16, 16) and axis == 1 and image[2, 1, 0, 0] == 2
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t in range(3):
+        tifffile.imwrite(
+            folder / f"t{t}.tif", np.full((2, 16, 16), t, np.uint16), metadata={"axes": "CYX"}
+        )
+    stack, axis = read_folder_channels(folder)
+    assert stack.shape == (3, 2, 16, 16) and axis == 1
+    with pytest.raises(ImageReadError, match="2 channels"):
+        read_folder_as_stack(folder)

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 import threading
@@ -75,3 +76,35 @@ def test_versions_saved_together_get_their_own_numbers(tmp_path):
     assert sorted(v.version for v in results) == [1, 2, 3, 4]
     assert [v.version for v in project.versions()] == [1, 2, 3, 4]
     assert {v.metadata["name"] for v in results} == {f"p-v{n}" for n in range(1, 5)}
+
+
+def test_a_folder_without_file_locks_still_saves(tmp_path, monkeypatch, caplog):
+    """A network mount without flock, or a read-only project with no lock file: the
+    body still runs (threads stay ordered), and the first case says so in the log."""
+    import errno
+
+    from segloop.core import locks
+
+    def no_locks(fd):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(locks, "_lock_file", no_locks)
+    ran = []
+    with locks.project_lock(tmp_path):
+        ran.append("no flock")
+    assert "no file locks" in caplog.text
+    monkeypatch.setattr(locks, "_open_lock_file", lambda root: None)
+    with locks.project_lock(tmp_path):
+        ran.append("no lock file")
+    assert ran == ["no flock", "no lock file"]
+
+    def broken(fd):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(
+        locks, "_open_lock_file", lambda root: os.open(tmp_path / "x", os.O_RDWR | os.O_CREAT)
+    )
+    monkeypatch.setattr(locks, "_lock_file", broken)
+    with pytest.raises(OSError, match="I/O error"), locks.project_lock(tmp_path):
+        ran.append("never")
+    assert ran[-1] == "no lock file"

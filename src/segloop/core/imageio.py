@@ -214,10 +214,11 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str]:
                 f"({listed}{more}); frames of a multi-page TIFF must have one size"
             )
         arrays = [np.asarray(s.asarray()) for s in series]
-    frames_axis = len(shapes[0]) >= 3 and not _has_channels(shapes[0])
+    axes = series[0].axes
+    frames_axis = len(shapes[0]) >= 3 and not _has_channels(shapes[0]) and "C" not in axes
     if frames_axis:
-        return np.concatenate(arrays), series[0].axes
-    return np.stack(arrays), "T" + series[0].axes
+        return np.concatenate(arrays), axes
+    return np.stack(arrays), "T" + axes
 
 
 def _natural_key(path: Path) -> list[object]:
@@ -280,17 +281,35 @@ def read_folder_as_stack(folder: str | Path) -> np.ndarray:
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"Not a folder: {folder}")
+    stack, channel_axis = read_folder_channels(folder)
+    if channel_axis is not None and channel_axis != stack.ndim - 1:
+        raise ImageReadError(
+            f"The images in {folder} have {stack.shape[channel_axis]} channels (one frame "
+            f"is {stack.shape[1:]}); segloop segments one grey or RGB image: save the "
+            "channel to segment as its own files"
+        )
+    return stack
+
+
+def read_folder_channels(folder: str | Path) -> tuple[np.ndarray, int | None]:
+    """:func:`read_folder_as_stack` for images that may hold channels: the
+    ``(T, ...)`` stack and its channel axis (None when the frames have none; see
+    :func:`read_image_channels`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NotADirectoryError(f"Not a folder: {folder}")
     files = list_images([folder])
-    frames = [read_image(files[0])]
+    first, axis = read_image_channels(files[0])
+    frames = [first]
     for file in files[1:]:
-        frame = read_image(file)
-        if frame.shape != frames[0].shape:
+        frame, frame_axis = read_image_channels(file)
+        if frame.shape != first.shape or frame_axis != axis:
             raise ValueError(
                 f"All frames in {folder} must have one shape: {file.name} has {frame.shape}, "
-                f"{files[0].name} has {frames[0].shape}"
+                f"{files[0].name} has {first.shape}"
             )
         frames.append(frame)
-    return np.stack(frames)
+    return np.stack(frames), None if axis is None else axis + 1
 
 
 def write_tiff(

@@ -160,8 +160,18 @@ def own_copy(data: np.ndarray | None) -> np.ndarray | None:
     while no frame is being written into it (:data:`~.layer_updates.STACK_WRITE_LOCK`)."""
     if data is None or data.size <= CHECK_NOW_VALUES:
         return data
+    return copy_unwritten(data)
+
+
+def copy_unwritten(data: Any, dtype: Any = None) -> np.ndarray:
+    """(Worker thread) ``np.array(data, dtype)`` of a layer's in-memory array, made
+    while no Segment frame is written into it in place (``frame_into`` writes only into
+    numpy arrays, so a lazy dask or zarr array is read without the lock: its read may
+    be slow, and must not hold up the GUI thread)."""
+    if not isinstance(data, np.ndarray):
+        return np.array(data, dtype=dtype)
     with STACK_WRITE_LOCK:
-        return np.array(data, copy=True)
+        return np.array(data, dtype=dtype, copy=True)
 
 
 def spatial_shape(data: np.ndarray, rgb: bool) -> tuple[int, ...]:
@@ -223,13 +233,19 @@ def intensity_values(source: IntensitySource | None) -> np.ndarray | None:
     """
     if source is None:
         return None
+    name = f"Image layer '{source.name}'"
     try:
-        imageio.validate_image(source.data, name=f"Image layer '{source.name}'")
+        if source.rgb:  # one set of intensity columns per colour channel
+            values = own_copy(source.data)
+        else:  # grey: a float32 copy
+            values = copy_unwritten(source.data, np.float32)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{name} has values that are not numbers ({exc})") from None
+    try:  # the copy is scanned: the layer may change meanwhile
+        imageio.validate_image(values, name=name)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    if source.rgb:  # one set of intensity columns per colour channel
-        return own_copy(source.data)
-    return imageio.to_grayscale(source.data, channel_axis=None)  # a float32 copy
+    return values
 
 
 def layer_pixel_size(*layers: Layer | None) -> tuple[float, float] | None:
@@ -467,8 +483,8 @@ def read_path_channels(path: str | os.PathLike) -> tuple[np.ndarray, int | None]
     path = Path(path)
     try:
         if path.is_dir():
-            data = imageio.read_folder_as_stack(path)
-            return data, imageio.trailing_channel_axis(data.shape)
+            data, axis = imageio.read_folder_channels(path)
+            return data, axis if axis is not None else imageio.trailing_channel_axis(data.shape)
         return imageio.read_image_channels(path)
     except (OSError, ValueError) as exc:
         raise UserError(str(exc)) from None

@@ -208,7 +208,7 @@ def _segment_for_layers(
     from ._preload import preload_torch
     from ._result_layers import segment_outputs
 
-    request = replace(request, image=np.array(request.image, copy=True))
+    request = replace(request, image=adapters.copy_unwritten(request.image))
     # a big image's values were not scanned in the GUI thread (adapters.image_data)
     validate_image(request.image, name=f"Image layer '{request.name}'")
     if "torch" not in sys.modules:  # the first run: import torch without stalling the GUI
