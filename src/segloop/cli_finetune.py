@@ -183,6 +183,7 @@ def cmd_finetune(args) -> int:
                 "trained_on": record["trained_on"],
                 "validated_on": record["validated_on"],
                 "metrics": record["metrics"],
+                **({"start_choice": record["start_choice"]} if record.get("start_choice") else {}),
             },
             indent=2,
         )
@@ -194,6 +195,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``project`` and ``finetune`` on the ``segloop`` parser."""
     from . import cli_checks as checks
     from .core.recipe import ARCHITECTURES, DEFAULTS, SCRATCH, TARGETS
+    from .core.start_choice import AUTO_START
 
     project = sub.add_parser("project", help="store corrections; list corrections and versions")
     actions = project.add_subparsers(dest="action", required=True)
@@ -226,7 +228,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--init",
         default=None,
         help=f"model to start from (shipped name or file; default: the project's base model, "
-        f"else nuclei), or '{SCRATCH}' for a new network",
+        f"else nuclei), '{AUTO_START}' for the shipped model that segments the corrections "
+        f"best before training (each is scored on them), or '{SCRATCH}' for a new network",
     )
     budget = tune.add_mutually_exclusive_group()
     budget.add_argument(

@@ -214,6 +214,11 @@ def test_fine_tune_starts_from_the_segment_widgets_model(finetune, qtbot, base_m
     widget.options.model_combo.setCurrentIndex(0)
     assert "Segment widget" in widget.options.model_combo.currentText()
     assert widget.options.model_ref() == str(base_model.resolve())
+    # or the shipped model that segments the corrections best ("auto", chosen in the run)
+    auto = widget.options.model_combo.findData("auto")
+    assert auto >= 0 and "best" in widget.options.model_combo.itemText(auto)
+    widget.options.model_combo.setCurrentIndex(auto)
+    assert widget.options.request(Path("p")).model == "auto"
 
 
 def test_second_round_starts_from_v1_and_uses_all_corrections(finetune, qtbot, base_model):

@@ -23,12 +23,19 @@ from typing import Any
 import numpy as np
 
 from .evaluation import LabelledImage, evaluate_iter
-from .modelio import ModelBundle, load_model, new_bundle, save_model
+from .modelio import ModelBundle, load_model, save_model
+from .networks import (  # noqa: F401  (re-exported: the recipe's public names)
+    check_start_model,
+    n_classes_of,
+    network_config,
+    new_model,
+)
 from .progress import Cancelled, Progress, RunControl
 from .project import Project
-from .recipe import ARCHITECTURES, DEFAULTS, SCRATCH, TARGETS
+from .recipe import DEFAULTS, SCRATCH
 from .segment import SegmentOptions
 from .size_check import check_predict_size
+from .start_choice import AUTO_START, choose_start_iter
 from .training import (
     NATIVE_RANGE,
     TrainConfig,
@@ -69,7 +76,9 @@ class FinetuneRequest:
     Parameters
     ----------
     start : str
-        A shipped model's name or a model file to fine-tune, or :data:`SCRATCH`.
+        A shipped model's name or a model file to fine-tune, :data:`SCRATCH`, or
+        :data:`~segloop.core.start_choice.AUTO_START` (the shipped model that outlines
+        the corrections best, :func:`~segloop.core.start_choice.choose_start_iter`).
     arch, target : str
         Architecture and target of a new network (``start == SCRATCH`` only).
     class_names, class_colors : list of str, optional
@@ -120,6 +129,7 @@ class VersionRecord:
     seed: int
     recipe: dict[str, Any]
     metrics: dict[str, Any]
+    start_choice: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -273,63 +283,6 @@ def fine_tune_scale(
     return target_diameter if inside else bundle.diameter
 
 
-def n_classes_of(items: Sequence[LabelledImage], target: str) -> int:
-    """Output classes of a new model: 3 for instances, else the largest class id (>= 2)."""
-    if target == "instances":
-        return 3
-    top = max(int(c.labels.max()) for c in items)
-    if top > DEFAULTS.max_classes:
-        raise ValueError(
-            f"the labels hold values up to {top}: for target 'classes' paint class ids "
-            "(1, 2, 3... with 0 = unlabelled), or choose target 'instances'"
-        )
-    return max(top, 2)
-
-
-def check_start_model(bundle: ModelBundle, items: Sequence[LabelledImage]) -> None:
-    """Raise ValueError unless a class model has outputs for every class id used."""
-    if bundle.target != "classes":
-        return
-    top = max((int(c.labels.max()) for c in items), default=0)
-    if top > bundle.config.n_classes:
-        raise ValueError(
-            f"model {bundle.name!r} knows classes 1..{bundle.config.n_classes} but the "
-            f"corrections use class {top}; train a new class model from scratch instead"
-        )
-
-
-def network_config(
-    arch: str, n_classes: int, target: str, distance_head: bool = DEFAULTS.distance_head
-):
-    """The ``ModelConfig`` of a new network: the architecture's preset, with a distance
-    head for an instance model unless ``distance_head`` is False (the recipe's default,
-    used by Train from scratch and ``segloop train``)."""
-    from .models import preset
-
-    config = preset(arch, n_classes=n_classes)
-    if target == "instances" and distance_head:
-        config = replace(config, distance_head=True)
-    return config
-
-
-def new_model(request: FinetuneRequest, items: Sequence[LabelledImage], name: str) -> ModelBundle:
-    """A fresh network for ``request`` (scratch), sized for the class ids in ``items``."""
-    from .classes import class_style_metadata
-
-    if request.arch not in ARCHITECTURES:
-        raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}")
-    if request.target not in TARGETS:
-        raise ValueError(f"target must be one of {', '.join(TARGETS)}")
-    config = network_config(request.arch, n_classes_of(items, request.target), request.target)
-    bundle = new_bundle(config, name, target=request.target, seed=request.config.seed)
-    bundle.metadata["arch"] = request.arch
-    if request.target == "classes":
-        colors = request.class_colors
-        colors = colors[: config.n_classes] if colors and len(colors) >= config.n_classes else None
-        bundle.metadata.update(class_style_metadata(config.n_classes, request.class_names, colors))
-    return bundle
-
-
 def _score(bundle, data, should_cancel):
     if not data:
         return None
@@ -436,13 +389,18 @@ def finetune_iter(
         corrections, request.val_ids, config.seed, config.val_fraction
     )
     name = f"{project.root.name}-v{int(project.next_version_path().stem[1:])}"
+    start, choice = request.start, None
+    if start == AUTO_START:  # the shipped model that outlines the corrections best
+        ended = lambda: control.stop_requested or control.cancel_requested  # noqa: E731
+        choice = yield from choose_start_iter([*train_set, *val_set], should_stop=ended)
+        start = choice.name
     if request.scratch:
         bundle = new_model(request, corrections, name)
         base, base_version, base_val, replay = f"{SCRATCH}:{request.arch}", 0, [], []
     else:
-        bundle = load_model(request.start)
+        bundle = load_model(start)
         check_start_model(bundle, corrections)
-        base, base_version = str(request.start), int(bundle.metadata.get("version", 0))
+        base, base_version = str(start), int(bundle.metadata.get("version", 0))
         base_val = replay_data(bundle, "val") if request.score_base else []
         replay = replay_sample(bundle, len(train_set), request.replay_fraction, config.seed)
         bundle.metadata.update(parent=str(bundle.path), name=name)
@@ -489,6 +447,7 @@ def finetune_iter(
             "tune_keep_margin": config.tune_keep_margin,
         },
         metrics={"before": before, "after": after},
+        start_choice=None if choice is None else choice.to_dict(),
     )
     control.check_cancel()
     bundle.metadata.update(finetune=record.to_dict())

@@ -97,6 +97,11 @@ FINETUNE_KEYS: dict[str, tuple[str, str]] = {
         "tune_keep_current and tune_keep_margin (how the post-processing was chosen)",
     ),
     "metrics": ("dict", "before/after scores on the corrections and the base validation"),
+    "start_choice": (
+        "dict | null",
+        "with start 'auto': the chosen shipped model and each one's SEG/F1 on the "
+        "corrections before training (null when the start was named)",
+    ),
 }
 
 

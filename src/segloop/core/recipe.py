@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 #: ``FinetuneRequest.start`` value that trains a new network instead of fine-tuning.
 SCRATCH = "scratch"
+#: ``FinetuneRequest.start`` value that starts from the shipped model that segments the
+#: corrections best before training (:mod:`segloop.core.start_choice`).
+AUTO_START = "auto"
 ARCHITECTURES = ("unet", "segnet", "unet-classic")
 TARGETS = ("instances", "classes")
 

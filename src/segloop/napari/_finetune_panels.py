@@ -34,6 +34,7 @@ STARTS = {"model": "current model", "scratch": "from scratch"}
 SEGMENT_MODEL = "@segment"
 SEGMENT_TEXT = "model of the Segment widget"
 LOAD_TEXT = "Load model file…"
+AUTO_TEXT = "auto: the shipped model that does best on the corrections"
 
 
 class PairsPanel(QWidget):
@@ -283,6 +284,14 @@ class OptionsPanel(QWidget):
             self.model_combo.addItem(f"{SEGMENT_TEXT} ({name})", SEGMENT_MODEL)
         for name in adapters.shipped_model_names():
             self.model_combo.addItem(name, name)
+        self.model_combo.addItem(AUTO_TEXT, train_adapters.AUTO_START)
+        self.model_combo.setItemData(
+            self.model_combo.count() - 1,
+            "Before training, every shipped model segments the saved corrections (at their "
+            "object size); the one with the best SEG is the start. Adds a few seconds per "
+            "model.",
+            Qt.ItemDataRole.ToolTipRole,
+        )
         for version in versions or []:
             self._add_file(version.path, f"{version.path.parent.parent.name} v{version.version}")
         for path in files:

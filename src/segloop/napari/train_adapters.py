@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from segloop.core.progress import Progress
-from segloop.core.recipe import ARCHITECTURES, DEFAULTS, SCRATCH, TARGETS
+from segloop.core.recipe import ARCHITECTURES, AUTO_START, DEFAULTS, SCRATCH, TARGETS
 
 from .adapters import UserError
 from .finetune_adapters import Correction, Version, open_project, save_corrections
@@ -142,14 +142,16 @@ def train_run(request: TrainRequest, control: Any) -> Generator[Progress, None, 
     from segloop.core.imageio import OutputWriteError
 
     yield Progress("load model", 0, 1, "saving the corrections")
-    project = open_project(request.folder, request.model or None)
+    auto = request.start != "scratch" and request.model == AUTO_START
+    # the project's base model names the model its drafts came from: not "auto"
+    project = open_project(request.folder, None if auto else request.model or None)
     saved, kept = save_corrections(project, request.corrections, request.sparse)
     if not project.correction_ids():
         raise UserError(
             "Nothing to train on: add a pair (image + corrected labels) in "
             "'1 · Corrections', or pick a project folder with saved corrections."
         )
-    if request.start != "scratch":
+    if request.start != "scratch" and not auto:
         check_model(request.model)
     run = finetune_iter(project, finetune_request(request), control)
     try:
