@@ -157,14 +157,13 @@ CONFIGS: dict[str, dict] = {
     # that two corrected frames also teach cells a little larger and smaller than theirs
     "zoom": {"zoom": (0.7, 1.4)},
     "zoom-seed1": {"zoom": (0.7, 1.4), "seed": 1},
-    # the default, keeping an exponential moving average of the weights (core.ema)
     "default-seed1": {"seed": 1},
-    "ema0.998": {"ema_decay": 0.998},
-    "ema0.998-seed1": {"ema_decay": 0.998, "seed": 1},
     # the default stopped after a fixed number of steps (run with a budget long enough
-    # that the steps decide): the same training whatever the machine's speed or load
+    # that the steps decide): the same training whatever the machine's speed or load;
+    # with an exponential moving average of the weights kept (core.ema)
     "steps500": {"epochs": 500},
     "steps500-seed1": {"epochs": 500, "seed": 1},
+    "ema-steps500": {"epochs": 500, "ema_decay": 0.998},
 }
 
 
