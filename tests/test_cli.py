@@ -424,3 +424,15 @@ def test_train_diameter_takes_pixels_and_refuses_a_physical_length(folders, tmp_
     assert main([*base, "--epochs", "1", "--diameter", "12um"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "in pixels" in err[0] and "12um" in err[0]
+
+
+def test_the_parser_does_not_import_torch():
+    """`segloop --help`, `models` or `weightmap` must not pay torch's import (seconds)."""
+    code = (
+        "import sys\n"
+        "from segloop.cli import build_parser\n"
+        "build_parser()\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

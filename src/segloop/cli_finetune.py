@@ -194,8 +194,7 @@ def cmd_finetune(args) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``project`` and ``finetune`` on the ``segloop`` parser."""
     from . import cli_checks as checks
-    from .core.recipe import ARCHITECTURES, DEFAULTS, SCRATCH, TARGETS
-    from .core.start_choice import AUTO_START
+    from .core.recipe import ARCHITECTURES, AUTO_START, DEFAULTS, SCRATCH, TARGETS
 
     project = sub.add_parser("project", help="store corrections; list corrections and versions")
     actions = project.add_subparsers(dest="action", required=True)

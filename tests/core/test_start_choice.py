@@ -62,3 +62,35 @@ def test_a_fine_tune_from_auto_records_its_choice(tmp_path):
     assert record["start_choice"]["chosen"] == record["base"] == "nuclei"
     assert set(record["start_choice"]["scores"]) >= {"nuclei"}
     assert project.info.get("base_model") is None  # "auto" names no model of the drafts
+
+
+def test_candidates_are_scored_at_the_scale_fine_tuning_trains_them_at():
+    from segloop.core.modelio import load_model
+    from segloop.core.start_choice import tuning_scale
+
+    ecoli, cells = load_model("ecoli"), load_model("cells")  # native / rescaled
+    assert tuning_scale(ecoli, 30.0) == "native"  # inside its native range: as it is
+    assert tuning_scale(ecoli, 110.0) == 110.0  # DIC-sized cells: rescaled, as in training
+    assert tuning_scale(cells, 20.0) == 20.0  # a rescaled model always rescales
+    assert tuning_scale(cells, None) == "native"
+
+
+def test_stop_while_choosing_saves_nothing_and_raises_nothing(tmp_path):
+    from segloop.core.progress import RunControl
+
+    project = Project(tmp_path / "p")
+    item = nuclei_like(0)
+    project.add_correction(item.image, item.labels, item.name)
+    options = {"epochs": 2, "crop": 64, "batch_size": 2, "val_interval_s": 1e9}
+    request = FinetuneRequest(start=AUTO_START, config=recipe_config(**options), score_base=False)
+    control = RunControl()
+    gen = finetune_iter(project, request, control)
+    try:
+        while True:
+            event = next(gen)
+            if event.stage == "choose start":
+                control.stop()
+    except StopIteration as stop:
+        result = stop.value
+    assert result.version is None and result.stopped
+    assert project.versions() == []

@@ -26,6 +26,7 @@ from .evaluation import LabelledImage, evaluate_iter
 from .modelio import ModelBundle, load_model, save_model
 from .networks import (  # noqa: F401  (re-exported: the recipe's public names)
     check_start_model,
+    fine_tune_scale,
     n_classes_of,
     network_config,
     new_model,
@@ -37,7 +38,6 @@ from .segment import SegmentOptions
 from .size_check import check_predict_size
 from .start_choice import AUTO_START, choose_start_iter
 from .training import (
-    NATIVE_RANGE,
     TrainConfig,
     TrainResult,
     median_diameter,
@@ -264,25 +264,6 @@ def replay_sample(
     return [replay[i] for i in picks]
 
 
-def fine_tune_scale(
-    bundle: ModelBundle, target_diameter: float | str | None, measured: float | None
-) -> float | str | None:
-    """The training ``target_diameter`` for fine-tuning ``bundle`` on objects
-    ``measured`` pixels across.
-
-    With ``"auto"``, a model trained at native scale keeps native scale while the
-    corrected objects are within :data:`NATIVE_RANGE`; outside it (e.g. 110 px DIC cells
-    for an 18 px nuclei model) they are rescaled to the model's diameter, so the network
-    sees objects of the size it knows. Rescaled models always rescale.
-    """
-    if target_diameter != "auto" or bundle.target != "instances":
-        return target_diameter
-    if bundle.metadata.get("rescaled") or not bundle.diameter or measured is None:
-        return target_diameter
-    inside = NATIVE_RANGE[0] <= measured <= NATIVE_RANGE[1]
-    return target_diameter if inside else bundle.diameter
-
-
 def _score(bundle, data, should_cancel):
     if not data:
         return None
@@ -369,8 +350,9 @@ def finetune_iter(
 ) -> Generator[Progress, None, FinetuneResult]:
     """Train on every correction of ``project`` and save the next version.
 
-    Yields :class:`Progress` (stages ``load``, ``evaluate``, ``prepare``, ``train``,
-    ``validate``, ``tune``, ``save``) and returns a :class:`FinetuneResult`.
+    Yields :class:`Progress` (stages ``load``, ``choose start`` (start ``auto``),
+    ``evaluate``, ``prepare``, ``train``, ``validate``, ``tune``, ``save``) and returns
+    a :class:`FinetuneResult`.
 
     Raises
     ------
@@ -392,7 +374,11 @@ def finetune_iter(
     start, choice = request.start, None
     if start == AUTO_START:  # the shipped model that outlines the corrections best
         ended = lambda: control.stop_requested or control.cancel_requested  # noqa: E731
-        choice = yield from choose_start_iter([*train_set, *val_set], should_stop=ended)
+        try:  # on the training corrections: the held-out ones score the start after
+            choice = yield from choose_start_iter(train_set, should_stop=ended)
+        except Cancelled:
+            control.check_cancel()
+            return FinetuneResult(None, None, True)  # Stop: nothing trained, nothing saved
         start = choice.name
     if request.scratch:
         bundle = new_model(request, corrections, name)

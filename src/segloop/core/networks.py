@@ -1,6 +1,6 @@
 """New networks and start models for the recipe of :mod:`segloop.core.finetune`: the
-network a from-scratch run builds (sized for the corrections' class ids), and the check
-that a start model can learn them."""
+network a from-scratch run builds (sized for the corrections' class ids), the check
+that a start model can learn them, and the scale a start model is fine-tuned at."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from .evaluation import LabelledImage
 from .modelio import ModelBundle, new_bundle
 from .recipe import ARCHITECTURES, DEFAULTS, TARGETS
+from .samples import NATIVE_RANGE
 
 if TYPE_CHECKING:
     from .finetune import FinetuneRequest
@@ -71,3 +72,22 @@ def new_model(request: FinetuneRequest, items: Sequence[LabelledImage], name: st
         colors = colors[: config.n_classes] if colors and len(colors) >= config.n_classes else None
         bundle.metadata.update(class_style_metadata(config.n_classes, request.class_names, colors))
     return bundle
+
+
+def fine_tune_scale(
+    bundle: ModelBundle, target_diameter: float | str | None, measured: float | None
+) -> float | str | None:
+    """The training ``target_diameter`` for fine-tuning ``bundle`` on objects
+    ``measured`` pixels across.
+
+    With ``"auto"``, a model trained at native scale keeps native scale while the
+    corrected objects are within :data:`NATIVE_RANGE`; outside it (e.g. 110 px DIC cells
+    for an 18 px nuclei model) they are rescaled to the model's diameter, so the network
+    sees objects of the size it knows. Rescaled models always rescale.
+    """
+    if target_diameter != "auto" or bundle.target != "instances":
+        return target_diameter
+    if bundle.metadata.get("rescaled") or not bundle.diameter or measured is None:
+        return target_diameter
+    inside = NATIVE_RANGE[0] <= measured <= NATIVE_RANGE[1]
+    return target_diameter if inside else bundle.diameter

@@ -3,8 +3,8 @@ corrections best.
 
 A lab correcting phase-contrast fibroblasts should not start from a fluorescence nuclei
 network when a phase-contrast one ships: before training, every shipped instance model
-segments the corrected frames (each at the corrections' own object size, as fine-tuning
-will see them) and the one with the highest CTC SEG on them is the start
+segments the corrected frames (at the scale fine-tuning would train it at:
+:func:`tuning_scale`) and the one with the highest CTC SEG on them is the start
 (:data:`AUTO_START`, ``segloop finetune --init auto``, *Start: auto* in the widget).
 """
 
@@ -14,8 +14,11 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 
 from .evaluation import LabelledImage, evaluate_iter
+from .metadata import read_metadata
+from .networks import fine_tune_scale
 from .progress import Progress, StopCheck
 from .recipe import AUTO_START  # noqa: F401  (the request value that asks for a choice)
+from .samples import median_diameter
 from .segment import SegmentOptions
 
 #: Corrections scored per candidate (the first ones; scoring costs one prediction each).
@@ -40,6 +43,19 @@ def scorable(corrections: Sequence[LabelledImage]) -> list[LabelledImage]:
     return dense[:MAX_SCORED]
 
 
+def tuning_scale(bundle, measured: float | None) -> float | str:
+    """The ``diameter`` that shows ``bundle`` the corrections as fine-tuning will: their
+    measured object size where fine-tuning rescales them to the model's diameter (a
+    rescaled model, or objects outside a native model's range), else ``"native"``."""
+    if measured is None:
+        return "native"
+    rescales = bundle.metadata.get("rescaled") or fine_tune_scale(bundle, "auto", measured) not in (
+        "auto",
+        None,
+    )
+    return float(measured) if rescales else "native"
+
+
 def choose_start_iter(
     corrections: Sequence[LabelledImage],
     candidates: Sequence[str] | None = None,
@@ -54,7 +70,7 @@ def choose_start_iter(
         When no correction is dense with objects (sparse scribbles cannot score a
         model) or there is no candidate.
     """
-    from .modelio import load_model, shipped_models
+    from .modelio import load_model, resolve_model_path, shipped_models
 
     items = scorable(corrections)
     if not items:
@@ -63,15 +79,15 @@ def choose_start_iter(
             "pixel labelled); pick the start model yourself for sparse corrections"
         )
     names = list(candidates) if candidates is not None else list(shipped_models())
+    measured = median_diameter(items)
     scores: dict[str, dict[str, float]] = {}
     for index, name in enumerate(names):
+        if read_metadata(resolve_model_path(name)).get("target", "instances") != "instances":
+            continue
         yield Progress("choose start", index, len(names), f"scoring {name} on the corrections")
         bundle = load_model(name)
-        if bundle.target != "instances":
-            continue
-        report = yield from evaluate_iter(
-            bundle, items, SegmentOptions(), should_stop, true_diameter=True
-        )
+        options = SegmentOptions(diameter=tuning_scale(bundle, measured))
+        report = yield from evaluate_iter(bundle, items, options, should_stop)
         scores[name] = {"seg": round(report.seg, 4), "f1": round(report.matches.f1, 4)}
     if not scores:
         raise ValueError(f"no instance model among {names} to start from")

@@ -228,9 +228,16 @@ class FinetuneWidget(JobWidget):
             self._show_time(fraction, float(data.get("seconds", 0.0)))
         elif not (isinstance(self.job, TrainJob) and self.job.control.stop_requested):
             text = STAGE_TEXT.get(event.stage) or event.message or event.stage
-            if event.stage in ("evaluate", "segment") or event.stage.startswith(("frame", "pred")):
+            if event.stage == "choose start":  # start "auto": the shipped models are scored
+                done = event.done >= event.total
+                self._events["choosing"] = None if done else event.message
+            elif event.stage in ("evaluate", "segment") or event.stage.startswith(
+                ("frame", "pred")
+            ):
                 trained = self._events.get("trained")
                 text = "evaluating the new model" if trained else "scoring the start model"
+                if self._events.get("choosing"):
+                    text = f"choosing the start model: {self._events['choosing']}"
             self.progress.setFormat(f"%p%  {text}…")
         point = validation_point(data)
         if point is not None:
