@@ -264,11 +264,11 @@ def test_running_again_keeps_an_edited_instances_layer(count, qtbot, notes):
 
 
 def test_a_big_stack_is_copied_and_checked_in_the_worker(count, qtbot, notes, monkeypatch):
-    """Above adapters.CHECK_NOW_VALUES the labels and intensities are copied and scanned
-    in the worker; bad values still give a clear message, never a traceback."""
-    from segloop.napari import adapters
+    """Above CHECK_NOW_VALUES the labels and intensities are copied and scanned in the
+    worker; bad values still give a clear message, never a traceback."""
+    from segloop.napari import layer_updates
 
-    monkeypatch.setattr(adapters, "CHECK_NOW_VALUES", 16)
+    monkeypatch.setattr(layer_updates, "CHECK_NOW_VALUES", 16)
     viewer, widget = count
     labels = disks(THREE_DISKS)
     image = labels.astype(np.float32)

@@ -25,7 +25,13 @@ from segloop.core.progress import Progress, StopCheck, check_stop
 from segloop.core.uncertainty import entropy_uncertainty
 from segloop.core.weightmap import weight_map
 
-from .layer_updates import STACK_WRITE_LOCK
+from . import layer_updates
+from .layer_updates import (  # noqa: F401  (worker copies, reached through this module)
+    CHECK_NOW_VALUES,
+    copy_unwritten,
+    own_copy,
+    snapshot,
+)
 
 # layer writing lives in layer_updates; the widgets reach it through this module
 from .layer_updates import find_layer as find_layer
@@ -59,11 +65,6 @@ class UserError(ValueError):
 # --------------------------------------------------------------------------- layers
 
 
-#: Images up to this many values are checked for NaN etc. in the GUI thread (a few ms);
-#: larger ones by the worker (``check_large=False``), whose core checks give the message.
-CHECK_NOW_VALUES = 8 * 1024 * 1024
-
-
 def image_data(
     layer: Image | None, frame: int | None = None, check_large: bool = True
 ) -> np.ndarray:
@@ -91,7 +92,7 @@ def image_data(
             f"Image layer '{layer.name}' has shape {data.shape}: its last axis looks like colour "
             "channels but the layer is not RGB; re-open it as RGB or split the channels."
         )
-    if not check_large and data.size > CHECK_NOW_VALUES:
+    if not check_large and data.size > layer_updates.CHECK_NOW_VALUES:
         return data
     try:
         imageio.validate_image(data, name=f"Image layer '{layer.name}'")
@@ -127,7 +128,7 @@ def labels_data(layer: Labels | None, check_large: bool = True) -> np.ndarray:
         )
     if not np.issubdtype(data.dtype, np.integer) and data.dtype != bool:
         raise UserError(f"Labels layer '{layer.name}' has dtype {data.dtype}, not integer.")
-    if check_large or data.size <= CHECK_NOW_VALUES:
+    if check_large or data.size <= layer_updates.CHECK_NOW_VALUES:
         check_label_values(data, layer.name)
     return data
 
@@ -146,32 +147,6 @@ def check_label_values(data: np.ndarray, name: str) -> None:
     """Refuse negative labels (safe in a worker thread)."""
     if data.size and data.dtype.kind == "i" and data.min() < 0:
         raise UserError(f"Labels layer '{name}' has negative labels.")
-
-
-def snapshot(data: np.ndarray) -> np.ndarray:
-    """A copy to hand to a worker, made now when it is small; a larger array is passed as
-    it is and copied by :func:`own_copy` in the worker (a copy of a long stack would stall
-    the GUI thread; the user may keep editing meanwhile, which later recounts see)."""
-    return np.array(data, copy=True) if data.size <= CHECK_NOW_VALUES else data
-
-
-def own_copy(data: np.ndarray | None) -> np.ndarray | None:
-    """(Worker thread) A private copy of what :func:`snapshot` passed on uncopied, made
-    while no frame is being written into it (:data:`~.layer_updates.STACK_WRITE_LOCK`)."""
-    if data is None or data.size <= CHECK_NOW_VALUES:
-        return data
-    return copy_unwritten(data)
-
-
-def copy_unwritten(data: Any, dtype: Any = None) -> np.ndarray:
-    """(Worker thread) ``np.array(data, dtype)`` of a layer's in-memory array, made
-    while no Segment frame is written into it in place (``frame_into`` writes only into
-    numpy arrays, so a lazy dask or zarr array is read without the lock: its read may
-    be slow, and must not hold up the GUI thread)."""
-    if not isinstance(data, np.ndarray):
-        return np.array(data, dtype=dtype)
-    with STACK_WRITE_LOCK:
-        return np.array(data, dtype=dtype, copy=True)
 
 
 def spatial_shape(data: np.ndarray, rgb: bool) -> tuple[int, ...]:

@@ -1,7 +1,8 @@
 """Writing result layers into a napari viewer: find a layer, update it in place or add it
 (without selecting it, with its painting overlays built when a paint tool needs them), and
-put one frame into a stack. Widgets reach these through :mod:`segloop.napari.adapters`,
-which re-exports them.
+put one frame into a stack; and the copies of layer data that workers take
+(:func:`snapshot`, :func:`own_copy`), which never hold half a written frame. Widgets reach
+these through :mod:`segloop.napari.adapters`, which re-exports them.
 """
 
 from __future__ import annotations
@@ -234,8 +235,39 @@ def _free_name(viewer: napari.Viewer, name: str) -> str:
 
 #: Held by the GUI thread while it writes a frame into a layer's array in place, and by a
 #: worker while it copies a large layer array it was handed uncopied
-#: (:func:`segloop.napari.adapters.own_copy`): the copy then never holds half a frame.
+#: (:func:`own_copy`, :func:`copy_unwritten`): the copy then never holds half a frame.
 STACK_WRITE_LOCK = threading.Lock()
+
+
+#: Images up to this many values are checked for NaN etc. in the GUI thread (a few ms);
+#: larger ones by the worker (``check_large=False``), whose core checks give the message.
+CHECK_NOW_VALUES = 8 * 1024 * 1024
+
+
+def snapshot(data: np.ndarray) -> np.ndarray:
+    """A copy to hand to a worker, made now when it is small; a larger array is passed as
+    it is and copied by :func:`own_copy` in the worker (a copy of a long stack would stall
+    the GUI thread; the user may keep editing meanwhile, which later recounts see)."""
+    return np.array(data, copy=True) if data.size <= CHECK_NOW_VALUES else data
+
+
+def own_copy(data: np.ndarray | None) -> np.ndarray | None:
+    """(Worker thread) A private copy of what :func:`snapshot` passed on uncopied, made
+    while no frame is being written into it (:data:`STACK_WRITE_LOCK`)."""
+    if data is None or data.size <= CHECK_NOW_VALUES:
+        return data
+    return copy_unwritten(data)
+
+
+def copy_unwritten(data: Any, dtype: Any = None) -> np.ndarray:
+    """(Worker thread) ``np.array(data, dtype)`` of a layer's in-memory array, made
+    while no Segment frame is written into it in place (``frame_into`` writes only into
+    numpy arrays, so a lazy dask or zarr array is read without the lock: its read may
+    be slow, and must not hold up the GUI thread)."""
+    if not isinstance(data, np.ndarray):
+        return np.array(data, dtype=dtype)
+    with STACK_WRITE_LOCK:
+        return np.array(data, dtype=dtype, copy=True)
 
 
 def frame_into(
