@@ -153,14 +153,20 @@ def read_image(path: str | Path) -> np.ndarray:
         If the file cannot be decoded (corrupt, unsupported, missing codec).
     """
     image, channel_axis = read_image_channels(path)
-    if channel_axis is not None and image.ndim - (channel_axis % image.ndim) != 1:
-        raise ImageReadError(
-            f"{path} has {image.shape[channel_axis]} channels (shape {image.shape}, the "
-            f"channels on axis {channel_axis}); segloop segments one grey or RGB image: "
-            "open it in napari (which splits the channels into layers) and pick one, or "
-            "save the channel to segment as its own file"
-        )
+    _refuse_channel_axis(image.shape, channel_axis, str(path))
     return image
+
+
+def _refuse_channel_axis(shape: tuple[int, ...], axis: int | None, where: str) -> None:
+    """``ImageReadError`` for a channel axis that is not the last one (it would be read
+    as frames); a last one is left to :func:`validate_image`'s message."""
+    if axis is None or axis == len(shape) - 1:
+        return
+    raise ImageReadError(
+        f"{where} has {shape[axis]} channels (shape {shape}, the channels on axis {axis}); "
+        "segloop segments one grey or RGB image: open it in napari (which splits the "
+        "channels into layers) and pick one, or save the channel to segment as its own file"
+    )
 
 
 def read_image_channels(path: str | Path) -> tuple[np.ndarray, int | None]:
@@ -287,16 +293,8 @@ def read_folder_as_stack(folder: str | Path) -> np.ndarray:
     ValueError
         If the folder holds no images or the frames differ in shape (names the odd file).
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise NotADirectoryError(f"Not a folder: {folder}")
     stack, channel_axis = read_folder_channels(folder)
-    if channel_axis is not None and channel_axis != stack.ndim - 1:
-        raise ImageReadError(
-            f"The images in {folder} have {stack.shape[channel_axis]} channels (one frame "
-            f"is {stack.shape[1:]}); segloop segments one grey or RGB image: save the "
-            "channel to segment as its own files"
-        )
+    _refuse_channel_axis(stack.shape, channel_axis, f"The images in {folder}")
     return stack
 
 

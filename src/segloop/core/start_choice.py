@@ -49,10 +49,9 @@ def tuning_scale(bundle, measured: float | None) -> float | str:
     rescaled model, or objects outside a native model's range), else ``"native"``."""
     if measured is None:
         return "native"
-    rescales = bundle.metadata.get("rescaled") or fine_tune_scale(bundle, "auto", measured) not in (
-        "auto",
-        None,
-    )
+    # fine_tune_scale answers the model's diameter where it rescales, else "auto"
+    scale = fine_tune_scale(bundle, "auto", measured)
+    rescales = bundle.metadata.get("rescaled") or scale != "auto"
     return float(measured) if rescales else "native"
 
 
