@@ -164,6 +164,11 @@ CONFIGS: dict[str, dict] = {
     "steps500": {"epochs": 500},
     "steps500-seed1": {"epochs": 500, "seed": 1},
     "ema-steps500": {"epochs": 500, "ema_decay": 0.998},
+    # the encoder learning at a tenth of the rate, or frozen (core.param_groups)
+    "enc0.1-steps500": {"epochs": 500, "encoder_lr_factor": 0.1},
+    "enc0.1-steps500-seed1": {"epochs": 500, "encoder_lr_factor": 0.1, "seed": 1},
+    "enc0-steps500": {"epochs": 500, "encoder_lr_factor": 0.0},
+    "enc0-steps500-seed1": {"epochs": 500, "encoder_lr_factor": 0.0, "seed": 1},
 }
 
 

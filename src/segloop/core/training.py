@@ -24,6 +24,7 @@ from .evaluation import LabelledImage, TunedPostprocess, evaluate_iter, tune_pos
 from .losses import distance_loss, segmentation_loss
 from .modelio import ModelBundle, save_model
 from .models import tile_geometry
+from .param_groups import frozen_encoder, parameter_groups
 from .progress import Progress, StopCheck, check_stop, run_to_end
 from .samples import (  # noqa: F401  (re-exported: training's public names)
     DEFAULT_DIAMETER,
@@ -104,6 +105,9 @@ class TrainConfig:
     #: decay of an exponential moving average of the weights, which is then what is
     #: validated and kept (:mod:`segloop.core.ema`); 0 keeps the trained weights
     ema_decay: float = 0.0
+    #: the encoder's learning rate as a share of the others' (0 freezes it;
+    #: :mod:`segloop.core.param_groups`)
+    encoder_lr_factor: float = 1.0
 
     def __post_init__(self) -> None:
         if self.tune_grid not in ("full", "quick"):
@@ -126,6 +130,7 @@ class TrainConfig:
         check_number("tune_seg_weight", self.tune_seg_weight, 0.0, 100.0)
         check_number("tune_keep_margin", self.tune_keep_margin, 0.0, 1.0)
         check_number("ema_decay", self.ema_decay, 0.0, 0.99999)
+        check_number("encoder_lr_factor", self.encoder_lr_factor, 0.0, 1.0)
         check_weight_parameters(self.w0, self.sigma)
         value = self.target_diameter
         if value is not None and value != "auto":
@@ -307,7 +312,9 @@ def train_iter(
     network = prepare_network(bundle.network, settings).train()
     avoid_triton_crash()  # torch.optim imports torch._dynamo -> triton; see its docstring
     optimizer = torch.optim.AdamW(
-        network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        parameter_groups(network, config.encoder_lr_factor),
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
     )
     average = WeightAverage(network, config.ema_decay) if config.ema_decay else None
     steps_per_epoch = max(1, math.ceil(len(samples) / config.batch_size))
@@ -339,54 +346,55 @@ def train_iter(
                 bundle.metadata["training"]["checkpoint"] = True  # not the end of training
                 save_model(bundle, side_path)
 
-    while progress_fraction() < 1.0:
-        check_stop(should_cancel)
-        if should_stop is not None and should_stop():
-            stopped = True
-            break
-        if not order:
-            order = list(rng.permutation(len(samples)))
-        picks, order = order[: config.batch_size], order[config.batch_size :]
-        while len(picks) < config.batch_size:  # fill the last batch of an epoch
-            picks.append(int(rng.integers(len(samples))))
-        images, targets, weights, distances = _batch(
-            samples, picks, geometry, config, rng, geometry.margin
-        )
-        lr_scale = _lr_schedule(progress_fraction())
-        for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * lr_scale
-        with settings.autocast():
-            logits = network(settings.to_device(images))
-        loss = _loss(logits.float(), targets, weights, distances, bundle, config, settings)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if average is not None:
-            average.update(network)
-        step += 1
-        elapsed = time.monotonic() - start
-        history.append(
-            {
-                "step": step,
-                "epoch": step / steps_per_epoch,
-                "loss": float(loss.detach()),
-                "seconds": elapsed,
-            }
-        )
-        data_out = dict(history[-1])
-        if val_data and time.monotonic() - last_val >= config.val_interval_s:
-            with averaged_weights(network, average):
-                score, metrics = yield from _validate(bundle, val_data, config, passes_stop)
-                checkpoint(score, metrics)
-            last_val = time.monotonic()
-            data_out["validation"] = metrics
-        yield Progress(
-            "train",
-            int(progress_fraction() * 1000),
-            1000,
-            f"step {step} loss {history[-1]['loss']:.4f}",
-            data_out,
-        )
+    with frozen_encoder(network, config.encoder_lr_factor == 0):
+        while progress_fraction() < 1.0:
+            check_stop(should_cancel)
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+            if not order:
+                order = list(rng.permutation(len(samples)))
+            picks, order = order[: config.batch_size], order[config.batch_size :]
+            while len(picks) < config.batch_size:  # fill the last batch of an epoch
+                picks.append(int(rng.integers(len(samples))))
+            images, targets, weights, distances = _batch(
+                samples, picks, geometry, config, rng, geometry.margin
+            )
+            lr_scale = _lr_schedule(progress_fraction())
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate * lr_scale * group["lr_factor"]
+            with settings.autocast():
+                logits = network(settings.to_device(images))
+            loss = _loss(logits.float(), targets, weights, distances, bundle, config, settings)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if average is not None:
+                average.update(network)
+            step += 1
+            elapsed = time.monotonic() - start
+            history.append(
+                {
+                    "step": step,
+                    "epoch": step / steps_per_epoch,
+                    "loss": float(loss.detach()),
+                    "seconds": elapsed,
+                }
+            )
+            data_out = dict(history[-1])
+            if val_data and time.monotonic() - last_val >= config.val_interval_s:
+                with averaged_weights(network, average):
+                    score, metrics = yield from _validate(bundle, val_data, config, passes_stop)
+                    checkpoint(score, metrics)
+                last_val = time.monotonic()
+                data_out["validation"] = metrics
+            yield Progress(
+                "train",
+                int(progress_fraction() * 1000),
+                1000,
+                f"step {step} loss {history[-1]['loss']:.4f}",
+                data_out,
+            )
     if not stopped and val_data:
         with averaged_weights(network, average):
             score, metrics = yield from _validate(bundle, val_data, config, passes_stop)

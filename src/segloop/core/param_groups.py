@@ -1,0 +1,70 @@
+"""Optimizer parameter groups: the encoder may learn slower than the rest, or not at all.
+
+Fine-tuning on two corrected frames can over-fit the features a start model learned on
+thousands of images; a smaller learning rate for the encoder (the contracting path)
+keeps them closer to the start. A factor of 0 freezes the encoder, which also skips
+its weight gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+__all__ = ["encoder_of", "parameter_groups", "frozen_encoder"]
+
+
+def encoder_of(network: nn.Module) -> nn.Module:
+    """The contracting path of a U-Net (``down``) or SegNet (``encoder``).
+
+    Raises
+    ------
+    ValueError
+        If the network has neither.
+    """
+    for name in ("down", "encoder"):
+        module = getattr(network, name, None)
+        if isinstance(module, nn.Module):
+            return module
+    raise ValueError(f"{type(network).__name__} has no encoder ('down' or 'encoder')")
+
+
+def parameter_groups(network: nn.Module, encoder_lr_factor: float) -> list[dict]:
+    """Optimizer groups, each with an ``lr_factor`` that scales the scheduled rate.
+
+    The encoder's parameters get ``encoder_lr_factor``, the rest 1. With a factor of 0
+    the encoder's parameters are left out (see :func:`frozen_encoder`).
+    """
+    if encoder_lr_factor == 1.0:
+        return [{"params": list(network.parameters()), "lr_factor": 1.0}]
+    encoder_ids = {id(p) for p in encoder_of(network).parameters()}
+    rest = [p for p in network.parameters() if id(p) not in encoder_ids]
+    groups = [{"params": rest, "lr_factor": 1.0}]
+    if encoder_lr_factor > 0:
+        encoder = [p for p in network.parameters() if id(p) in encoder_ids]
+        groups.append({"params": encoder, "lr_factor": encoder_lr_factor})
+    return groups
+
+
+@contextmanager
+def frozen_encoder(network: nn.Module, freeze: bool) -> Iterator[None]:
+    """Turn off the encoder's gradients while training (restored afterwards).
+
+    Its batch-norm layers still follow the training images' statistics.
+    """
+    if not freeze:
+        yield
+        return
+    parameters = list(encoder_of(network).parameters())
+    before = [p.requires_grad for p in parameters]
+    for parameter in parameters:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for parameter, flag in zip(parameters, before, strict=True):
+                parameter.requires_grad_(flag)

@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+from segloop.core.evaluation import LabelledImage
+from segloop.core.modelio import new_bundle
+from segloop.core.models import ModelConfig
+from segloop.core.param_groups import encoder_of, parameter_groups
+from segloop.core.training import TrainConfig, train
+
+from ..conftest import random_disks
+
+
+def _data():
+    return [
+        LabelledImage(*random_disks(seed, n=6, shape=(64, 64)), name=str(seed)) for seed in range(3)
+    ]
+
+
+def _train(arch: str, factor: float):
+    bundle = new_bundle(ModelConfig(arch=arch, depth=2, base_channels=4), "tiny")
+    before = {k: v.clone() for k, v in bundle.network.state_dict().items()}
+    config = TrainConfig(
+        epochs=3, crop=48, batch_size=2, seed=1, tune_postprocess=False, encoder_lr_factor=factor
+    )
+    train(bundle, _data(), config)
+    return bundle, before
+
+
+@pytest.mark.parametrize("arch", ["unet", "segnet"])
+def test_a_frozen_encoder_keeps_its_weights_and_the_rest_learns(arch):
+    bundle, before = _train(arch, 0.0)
+    network = bundle.network
+    encoder_names = {
+        f"{name}.{p}"
+        for name in ("down", "encoder")
+        for p, _ in (getattr(network, name).named_parameters() if hasattr(network, name) else [])
+    }
+    after = network.state_dict()
+    assert encoder_names
+    for key in encoder_names:
+        assert torch.equal(after[key], before[key]), key
+    others = [k for k in after if k.endswith("weight") and k not in encoder_names]
+    assert any(not torch.equal(after[k], before[k]) for k in others)
+    # the freeze lasts only as long as the training
+    assert all(p.requires_grad for p in network.parameters())
+
+
+def test_a_slower_encoder_moves_its_weights_less_than_a_full_rate_one():
+    moved = {}
+    for factor in (1.0, 0.01):
+        bundle, before = _train("unet", factor)
+        encoder = encoder_of(bundle.network)
+        moved[factor] = sum(
+            float((p.detach() - before[f"down.{name}"]).abs().sum())
+            for name, p in encoder.named_parameters()
+        )
+    assert 0 < moved[0.01] < 0.2 * moved[1.0]
+
+
+def test_groups_carry_the_factor_and_cover_every_parameter_once():
+    network = new_bundle(ModelConfig(depth=2, base_channels=4), "tiny").network
+    groups = parameter_groups(network, 0.1)
+    ids = [id(p) for group in groups for p in group["params"]]
+    assert sorted(ids) == sorted(id(p) for p in network.parameters())
+    assert sorted(group["lr_factor"] for group in groups) == [0.1, 1.0]
+    frozen = parameter_groups(network, 0.0)
+    assert len(frozen) == 1 and len(frozen[0]["params"]) < len(ids)
+    with pytest.raises(ValueError, match="encoder_lr_factor"):
+        TrainConfig(epochs=1, encoder_lr_factor=1.5)
