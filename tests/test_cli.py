@@ -436,3 +436,26 @@ def test_the_parser_does_not_import_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_train_init_auto_starts_from_the_best_shipped_model(folders, tmp_path, capsys):
+    from segloop.core.metadata import read_metadata
+    from segloop.core.modelio import shipped_models
+
+    images, masks = folders
+    out = tmp_path / "auto.safetensors"
+    args = ["train", "--images", str(images), "--masks", str(masks), "--epochs", "1"]
+    assert main([*args, "--val-fraction", "0.4", "--init", "auto", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    choice = summary["start_choice"]
+    assert set(choice["scores"]) == set(shipped_models())
+    best = max(choice["scores"].values(), key=lambda score: score["seg"])
+    assert choice["scores"][choice["chosen"]]["seg"] == best["seg"]
+    assert f"starting from {choice['chosen']}" in captured.err
+    metadata = read_metadata(out)
+    assert metadata["start_choice"] == choice
+    assert Path(metadata["parent"]).name.startswith(choice["chosen"])
+    bad = ["--target", "classes", "--init", "auto", "--out", str(tmp_path / "c.safetensors")]
+    assert main([*args, *bad]) == 1
+    assert "--init auto picks among the shipped instance models" in capsys.readouterr().err

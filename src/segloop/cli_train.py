@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from . import cli_checks as checks
@@ -54,6 +55,10 @@ def cmd_train(args) -> int:
     if args.target == "classes":
         checks.check_class_ids(list(data) + list(val_data or []))
     target = args.target
+    choice = None
+    if args.init == "auto":
+        data, val_data, choice = _choose_start(data, val_data, args)
+        args.init = choice.name
     if args.init:
         bundle = load_model(args.init)
         parent = str(bundle.path)
@@ -64,6 +69,8 @@ def cmd_train(args) -> int:
         )
         if args.invert:
             bundle.metadata.setdefault("preprocess", {})["invert"] = args.invert
+        if choice is not None:
+            bundle.metadata["start_choice"] = choice.to_dict()
     else:
         n_classes = 3
         if target == "classes":
@@ -125,6 +132,7 @@ def cmd_train(args) -> int:
         "best_validation": result.best_metric,
         "diameter": result.bundle.diameter,
         "postprocess": result.bundle.postprocess,
+        **({"start_choice": choice.to_dict()} if choice is not None else {}),
     }
     print(json.dumps(checks.json_safe(summary), indent=2))
     return 0
@@ -141,6 +149,28 @@ def _training_pixel_size(images: str, masks: str) -> float | None:
     if not sizes or not all(sizes):
         return None
     return round(statistics.median((y * x) ** 0.5 for y, x in sizes), 6)
+
+
+def _choose_start(data, val_data, args):
+    """``--init auto``: hold out the validation pairs first, then pick the shipped model
+    that outlines the training pairs best (:mod:`segloop.core.start_choice`)."""
+    from .core.finetune import split_corrections
+    from .core.progress import run_to_end
+    from .core.start_choice import choose_start_iter
+
+    if args.target != "instances":
+        raise ValueError(
+            "--init auto picks among the shipped instance models: use --target instances"
+        )
+    if val_data is None:
+        data, val_data = split_corrections(data, None, args.seed, args.val_fraction)
+    choice = run_to_end(choose_start_iter(data), ProgressPrinter())
+    scores = ", ".join(f"{name} {score['seg']:.3f}" for name, score in choice.scores.items())
+    print(
+        f"--init auto: starting from {choice.name} (SEG on the training pairs: {scores})",
+        file=sys.stderr,
+    )
+    return data, val_data, choice
 
 
 def _fine_tune_run(bundle, data, val_data, config, args):
@@ -187,7 +217,12 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
         help="CPU time budget (default 10)",
     )
     budget.add_argument("--epochs", type=checks.integer("--epochs", 1, checks.MAX_EPOCHS))
-    train.add_argument("--init", default=None, help="start from this model (fine-tune)")
+    train.add_argument(
+        "--init",
+        default=None,
+        help="start from this model (fine-tune): a shipped model's name, a model file, or "
+        "'auto' (the shipped model that segments the training pairs best)",
+    )
     train.add_argument("--seed", type=checks.integer("--seed", *checks.SEED_RANGE), default=0)
     train.add_argument("--target", default="instances", choices=["instances", "classes"])
     train.add_argument(
