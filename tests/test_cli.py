@@ -438,10 +438,19 @@ def test_the_parser_does_not_import_torch():
     assert result.returncode == 0, result.stderr
 
 
-def test_train_init_auto_starts_from_the_best_shipped_model(folders, tmp_path, capsys):
+def test_train_init_auto_starts_from_the_best_shipped_model(folders, tmp_path, capsys, monkeypatch):
+    from segloop.core import start_choice
     from segloop.core.metadata import read_metadata
     from segloop.core.modelio import shipped_models
 
+    scored = []
+    choose = start_choice.choose_start_iter
+
+    def recording(corrections, *rest, **options):
+        scored.extend(item.name for item in corrections)
+        return choose(corrections, *rest, **options)
+
+    monkeypatch.setattr(start_choice, "choose_start_iter", recording)
     images, masks = folders
     out = tmp_path / "auto.safetensors"
     args = ["train", "--images", str(images), "--masks", str(masks), "--epochs", "1"]
@@ -456,6 +465,17 @@ def test_train_init_auto_starts_from_the_best_shipped_model(folders, tmp_path, c
     metadata = read_metadata(out)
     assert metadata["start_choice"] == choice
     assert Path(metadata["parent"]).name.startswith(choice["chosen"])
+    # only the training pairs choose: the validation pair (40 % of 3) is held out first
+    assert len(scored) == 2 and set(scored) < {"f0.tif", "f1.tif", "f2.tif"}
+    assert set(scored) <= set(metadata["training"]["images"])
+    # a model trained from this one does not inherit the choice
+    again = tmp_path / "again.safetensors"
+    assert main([*args, "--init", str(out), "--out", str(again)]) == 0
+    capsys.readouterr()
+    assert "start_choice" not in read_metadata(again)
+    refused = ["--invert", "always", "--init", "auto", "--out", str(tmp_path / "i.safetensors")]
+    assert main([*args, *refused]) == 1
+    assert "leave out --invert" in capsys.readouterr().err
     bad = ["--target", "classes", "--init", "auto", "--out", str(tmp_path / "c.safetensors")]
     assert main([*args, *bad]) == 1
     assert "--init auto picks among the shipped instance models" in capsys.readouterr().err

@@ -61,6 +61,7 @@ def cmd_train(args) -> int:
         args.init = choice.name
     if args.init:
         bundle = load_model(args.init)
+        bundle.metadata.pop("start_choice", None)  # the start model's, not this run's
         parent = str(bundle.path)
         bundle.metadata.update(
             name=Path(args.out).name.split(".")[0],
@@ -162,6 +163,17 @@ def _choose_start(data, val_data, args):
         raise ValueError(
             "--init auto picks among the shipped instance models: use --target instances"
         )
+    for given, option in (
+        (args.invert is not None, "--invert"),
+        (args.diameter != "auto", "--diameter"),
+        (args.no_distance_head, "--no-distance-head"),
+        (bool(args.class_names or args.class_colors), "--class-names/--class-colors"),
+    ):
+        if given:  # refused before the choice, which takes seconds per model
+            raise ValueError(
+                f"--init auto scores each shipped model with its own settings: leave out "
+                f"{option}, or name the start model (--init nuclei, cells, ...)"
+            )
     if val_data is None:
         data, val_data = split_corrections(data, None, args.seed, args.val_fraction)
     choice = run_to_end(choose_start_iter(data), ProgressPrinter())
@@ -221,7 +233,8 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
         "--init",
         default=None,
         help="start from this model (fine-tune): a shipped model's name, a model file, or "
-        "'auto' (the shipped model that segments the training pairs best)",
+        "'auto' (the shipped instance model that segments the training pairs best; a "
+        "file named auto is ./auto)",
     )
     train.add_argument("--seed", type=checks.integer("--seed", *checks.SEED_RANGE), default=0)
     train.add_argument("--target", default="instances", choices=["instances", "classes"])

@@ -67,3 +67,26 @@ def test_groups_carry_the_factor_and_cover_every_parameter_once():
     assert len(frozen) == 1 and len(frozen[0]["params"]) < len(ids)
     with pytest.raises(ValueError, match="encoder_lr_factor"):
         TrainConfig(epochs=1, encoder_lr_factor=1.5)
+
+
+def test_the_encoder_thaws_when_training_is_closed_early_or_cancelled():
+    from segloop.core.progress import Cancelled
+    from segloop.core.training import train_iter
+
+    for how in ("close", "cancel"):
+        bundle = new_bundle(ModelConfig(depth=2, base_channels=4), "tiny")
+        encoder = list(encoder_of(bundle.network).parameters())
+        cancel = {"now": False}
+        config = TrainConfig(epochs=50, crop=48, batch_size=2, encoder_lr_factor=0.0)
+        run = train_iter(bundle, _data(), config, should_cancel=lambda c=cancel: c["now"])
+        for event in run:
+            if event.stage == "train":
+                break
+        assert not any(p.requires_grad for p in encoder)  # frozen while it trains
+        if how == "close":
+            run.close()
+        else:
+            cancel["now"] = True
+            with pytest.raises(Cancelled):
+                next(run)
+        assert all(p.requires_grad for p in bundle.network.parameters()), how

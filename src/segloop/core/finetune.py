@@ -385,6 +385,7 @@ def finetune_iter(
         base, base_version, base_val, replay = f"{SCRATCH}:{request.arch}", 0, [], []
     else:
         bundle = load_model(start)
+        bundle.metadata.pop("start_choice", None)  # `train --init auto`'s, not this run's
         check_start_model(bundle, corrections)
         base, base_version = str(start), int(bundle.metadata.get("version", 0))
         base_val = replay_data(bundle, "val") if request.score_base else []

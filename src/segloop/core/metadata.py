@@ -76,6 +76,11 @@ METADATA_KEYS: dict[str, tuple[str, str]] = {
         "model's settings were kept: in-sample tuning that outlined no better)",
     ),
     "finetune": ("dict", "version record of a fine-tune run (see FINETUNE_KEYS)"),
+    "start_choice": (
+        "dict",
+        "`segloop train --init auto`: the shipped model chosen and every candidate's SEG "
+        "and F1 on the training pairs (a project version keeps it in finetune.start_choice)",
+    ),
     "widened_from": ("int", "base channels of the network this one was widened from"),
 }
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import torch
 from torch import nn
 
 __all__ = ["encoder_of", "parameter_groups", "frozen_encoder"]
@@ -19,6 +18,16 @@ __all__ = ["encoder_of", "parameter_groups", "frozen_encoder"]
 
 def encoder_of(network: nn.Module) -> nn.Module:
     """The contracting path of a U-Net (``down``) or SegNet (``encoder``).
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        A segloop U-Net or SegNet.
+
+    Returns
+    -------
+    torch.nn.Module
+        The module list of its encoder blocks (the U-Net's includes the bottleneck).
 
     Raises
     ------
@@ -35,8 +44,18 @@ def encoder_of(network: nn.Module) -> nn.Module:
 def parameter_groups(network: nn.Module, encoder_lr_factor: float) -> list[dict]:
     """Optimizer groups, each with an ``lr_factor`` that scales the scheduled rate.
 
-    The encoder's parameters get ``encoder_lr_factor``, the rest 1. With a factor of 0
-    the encoder's parameters are left out (see :func:`frozen_encoder`).
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The network being trained.
+    encoder_lr_factor : float
+        Share of the learning rate the encoder's parameters get (the rest get 1). With 0
+        they are left out of the optimizer (see :func:`frozen_encoder`).
+
+    Returns
+    -------
+    list of dict
+        ``{"params": [...], "lr_factor": f}`` groups for a ``torch.optim`` optimizer.
     """
     if encoder_lr_factor == 1.0:
         return [{"params": list(network.parameters()), "lr_factor": 1.0}]
@@ -51,9 +70,18 @@ def parameter_groups(network: nn.Module, encoder_lr_factor: float) -> list[dict]
 
 @contextmanager
 def frozen_encoder(network: nn.Module, freeze: bool) -> Iterator[None]:
-    """Turn off the encoder's gradients while training (restored afterwards).
+    """Turn off the encoder's weight gradients while training (restored afterwards,
+    also on an error or when the training generator is closed early).
 
-    Its batch-norm layers still follow the training images' statistics.
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The network being trained.
+    freeze : bool
+        False makes this a no-op.
+
+    Only the weights are frozen: the encoder's batch-norm layers stay in training mode
+    and their running statistics follow the training images.
     """
     if not freeze:
         yield
@@ -65,6 +93,5 @@ def frozen_encoder(network: nn.Module, freeze: bool) -> Iterator[None]:
     try:
         yield
     finally:
-        with torch.no_grad():
-            for parameter, flag in zip(parameters, before, strict=True):
-                parameter.requires_grad_(flag)
+        for parameter, flag in zip(parameters, before, strict=True):
+            parameter.requires_grad_(flag)

@@ -105,8 +105,8 @@ class TrainConfig:
     #: decay of an exponential moving average of the weights, which is then what is
     #: validated and kept (:mod:`segloop.core.ema`); 0 keeps the trained weights
     ema_decay: float = 0.0
-    #: the encoder's learning rate as a share of the others' (0 freezes it;
-    #: :mod:`segloop.core.param_groups`)
+    #: the encoder's learning rate as a share of the others' (0 freezes its weights,
+    #: not its batch-norm statistics; :mod:`segloop.core.param_groups`)
     encoder_lr_factor: float = 1.0
 
     def __post_init__(self) -> None:
