@@ -116,6 +116,8 @@ MODALITIES: dict[str, tuple[Callable[[], list], Callable[[], list]]] = {
 }
 
 #: Recipes compared: FinetuneRequest options (None = the service's default).
+BLUR_NOISE = {"blur_probability": 0.25, "poisson_probability": 0.25}
+
 CONFIGS: dict[str, dict] = {
     # the widget's recipe before issue #19: 256 px crops, one of two corrections held out
     # to validate and to tune post-processing on the full grid
@@ -169,6 +171,10 @@ CONFIGS: dict[str, dict] = {
     "enc0.1-steps500-seed1": {"epochs": 500, "encoder_lr_factor": 0.1, "seed": 1},
     "enc0-steps500": {"epochs": 500, "encoder_lr_factor": 0.0},
     "enc0-steps500-seed1": {"epochs": 500, "encoder_lr_factor": 0.0, "seed": 1},
+    # two of the shift augmentations the shipped models train with (defocus blur, shot
+    # noise; not inversion or zoom) added to the fine-tune's
+    "blur-noise-steps500": {"epochs": 500, "augment": BLUR_NOISE},
+    "blur-noise-steps500-seed1": {"epochs": 500, "augment": BLUR_NOISE, "seed": 1},
 }
 
 
@@ -227,6 +233,7 @@ def run_one(
         options["target_diameter"] = None if measured <= NATIVE_RANGE[1] else float(wanted)
     tune_on_training = options.pop("tune_on_training", DEFAULTS.tune_on_training)
     zoom = options.pop("zoom", None)
+    augment_overrides = options.pop("augment", None)
     with tempfile.TemporaryDirectory() as tmp:
         project = Project(Path(tmp) / "project", base_model=base)
         for item in corrected:
@@ -235,6 +242,9 @@ def run_one(
         request.score_base = False
         if zoom is not None:
             augment = replace(request.config.augment, scale_range=zoom)
+            request.config = replace(request.config, augment=augment)
+        if augment_overrides is not None:
+            augment = replace(request.config.augment, **augment_overrides)
             request.config = replace(request.config, augment=augment)
         request.tune_on_training = tune_on_training
         start = time.monotonic()
