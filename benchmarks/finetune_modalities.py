@@ -175,6 +175,8 @@ CONFIGS: dict[str, dict] = {
     # noise; not inversion or zoom) added to the fine-tune's
     "blur-noise-steps500": {"epochs": 500, "augment": BLUR_NOISE},
     "blur-noise-steps500-seed1": {"epochs": 500, "augment": BLUR_NOISE, "seed": 1},
+    "blur-noise-steps500-seed2": {"epochs": 500, "augment": BLUR_NOISE, "seed": 2},
+    "steps500-seed2": {"epochs": 500, "seed": 2},
 }
 
 
