@@ -1,7 +1,7 @@
 """Optimizer parameter groups: the encoder may learn slower than the rest, or not at all.
 
 Fine-tuning on two corrected frames can over-fit the features a start model learned on
-thousands of images; a smaller learning rate for the encoder (the contracting path)
+hundreds of images; a smaller learning rate for the encoder (the contracting path)
 keeps them closer to the start. A factor of 0 freezes the encoder, which also skips
 its weight gradients.
 """
