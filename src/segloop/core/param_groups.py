@@ -59,11 +59,11 @@ def parameter_groups(network: nn.Module, encoder_lr_factor: float) -> list[dict]
     """
     if encoder_lr_factor == 1.0:
         return [{"params": list(network.parameters()), "lr_factor": 1.0}]
-    encoder_ids = {id(p) for p in encoder_of(network).parameters()}
+    encoder = list(encoder_of(network).parameters())
+    encoder_ids = {id(p) for p in encoder}
     rest = [p for p in network.parameters() if id(p) not in encoder_ids]
     groups = [{"params": rest, "lr_factor": 1.0}]
     if encoder_lr_factor > 0:
-        encoder = [p for p in network.parameters() if id(p) in encoder_ids]
         groups.append({"params": encoder, "lr_factor": encoder_lr_factor})
     return groups
 
