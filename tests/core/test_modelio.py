@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,6 +81,17 @@ def test_unknown_reference_names_the_problem(tmp_path):
         resolve_model_path("does-not-exist")
     with pytest.raises(ModelFileError, match="not a model file"):
         resolve_model_path(tmp_path)
+
+
+def test_a_shipped_name_is_not_shadowed_by_a_local_file(tmp_path, monkeypatch):
+    from segloop.core.modelio import shipped_models
+
+    name, shipped = next(iter(shipped_models().items()))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).write_bytes(b"a lab's own file that happens to share the name")
+    assert resolve_model_path(name) == shipped
+    assert resolve_model_path(f"./{name}") == Path(".") / name  # a path reaches the file
+    assert resolve_model_path(tmp_path / name) == tmp_path / name
 
 
 def test_failed_save_leaves_previous_model_intact(tmp_path, monkeypatch):

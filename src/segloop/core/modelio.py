@@ -216,13 +216,19 @@ def shipped_models() -> dict[str, Path]:
 
 
 def resolve_model_path(ref: str | os.PathLike) -> Path:
-    """A model reference is an existing file path (a ``.safetensors`` model or a
-    bioimage.io ``.zip`` package made by ``segloop export``) or a shipped model's name."""
+    """A model reference is a shipped model's name or an existing file path (a
+    ``.safetensors`` model or a bioimage.io ``.zip`` package made by ``segloop export``).
+
+    A shipped model's bare name (``nuclei``) always means the shipped model, whatever
+    the current folder holds, so a command gives the same result wherever it runs; a
+    local file of that exact name is reached with a path (``./nuclei``)."""
+    shipped = shipped_models()
+    if isinstance(ref, str) and ref in shipped:
+        return shipped[ref]
     path = Path(ref).expanduser()
     if path.is_file():
         return path
-    shipped = shipped_models()
-    if str(ref) in shipped:
+    if str(ref) in shipped:  # a Path("nuclei") with no such file
         return shipped[str(ref)]
     if path.exists():
         raise ModelFileError(f"{path} is not a model file")
