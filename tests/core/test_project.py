@@ -216,3 +216,26 @@ def test_names_made_of_dots_or_nothing_are_ordinary_corrections(tmp_path):
     assert project.add_correction(other_image, other, "..") == "image"
     assert project.correction_ids() == ["image", "kept"]
     np.testing.assert_array_equal(project.load_corrections(["kept"])[0].labels, labels)
+
+
+def test_listing_versions_again_reads_only_changed_headers(tmp_path, monkeypatch):
+    import shutil
+
+    from segloop.core import versions
+    from segloop.core.modelio import shipped_models
+
+    models = tmp_path / "models"
+    models.mkdir()
+    source = next(iter(shipped_models().values()))
+    for number in (1, 2):
+        shutil.copyfile(source, models / f"v{number}.safetensors")
+    reads = []
+    real = versions.read_metadata
+    monkeypatch.setattr(versions, "read_metadata", lambda p: reads.append(p.name) or real(p))
+    first = versions.list_versions(models)
+    again = versions.list_versions(models)
+    assert [v.version for v in again] == [1, 2] and again[0].metadata == first[0].metadata
+    assert sorted(reads) == ["v1.safetensors", "v2.safetensors"]  # once each
+    (models / "v2.safetensors").write_bytes(b"half-copied")  # changed: read again, skipped
+    assert [v.version for v in versions.list_versions(models)] == [1]
+    assert reads[-1] == "v2.safetensors" and len(reads) == 3

@@ -37,8 +37,37 @@ class VersionInfo:
         return bool(self.finetune.get("stopped"))
 
 
+#: Headers already read: path -> ((modification time ns, size), metadata). A project's
+#: panel re-lists its versions after every run; a version file is written once and
+#: never replaced, so re-listing costs a ``stat`` per version instead of a header read
+#: (about 1.5 ms each). Bounded: the oldest entries go first.
+_HEADERS: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
+_MAX_HEADERS = 1024
+
+
+def _cached_metadata(path: Path) -> dict[str, Any]:
+    """``read_metadata(path)``, from :data:`_HEADERS` while the file is unchanged; the
+    dict is shared between calls, so callers must not modify it."""
+    info = path.stat()
+    stamp = (info.st_mtime_ns, info.st_size)
+    key = path.absolute()
+    cached = _HEADERS.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    metadata = read_metadata(path)
+    _HEADERS.pop(key, None)
+    _HEADERS[key] = (stamp, metadata)
+    while len(_HEADERS) > _MAX_HEADERS:
+        _HEADERS.pop(next(iter(_HEADERS)))
+    return metadata
+
+
 def list_versions(models_dir: str | os.PathLike) -> list[VersionInfo]:
-    """Versions in ``models_dir``, oldest first; unreadable (half-copied) files are skipped."""
+    """Versions in ``models_dir``, oldest first; unreadable (half-copied) files are skipped.
+
+    The metadata of each :class:`VersionInfo` is shared with later calls (see
+    :data:`_HEADERS`): read it, do not modify it.
+    """
     folder = Path(models_dir).expanduser()
     found = []
     for path in folder.glob("v*.safetensors") if folder.is_dir() else []:
@@ -46,7 +75,7 @@ def list_versions(models_dir: str | os.PathLike) -> list[VersionInfo]:
         if not match:
             continue
         try:
-            found.append(VersionInfo(int(match.group(1)), path, read_metadata(path)))
+            found.append(VersionInfo(int(match.group(1)), path, _cached_metadata(path)))
         except (OSError, ValueError, RuntimeError):
             continue
     return sorted(found, key=lambda v: v.version)

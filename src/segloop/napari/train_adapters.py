@@ -15,6 +15,7 @@ from typing import Any
 
 from segloop.core.progress import Progress
 from segloop.core.recipe import ARCHITECTURES, AUTO_START, DEFAULTS, SCRATCH, TARGETS
+from segloop.core.versions import list_versions as _list_versions
 
 from .adapters import UserError
 from .finetune_adapters import Correction, Version, open_project, save_corrections
@@ -162,6 +163,7 @@ def train_run(request: TrainRequest, control: Any) -> Generator[Progress, None, 
         raise UserError(f"Cannot read the project in {request.folder}: {exc}") from None
     except ValueError as exc:
         raise UserError(_sentence(str(exc))) from None
+    _list_versions(project.root / "models")  # read the headers here, not in the GUI's refresh
     version = None
     if result.version is not None:
         info = result.version
