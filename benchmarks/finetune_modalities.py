@@ -33,6 +33,7 @@ import numpy as np
 from finetune_loop import ecoli_frames  # same folder: benchmarks/
 from skimage.measure import label as connected_components
 from skimage.segmentation import relabel_sequential
+from unlabelled_frames import unlabelled_frames
 
 from segloop.core.datasets import load_labels
 from segloop.core.evaluation import LabelledImage, evaluate_iter
@@ -117,6 +118,7 @@ MODALITIES: dict[str, tuple[Callable[[], list], Callable[[], list]]] = {
 
 #: Recipes compared: FinetuneRequest options (None = the service's default).
 BLUR_NOISE = {"blur_probability": 0.25, "poisson_probability": 0.25}
+SEEDS = [("", {}), ("-seed1", {"seed": 1}), ("-seed2", {"seed": 2})]
 
 CONFIGS: dict[str, dict] = {
     # the widget's recipe before issue #19: 256 px crops, one of two corrections held out
@@ -177,6 +179,8 @@ CONFIGS: dict[str, dict] = {
     "blur-noise-steps500-seed1": {"epochs": 500, "augment": BLUR_NOISE, "seed": 1},
     "blur-noise-steps500-seed2": {"epochs": 500, "augment": BLUR_NOISE, "seed": 2},
     "steps500-seed2": {"epochs": 500, "seed": 2},
+    # frames nobody corrected (unlabelled_frames.py) learned through pseudo-labels
+    **{f"pseudo-steps500{s}": {"epochs": 500, "unlabelled_weight": 1.0, **x} for s, x in SEEDS},
 }
 
 
@@ -249,6 +253,8 @@ def run_one(
             augment = replace(request.config.augment, **augment_overrides)
             request.config = replace(request.config, augment=augment)
         request.tune_on_training = tune_on_training
+        if request.config.unlabelled_weight > 0:
+            request.unlabelled = unlabelled_frames(modality)
         start = time.monotonic()
         result = run_to_end(finetune_iter(project, request))
         wall = time.monotonic() - start

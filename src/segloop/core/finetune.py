@@ -95,6 +95,8 @@ class FinetuneRequest:
     tune_on_training : bool
         With nothing held out, check and tune post-processing on the training
         corrections themselves (in-sample) instead of not tuning at all.
+    unlabelled : list of np.ndarray
+        Frames nobody corrected (see the attribute).
     """
 
     start: str = "nuclei"
@@ -107,6 +109,9 @@ class FinetuneRequest:
     replay_fraction: float = DEFAULTS.replay_fraction
     score_base: bool = True
     tune_on_training: bool = DEFAULTS.tune_on_training
+    #: raw frames nobody corrected, of the same kind as the corrections; used only with
+    #: ``config.unlabelled_weight`` > 0 (:mod:`segloop.core.pseudo_labels`)
+    unlabelled: list[np.ndarray] = field(default_factory=list)
 
     @property
     def scratch(self) -> bool:
@@ -281,6 +286,7 @@ def adapt_iter(
     replay: Sequence[LabelledImage] = (),
     control: RunControl | None = None,
     out_path: str | Path | None = None,
+    unlabelled: Sequence[np.ndarray] = (),
 ) -> Generator[Progress, None, TrainResult]:
     """Train ``bundle`` in place on ``train_set`` + ``replay`` with the recipe's scale
     rule, tuning post-processing on ``val_set`` and checking the prediction default's
@@ -303,6 +309,8 @@ def adapt_iter(
         out_path,
         should_stop=lambda: control.stop_requested or control.cancel_requested,
         should_cancel=lambda: control.cancel_requested,
+        unlabelled=unlabelled,
+        n_own=len(train_set),
     )
     if measured is not None:
         bundle.metadata["native_diameter"] = measured
@@ -412,7 +420,9 @@ def finetune_iter(
             tune_keep_current=DEFAULTS.tune_keep_current,
             tune_keep_margin=DEFAULTS.tune_keep_margin,
         )
-    result = yield from adapt_iter(bundle, train_set, check_set, config, replay, control)
+    result = yield from adapt_iter(
+        bundle, train_set, check_set, config, replay, control, unlabelled=request.unlabelled
+    )
     if result.steps == 0:  # Stop before the first step: nothing new to keep
         return FinetuneResult(None, result, True)
     after = yield from _score_after(bundle, result, val_set, base_val, control)

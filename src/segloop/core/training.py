@@ -20,12 +20,13 @@ import torch
 from .augment import AugmentConfig
 from .device import avoid_triton_crash, compute_settings, prepare_network
 from .ema import WeightAverage, averaged_weights
-from .evaluation import LabelledImage, TunedPostprocess, evaluate_iter, tune_postprocess
+from .evaluation import LabelledImage
 from .losses import distance_loss, segmentation_loss
 from .modelio import ModelBundle, save_model
 from .models import tile_geometry
 from .param_groups import frozen_encoder, parameter_groups
 from .progress import Progress, StopCheck, check_stop, run_to_end
+from .pseudo_labels import consistency_loss, prepare_unlabelled, pseudo_targets, unlabelled_crops
 from .samples import (  # noqa: F401  (re-exported: training's public names)
     DEFAULT_DIAMETER,
     NATIVE_RANGE,
@@ -38,8 +39,6 @@ from .samples import (  # noqa: F401  (re-exported: training's public names)
     resolve_target_diameter,
     split_validation,
 )
-from .scale import rescale_labels, rescale_raw_image
-from .segment import SegmentOptions, segment_iter
 from .train_checks import (
     BATCH_RANGE,
     CROP_RANGE,
@@ -50,8 +49,8 @@ from .train_checks import (
     check_number,
     check_samples_fit,
     checked_pair_scale,
-    pair_scale,
 )
+from .train_validation import _validate, domain_groups, tune_iter  # noqa: F401  (re-exported)
 from .weightmap import check_parameters as check_weight_parameters
 
 
@@ -108,6 +107,14 @@ class TrainConfig:
     #: the encoder's learning rate as a share of the others' (0 freezes its weights,
     #: not its batch-norm statistics; :mod:`segloop.core.param_groups`)
     encoder_lr_factor: float = 1.0
+    #: weight of the pseudo-label loss on frames nobody corrected
+    #: (:mod:`segloop.core.pseudo_labels`; 0: unlabelled frames are not used)
+    unlabelled_weight: float = 0.0
+    #: unlabelled crops added to each step's batch
+    unlabelled_batch: int = 2
+    #: a pixel of an unlabelled crop becomes a target when the network's top class
+    #: probability there is at least this
+    pseudo_threshold: float = 0.9
 
     def __post_init__(self) -> None:
         if self.tune_grid not in ("full", "quick"):
@@ -131,6 +138,9 @@ class TrainConfig:
         check_number("tune_keep_margin", self.tune_keep_margin, 0.0, 1.0)
         check_number("ema_decay", self.ema_decay, 0.0, 0.99999)
         check_number("encoder_lr_factor", self.encoder_lr_factor, 0.0, 1.0)
+        check_number("unlabelled_weight", self.unlabelled_weight, 0.0, 100.0)
+        check_integer("unlabelled_batch", self.unlabelled_batch, *BATCH_RANGE)
+        check_number("pseudo_threshold", self.pseudo_threshold, 0.0, 1.0)
         check_weight_parameters(self.w0, self.sigma)
         value = self.target_diameter
         if value is not None and value != "auto":
@@ -158,94 +168,6 @@ class TrainResult:
     validation: list[dict[str, float]]
 
 
-def _validate(bundle, val_data, config, should_stop):
-    """Pooled F1@0.5 (instances; the mean of the per-domain F1s when the images come
-    from several domains) or pixel accuracy on labelled pixels (classes)."""
-    bundle.network.eval()
-    # native scale (or each image's true diameter for rescaled models), whatever the
-    # model's prediction default: comparable between checks and one pass per image
-    options = SegmentOptions(device=config.device, diameter="native")
-    if bundle.target == "instances":
-        report = yield from evaluate_iter(
-            bundle, val_data, options, should_stop, true_diameter=True
-        )
-        metrics = {"f1": report.matches.f1, "seg": report.seg, "ap": report.matches.ap}
-        score = report.matches.f1
-        groups = domain_groups(val_data)
-        if groups:  # out-of-distribution validation: macro-average of domains
-            domains = sorted(set(groups))
-            for domain in domains:
-                rows = [
-                    row
-                    for row, item in zip(report.per_image, val_data, strict=True)
-                    if item.domain == domain
-                ]
-                tp, fp, fn = (sum(row[key] for row in rows) for key in ("tp", "fp", "fn"))
-                metrics[f"f1[{domain}]"] = 2 * tp / max(1, 2 * tp + fp + fn)
-            score = float(np.mean([metrics[f"f1[{d}]"] for d in domains]))
-            metrics["macro_f1"] = score
-    else:
-        correct = total = 0
-        for item in val_data:
-            result = yield from segment_iter(bundle, item.image, options, should_stop)
-            labelled = item.labels > 0
-            correct += int(np.count_nonzero(result.classes[labelled] == item.labels[labelled]))
-            total += int(np.count_nonzero(labelled))
-        score = correct / total if total else float("nan")
-        metrics = {"accuracy": score}
-    bundle.network.train()
-    return score, metrics
-
-
-def domain_groups(val_data: Sequence[LabelledImage]) -> list[str] | None:
-    """Each validation image's domain when there are several (scores are then averaged
-    over domains, as in :func:`_validate`), else None (pooled)."""
-    domains = [item.domain for item in val_data]
-    return domains if len(set(domains)) > 1 else None
-
-
-def tune_iter(
-    bundle: ModelBundle,
-    val_data: Sequence[LabelledImage],
-    config: TrainConfig,
-    should_stop: StopCheck | None = None,
-) -> Generator[Progress, None, TunedPostprocess]:
-    """Store the post-processing that scores best on the validation images (F1 minus
-    median count error, see :func:`tune_postprocess`, with ``config``'s ``tune_grid``,
-    ``tune_seg_weight``, ``tune_keep_current`` and ``tune_keep_margin``) in the bundle
-    metadata, and return what was found. Images are segmented at the network's scale.
-    Validation images from several domains are scored by the mean over domains."""
-    bundle.network.eval()
-    probs, labels, distances = [], [], []
-    for item in val_data:
-        image, truth = item.image, item.labels
-        options = SegmentOptions(device=config.device, diameter="native")
-        if bundle.metadata.get("rescaled"):
-            # tune at the network's scale, where min_size and smoothing are defined
-            factor = pair_scale(truth, bundle.diameter)
-            image, truth = rescale_raw_image(image, factor), rescale_labels(truth, factor)
-            options.diameter = bundle.diameter
-        result = yield from segment_iter(bundle, image, options, should_stop)
-        probs.append(result.probabilities)
-        distances.append(result.distance)
-        labels.append(truth)
-    tuned = tune_postprocess(
-        probs,
-        labels,
-        bundle.diameter,
-        distances,
-        quick=config.tune_grid == "quick",
-        smooth=float(bundle.postprocess["smooth"]),
-        seg_weight=config.tune_seg_weight,
-        baseline=bundle.postprocess if config.tune_keep_current else None,
-        groups=domain_groups(val_data),
-        baseline_margin=config.tune_keep_margin,
-    )
-    if tuned.settings:
-        bundle.metadata["postprocess"] = {**bundle.postprocess, **tuned.settings}
-    return tuned
-
-
 def checkpoint_path(out_path: str | Path) -> Path:
     """Side file :func:`train_iter` writes checkpoints to, ``<stem>.checkpoint.safetensors``
     next to ``out_path``, so that the file at ``out_path`` is only replaced when the
@@ -263,8 +185,16 @@ def train_iter(
     out_path: str | Path | None = None,
     should_stop: StopCheck = None,
     should_cancel: StopCheck = None,
+    unlabelled: Sequence[np.ndarray] = (),
+    n_own: int | None = None,
 ) -> Generator[Progress, None, TrainResult]:
     """Train ``bundle.network`` in place on ``data``; see the module docstring.
+
+    With ``unlabelled`` frames (raw 2-D images nobody labelled) and
+    ``config.unlabelled_weight`` > 0, each step also learns the network's own confident
+    predictions on them (:mod:`segloop.core.pseudo_labels`); they are rescaled by the
+    median training scale of the first ``n_own`` items of ``data`` (all by default: pass
+    the number of corrections when replay images follow them).
 
     ``should_stop`` ends training at the top of the next step (the best weights so far
     are kept and returned); ``should_cancel`` aborts the run anywhere, validation
@@ -294,6 +224,13 @@ def train_iter(
         scales = [checked_pair_scale(item, target_diameter) for item in data]
     check_samples_fit(data, scales)
     samples = [make_sample(item, bundle, config) for item in data]
+    pool = []
+    if config.unlabelled_weight > 0 and len(unlabelled):
+        if bundle.target != "instances":
+            raise ValueError("unlabelled frames are only used by instance models")
+        factor = float(np.median(scales[: n_own or len(data)]))
+        pool = prepare_unlabelled(unlabelled, bundle, factor)
+    pool_rng = np.random.default_rng([config.seed, 1])  # the corrections' draws stay as they were
     if bundle.target == "instances":
         if not any(s.n_objects for s in samples):
             raise ValueError("the training labels contain no objects")
@@ -363,9 +300,24 @@ def train_iter(
             lr_scale = _lr_schedule(progress_fraction())
             for group in optimizer.param_groups:
                 group["lr"] = config.learning_rate * lr_scale * group["lr_factor"]
+            pseudo = None
+            if pool:
+                plain, strong = unlabelled_crops(
+                    pool, config.unlabelled_batch, geometry.input_size, pool_rng
+                )
+                n_classes = bundle.config.n_classes
+                pseudo = pseudo_targets(
+                    network, plain, n_classes, config.pseudo_threshold, settings
+                )
+                images = torch.cat([images, strong])
             with settings.autocast():
-                logits = network(settings.to_device(images))
-            loss = _loss(logits.float(), targets, weights, distances, bundle, config, settings)
+                logits = network(settings.to_device(images)).float()
+            labelled_logits = logits[: len(targets)]
+            loss = _loss(labelled_logits, targets, weights, distances, bundle, config, settings)
+            if pseudo is not None:
+                loss = loss + config.unlabelled_weight * consistency_loss(
+                    logits[len(targets) :], *pseudo, bundle.config.n_classes
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

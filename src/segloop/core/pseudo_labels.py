@@ -1,0 +1,124 @@
+"""Frames nobody corrected, used in training: the network's own confident predictions on
+a plain view of a crop become the targets of an intensity-augmented view of the same crop
+(FixMatch-style consistency, Sohn et al. 2020, for segmentation).
+
+Two corrected frames show the network one part of a new modality; the other frames of
+the same stack or folder show the rest, without labels. Each training step adds
+``TrainConfig.unlabelled_batch`` crops of them to the batch: the network (in eval mode,
+no gradients) predicts a plain crop, its pixels whose class probability is at least
+``TrainConfig.pseudo_threshold`` become targets, and the network learns them on the same
+crop after blur, gamma/gain/offset and noise, in the same forward pass as the corrected
+crops (so batch-norm statistics also see the new frames).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .augment import _blur, _intensity, _noise, _shot_noise, random_crop
+from .imageio import prepare_image
+from .losses import distance_loss, segmentation_loss
+from .modelio import ModelBundle
+from .scale import rescale_image
+
+
+def prepare_unlabelled(
+    images: Sequence[np.ndarray], bundle: ModelBundle, factor: float
+) -> list[np.ndarray]:
+    """Normalise each 2-D frame as the model does and rescale it by ``factor`` (the
+    corrections' training scale); returns ``(1, H, W)`` float32 arrays.
+
+    Raises
+    ------
+    ValueError
+        For a frame that is not 2-D after preprocessing (RGB is converted first).
+    """
+    pre = bundle.preprocess
+    out = []
+    for index, raw in enumerate(images):
+        image = prepare_image(
+            raw,
+            invert=pre["invert"],
+            low=pre["percentiles"][0],
+            high=pre["percentiles"][1],
+            name=f"unlabelled frame {index}",
+        )
+        if image.ndim != 2:
+            raise ValueError(f"unlabelled frame {index}: expected one 2-D frame, got {image.shape}")
+        if factor != 1.0:
+            image = rescale_image(image, factor)
+        out.append(image[None].astype(np.float32))
+    return out
+
+
+def strong_view(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The crop with photometric changes only (pixels stay where they are): a defocus
+    blur or shot noise half of the time each, then gamma/gain/offset and Gaussian noise."""
+    image = crop
+    if rng.random() < 0.5:
+        image = _blur(image, rng)
+    image = _intensity(image, rng)
+    if rng.random() < 0.5:
+        image = _shot_noise(image, rng)
+    return np.ascontiguousarray(_noise(image, rng), dtype=np.float32)
+
+
+def unlabelled_crops(
+    frames: Sequence[np.ndarray], count: int, side: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` random ``side`` x ``side`` crops of the frames: (plain, strong) tensors
+    of shape ``(count, 1, side, side)``; each pair shares a random flip/quarter turn."""
+    plain, strong = [], []
+    for _ in range(count):
+        frame = frames[int(rng.integers(len(frames)))]
+        crop = random_crop([frame], (side, side), rng)[0]
+        crop = np.rot90(crop, int(rng.integers(4)), axes=(1, 2))
+        if rng.random() < 0.5:
+            crop = crop[:, :, ::-1]
+        crop = np.ascontiguousarray(crop, dtype=np.float32)
+        plain.append(crop)
+        strong.append(strong_view(crop, rng))
+    return torch.from_numpy(np.stack(plain)), torch.from_numpy(np.stack(strong))
+
+
+@torch.no_grad()
+def pseudo_targets(
+    network: torch.nn.Module,
+    plain: torch.Tensor,
+    n_classes: int,
+    threshold: float,
+    settings,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Class targets (``-1`` where the top probability is below ``threshold``) and the
+    predicted distance (None without a distance head) of the plain crops, predicted in
+    eval mode; the network is put back in training mode."""
+    network.eval()
+    try:
+        with settings.autocast():
+            logits = network(settings.to_device(plain)).float()
+    finally:
+        network.train()
+    probability = torch.softmax(logits[:, :n_classes], dim=1)
+    confidence, target = probability.max(dim=1)
+    target[confidence < threshold] = -1
+    distance = torch.sigmoid(logits[:, n_classes]) if logits.shape[1] > n_classes else None
+    return target, distance
+
+
+def consistency_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    distance: torch.Tensor | None,
+    n_classes: int,
+) -> torch.Tensor:
+    """Cross-entropy on the confident pixels, plus the distance channel against the
+    plain view's predicted distance there; 0 when no pixel is confident."""
+    if not bool((target >= 0).any()):
+        return logits.sum() * 0.0
+    loss = segmentation_loss(logits[:, :n_classes], target)
+    if distance is not None and logits.shape[1] > n_classes:
+        loss = loss + distance_loss(logits[:, n_classes], distance, target)
+    return loss
