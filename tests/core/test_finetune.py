@@ -347,3 +347,16 @@ def test_fine_tuned_version_records_its_size_check_and_the_cli_file_gets_it(tmp_
     assert written["native_diameter"] == pytest.approx(median_diameter(items))
     assert median_diameter(items + replay) > 1.5 * median_diameter(items)
     assert written["size_check"] == bundle.metadata["size_check"]
+
+
+def test_frames_nobody_corrected_reach_the_run_and_its_record(tmp_path, base_path):
+    project = _project(tmp_path)
+    frames = [dark_disks(seed, shape=(96, 96))[0] for seed in (7, 8, 9)]
+    request = _request(str(base_path), unlabelled_weight=1.0)
+    request.unlabelled = frames
+    result = run_to_end(finetune_iter(project, request))
+    assert result.version.metadata["finetune"]["recipe"]["unlabelled_frames"] == 3
+    assert all("pseudo_loss" in row for row in result.training.history)
+    plain = run_to_end(finetune_iter(project, _request(str(base_path))))
+    assert plain.version.metadata["finetune"]["recipe"]["unlabelled_frames"] == 0
+    assert not any("pseudo_loss" in row for row in plain.training.history)

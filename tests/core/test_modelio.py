@@ -90,8 +90,9 @@ def test_a_shipped_name_is_not_shadowed_by_a_local_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / name).write_bytes(b"a lab's own file that happens to share the name")
     assert resolve_model_path(name) == shipped
-    assert resolve_model_path(f"./{name}") == Path(".") / name  # a path reaches the file
+    assert resolve_model_path(f"./{name}") == tmp_path / name  # a path reaches the file
     assert resolve_model_path(tmp_path / name) == tmp_path / name
+    assert resolve_model_path(Path(name)) == shipped  # a bare name, whatever its type
 
 
 def test_failed_save_leaves_previous_model_intact(tmp_path, monkeypatch):

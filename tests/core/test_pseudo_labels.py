@@ -5,9 +5,10 @@ import torch
 from segloop.core.device import compute_settings
 from segloop.core.evaluation import LabelledImage
 from segloop.core.modelio import new_bundle
-from segloop.core.models import ModelConfig
+from segloop.core.models import ModelConfig, tile_geometry
 from segloop.core.pseudo_labels import (
     consistency_loss,
+    pseudo_batch,
     pseudo_targets,
     strong_view,
     unlabelled_crops,
@@ -39,34 +40,50 @@ def test_the_strong_view_changes_intensities_not_where_things_are():
 
 def test_unlabelled_crops_pair_a_plain_and_a_strong_view_of_the_same_place():
     frames = [random_disks(3, n=5, shape=(40, 50))[0][None].astype(np.float32)]
-    plain, strong = unlabelled_crops(frames, 3, 32, np.random.default_rng(1))
-    assert plain.shape == strong.shape == (3, 1, 32, 32)
+    plain, strong, inside = unlabelled_crops(frames, 3, 32, np.random.default_rng(1))
+    assert plain.shape == strong.shape == (3, 1, 32, 32) and inside.shape == (3, 32, 32)
+    assert bool(inside.all())  # the frame is larger than the crop: no padding
     for a, b in zip(plain.numpy(), strong.numpy(), strict=True):
         assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.5
     again = unlabelled_crops(frames, 3, 32, np.random.default_rng(1))
     assert torch.equal(again[0], plain) and torch.equal(again[1], strong)
 
 
+def test_padding_of_small_frames_is_never_a_target():
+    frames = [np.zeros((1, 20, 24), np.float32)]
+    _plain, _strong, inside = unlabelled_crops(frames, 2, 32, np.random.default_rng(0))
+    assert [int(m.sum()) for m in inside] == [20 * 24, 20 * 24]
+    network = new_bundle(ModelConfig(depth=2, base_channels=4), "tiny").network.train()
+    geometry = tile_geometry(ModelConfig(depth=2, base_channels=4), 32)
+    batch = pseudo_batch(
+        network, frames, 2, geometry, 3, 0.0, compute_settings("cpu"), np.random.default_rng(0)
+    )
+    assert [int((t >= 0).sum()) for t in batch.target] == [20 * 24, 20 * 24]
+
+
 class _Fixed(torch.nn.Module):
-    """Returns the same logits for any input (3 classes and a distance channel)."""
+    """A batch-norm layer (whose statistics must not move) and fixed logits."""
 
     def __init__(self, logits):
         super().__init__()
+        self.norm = torch.nn.BatchNorm2d(1)
         self.logits = logits
 
     def forward(self, x):
-        return self.logits.expand(len(x), -1, -1, -1)
+        assert torch.is_grad_enabled() is False
+        return self.norm(x).mean() * 0 + self.logits.expand(len(x), -1, -1, -1)
 
 
-def test_pseudo_targets_keep_only_confident_pixels_and_restore_training_mode():
+def test_pseudo_targets_keep_only_confident_pixels_and_leave_the_network_as_it_was():
     logits = torch.zeros(1, 4, 2, 2)
     logits[0, 1, 0, 0] = 10.0  # confident interior
     logits[0, 0, 1, 1] = 10.0  # confident background
     network = _Fixed(logits).train()
     target, distance = pseudo_targets(
-        network, torch.zeros(2, 1, 2, 2), 3, 0.9, compute_settings("cpu")
+        network, torch.randn(2, 1, 2, 2) + 5, 3, 0.9, compute_settings("cpu")
     )
     assert network.training
+    assert float(network.norm.running_mean) == 0.0  # predicted in eval mode
     assert target.shape == (2, 2, 2)
     assert target[0].tolist() == [[1, -1], [-1, 0]]
     assert distance.shape == (2, 2, 2) and torch.allclose(distance, torch.full_like(distance, 0.5))
@@ -79,7 +96,7 @@ def test_consistency_loss_is_zero_without_confident_pixels_and_learns_with_them(
     target = torch.tensor([[[1, -1], [-1, 0]]])
     loss = consistency_loss(logits, target, torch.full((1, 2, 2), 0.8), 3)
     loss.backward()
-    assert float(loss) > 0 and logits.grad[0, 1, 0, 0] < 0  # pushes towards the target
+    assert float(loss.detach()) > 0 and logits.grad[0, 1, 0, 0] < 0  # pushes towards the target
     assert logits.grad[0, :, 0, 1].abs().sum() == 0  # unconfident pixels teach nothing
 
 
@@ -99,9 +116,10 @@ def _run(frames, weight):
 def test_unlabelled_frames_change_training_only_when_weighted():
     plain = [row["loss"] for row in _run([], 0.0).history]
     ignored = [row["loss"] for row in _run(_frames(), 0.0).history]
-    used = [row["loss"] for row in _run(_frames(), 1.0).history]
+    used = _run(_frames(), 1.0).history
     assert ignored == plain  # frames without weight draw nothing and add nothing
-    assert used != plain and all(np.isfinite(used))
+    assert all(np.isfinite(row["loss"]) and row["pseudo_loss"] > 0 for row in used)
+    assert all(row["loss"] > row["pseudo_loss"] for row in used)  # plus the corrections' part
 
 
 def test_unlabelled_frames_need_an_instance_model():

@@ -442,6 +442,7 @@ def finetune_iter(
             "tuned_on_training": in_sample,
             "tune_keep_current": config.tune_keep_current,
             "tune_keep_margin": config.tune_keep_margin,
+            "unlabelled_frames": len(request.unlabelled) if config.unlabelled_weight > 0 else 0,
         },
         metrics={"before": before, "after": after},
         start_choice=None if choice is None else choice.to_dict(),

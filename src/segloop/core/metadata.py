@@ -99,7 +99,8 @@ FINETUNE_KEYS: dict[str, tuple[str, str]] = {
     "recipe": (
         "dict",
         "learning rate, crop, batch, budget, replay fraction used; tuned_on_training, "
-        "tune_keep_current and tune_keep_margin (how the post-processing was chosen)",
+        "tune_keep_current and tune_keep_margin (how the post-processing was chosen); "
+        "unlabelled_frames (frames nobody corrected, learned through pseudo-labels)",
     ),
     "metrics": ("dict", "before/after scores on the corrections and the base validation"),
     "start_choice": (

@@ -223,13 +223,12 @@ def resolve_model_path(ref: str | os.PathLike) -> Path:
     the current folder holds, so a command gives the same result wherever it runs; a
     local file of that exact name is reached with a path (``./nuclei``)."""
     shipped = shipped_models()
-    if isinstance(ref, str) and ref in shipped:
-        return shipped[ref]
+    if str(ref) in shipped:  # also Path("nuclei"): a bare name, whatever its type
+        return shipped[str(ref)]
     path = Path(ref).expanduser()
     if path.is_file():
-        return path
-    if str(ref) in shipped:  # a Path("nuclei") with no such file
-        return shipped[str(ref)]
+        # "./nuclei" must not be recorded (e.g. as a version's parent) as "nuclei"
+        return path.absolute() if path.name in shipped else path
     if path.exists():
         raise ModelFileError(f"{path} is not a model file")
     names = ", ".join(shipped) or "none installed"

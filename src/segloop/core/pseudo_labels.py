@@ -14,6 +14,7 @@ crops (so batch-norm statistics also see the new frames).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -68,20 +69,29 @@ def strong_view(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def unlabelled_crops(
     frames: Sequence[np.ndarray], count: int, side: int, rng: np.random.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``count`` random ``side`` x ``side`` crops of the frames: (plain, strong) tensors
-    of shape ``(count, 1, side, side)``; each pair shares a random flip/quarter turn."""
-    plain, strong = [], []
+    of shape ``(count, 1, side, side)`` (each pair shares a random flip/quarter turn),
+    and a ``(count, side, side)`` bool tensor, False on the mirrored padding of frames
+    smaller than the crop."""
+    plain, strong, inside = [], [], []
     for _ in range(count):
         frame = frames[int(rng.integers(len(frames)))]
-        crop = random_crop([frame], (side, side), rng)[0]
-        crop = np.rot90(crop, int(rng.integers(4)), axes=(1, 2))
-        if rng.random() < 0.5:
-            crop = crop[:, :, ::-1]
+        real = np.ones(frame.shape[-2:], np.uint8)  # padded with 0 by random_crop
+        crop, mask = random_crop([frame, real], (side, side), rng)
+        turns, flip = int(rng.integers(4)), rng.random() < 0.5
+        crop, mask = np.rot90(crop, turns, axes=(1, 2)), np.rot90(mask, turns)
+        if flip:
+            crop, mask = crop[:, :, ::-1], mask[:, ::-1]
         crop = np.ascontiguousarray(crop, dtype=np.float32)
         plain.append(crop)
         strong.append(strong_view(crop, rng))
-    return torch.from_numpy(np.stack(plain)), torch.from_numpy(np.stack(strong))
+        inside.append(np.ascontiguousarray(mask, dtype=bool))
+    return (
+        torch.from_numpy(np.stack(plain)),
+        torch.from_numpy(np.stack(strong)),
+        torch.from_numpy(np.stack(inside)),
+    )
 
 
 @torch.no_grad()
@@ -94,7 +104,8 @@ def pseudo_targets(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Class targets (``-1`` where the top probability is below ``threshold``) and the
     predicted distance (None without a distance head) of the plain crops, predicted in
-    eval mode; the network is put back in training mode."""
+    eval mode (batch-norm statistics untouched); the network is put back in training
+    mode."""
     network.eval()
     try:
         with settings.autocast():
@@ -108,17 +119,49 @@ def pseudo_targets(
     return target, distance
 
 
+@dataclass
+class PseudoBatch:
+    """One step's unlabelled crops: the strong views to train on, their targets (-1:
+    not confident, or padding) and the plain views' predicted distance (or None)."""
+
+    strong: torch.Tensor
+    target: torch.Tensor
+    distance: torch.Tensor | None
+
+
+def pseudo_batch(
+    network: torch.nn.Module,
+    frames: Sequence[np.ndarray],
+    count: int,
+    geometry,
+    n_classes: int,
+    threshold: float,
+    settings,
+    rng: np.random.Generator,
+) -> PseudoBatch:
+    """Crops of ``frames`` (:func:`unlabelled_crops`) and their pseudo-targets
+    (:func:`pseudo_targets`) at the network's output size (``geometry``: a
+    :class:`~segloop.core.models.geometry.TileGeometry`)."""
+    plain, strong, inside = unlabelled_crops(frames, count, geometry.input_size, rng)
+    target, distance = pseudo_targets(network, plain, n_classes, threshold, settings)
+    inner = slice(geometry.margin, geometry.margin + geometry.output_size)
+    target[~inside[:, inner, inner].to(target.device)] = -1
+    return PseudoBatch(strong, target, distance)
+
+
 def consistency_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
     distance: torch.Tensor | None,
     n_classes: int,
+    distance_weight: float = 1.0,
 ) -> torch.Tensor:
-    """Cross-entropy on the confident pixels, plus the distance channel against the
-    plain view's predicted distance there; 0 when no pixel is confident."""
+    """Cross-entropy on the confident pixels, plus (times ``distance_weight``) the
+    distance channel against the plain view's predicted distance there; 0 when no pixel
+    is confident."""
     if not bool((target >= 0).any()):
         return logits.sum() * 0.0
     loss = segmentation_loss(logits[:, :n_classes], target)
     if distance is not None and logits.shape[1] > n_classes:
-        loss = loss + distance_loss(logits[:, n_classes], distance, target)
+        loss = loss + distance_weight * distance_loss(logits[:, n_classes], distance, target)
     return loss

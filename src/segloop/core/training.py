@@ -26,7 +26,7 @@ from .modelio import ModelBundle, save_model
 from .models import tile_geometry
 from .param_groups import frozen_encoder, parameter_groups
 from .progress import Progress, StopCheck, check_stop, run_to_end
-from .pseudo_labels import consistency_loss, prepare_unlabelled, pseudo_targets, unlabelled_crops
+from .pseudo_labels import consistency_loss, prepare_unlabelled, pseudo_batch
 from .samples import (  # noqa: F401  (re-exported: training's public names)
     DEFAULT_DIAMETER,
     NATIVE_RANGE,
@@ -210,6 +210,7 @@ def train_iter(
     if not data:
         raise ValueError("no training images given")
     passes_stop = should_stop if should_cancel is None else should_cancel
+    own = list(data[: n_own or len(data)])  # before any split: what sets the frames' scale
     if val_data is None:
         data, val_data = split_validation(data, config.val_fraction, config.seed)
     val_data = list(val_data)[: config.val_max_images]
@@ -228,7 +229,7 @@ def train_iter(
     if config.unlabelled_weight > 0 and len(unlabelled):
         if bundle.target != "instances":
             raise ValueError("unlabelled frames are only used by instance models")
-        factor = float(np.median(scales[: n_own or len(data)]))
+        factor = float(np.median([checked_pair_scale(item, target_diameter) for item in own]))
         pool = prepare_unlabelled(unlabelled, bundle, factor)
     pool_rng = np.random.default_rng([config.seed, 1])  # the corrections' draws stay as they were
     if bundle.target == "instances":
@@ -302,22 +303,23 @@ def train_iter(
                 group["lr"] = config.learning_rate * lr_scale * group["lr_factor"]
             pseudo = None
             if pool:
-                plain, strong = unlabelled_crops(
-                    pool, config.unlabelled_batch, geometry.input_size, pool_rng
-                )
-                n_classes = bundle.config.n_classes
-                pseudo = pseudo_targets(
-                    network, plain, n_classes, config.pseudo_threshold, settings
-                )
-                images = torch.cat([images, strong])
+                pseudo = pseudo_batch(
+                    network, pool, config.unlabelled_batch, geometry,
+                    bundle.config.n_classes, config.pseudo_threshold, settings, pool_rng,
+                )  # fmt: skip
+                images = torch.cat([images, pseudo.strong])
             with settings.autocast():
                 logits = network(settings.to_device(images)).float()
-            labelled_logits = logits[: len(targets)]
-            loss = _loss(labelled_logits, targets, weights, distances, bundle, config, settings)
+            loss = _loss(
+                logits[: len(targets)], targets, weights, distances, bundle, config, settings
+            )
+            consistency = None
             if pseudo is not None:
-                loss = loss + config.unlabelled_weight * consistency_loss(
-                    logits[len(targets) :], *pseudo, bundle.config.n_classes
-                )
+                consistency = consistency_loss(
+                    logits[len(targets) :], pseudo.target, pseudo.distance,
+                    bundle.config.n_classes, config.distance_weight,
+                )  # fmt: skip
+                loss = loss + config.unlabelled_weight * consistency
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -333,6 +335,8 @@ def train_iter(
                     "seconds": elapsed,
                 }
             )
+            if consistency is not None:  # its share of the loss, for comparable curves
+                history[-1]["pseudo_loss"] = float(consistency.detach())
             data_out = dict(history[-1])
             if val_data and time.monotonic() - last_val >= config.val_interval_s:
                 with averaged_weights(network, average):

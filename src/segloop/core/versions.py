@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,24 +42,30 @@ class VersionInfo:
 #: panel re-lists its versions after every run; a version file is written once and
 #: never replaced, so re-listing costs a ``stat`` per version instead of a header read
 #: (about 1.5 ms each). Bounded: the oldest entries go first.
-_HEADERS: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
+_HEADERS: dict[Path, tuple[tuple[int, ...], dict[str, Any]]] = {}
 _MAX_HEADERS = 1024
 
 
+_HEADERS_LOCK = threading.Lock()  # the GUI thread and a Train worker both list versions
+
+
 def _cached_metadata(path: Path) -> dict[str, Any]:
-    """``read_metadata(path)``, from :data:`_HEADERS` while the file is unchanged; the
-    dict is shared between calls, so callers must not modify it."""
+    """``read_metadata(path)``, from :data:`_HEADERS` while the file is unchanged (same
+    inode, size, modification and change times); the dict is shared between calls, so
+    callers must not modify it."""
     info = path.stat()
-    stamp = (info.st_mtime_ns, info.st_size)
+    stamp = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
     key = path.absolute()
-    cached = _HEADERS.get(key)
+    with _HEADERS_LOCK:
+        cached = _HEADERS.get(key)
     if cached is not None and cached[0] == stamp:
         return cached[1]
     metadata = read_metadata(path)
-    _HEADERS.pop(key, None)
-    _HEADERS[key] = (stamp, metadata)
-    while len(_HEADERS) > _MAX_HEADERS:
-        _HEADERS.pop(next(iter(_HEADERS)))
+    with _HEADERS_LOCK:
+        _HEADERS.pop(key, None)
+        _HEADERS[key] = (stamp, metadata)
+        while len(_HEADERS) > _MAX_HEADERS:
+            _HEADERS.pop(next(iter(_HEADERS)))
     return metadata
 
 
