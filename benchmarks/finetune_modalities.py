@@ -145,14 +145,9 @@ CONFIGS: dict[str, dict] = {
     "seed2": {"seed": 2},
     # replay images of the start model per correction: 1.0 (the default until
     # 2026-12-07, picked on E. coli frames alone), 0.5 (the default since), 0
-    "replay1": {"replay_fraction": 1.0},
-    "replay1-seed1": {"replay_fraction": 1.0, "seed": 1},
-    "replay1-seed2": {"replay_fraction": 1.0, "seed": 2},
-    "replay0.5": {"replay_fraction": 0.5},
-    "replay0.5-seed1": {"replay_fraction": 0.5, "seed": 1},
-    "replay0.5-seed2": {"replay_fraction": 0.5, "seed": 2},
-    "replay0": {"replay_fraction": 0.0},
-    "replay0-seed1": {"replay_fraction": 0.0, "seed": 1},
+    **{f"replay1{s}": {"replay_fraction": 1.0, **x} for s, x in SEEDS},
+    **{f"replay0.5{s}": {"replay_fraction": 0.5, **x} for s, x in SEEDS},
+    **{f"replay0{s}": {"replay_fraction": 0.0, **x} for s, x in SEEDS},
     # corrections whose objects are larger than the native range are trained at twice the
     # start model's diameter (not beyond their own size) instead of at its diameter
     # (with the replay of the day it ran)
@@ -179,8 +174,15 @@ CONFIGS: dict[str, dict] = {
     "blur-noise-steps500-seed1": {"epochs": 500, "augment": BLUR_NOISE, "seed": 1},
     "blur-noise-steps500-seed2": {"epochs": 500, "augment": BLUR_NOISE, "seed": 2},
     "steps500-seed2": {"epochs": 500, "seed": 2},
-    # frames nobody corrected (unlabelled_frames.py) learned through pseudo-labels
+    # pseudo-labels on frames nobody corrected (unlabelled_frames.py); a soft Dice term
+    # on top of the weighted cross-entropy; no U-Net weight map
     **{f"pseudo-steps500{s}": {"epochs": 500, "unlabelled_weight": 1.0, **x} for s, x in SEEDS},
+    **{f"dice-steps500{s}": {"epochs": 500, "dice_weight": 1.0, **x} for s, x in SEEDS},
+    **{f"nowm-steps500{s}": {"epochs": 500, "weight_map": False, **x} for s, x in SEEDS},
+    **{
+        f"dice-nowm-steps500{s}": {"epochs": 500, "weight_map": False, "dice_weight": 1.0, **x}
+        for s, x in SEEDS
+    },
 }
 
 

@@ -111,6 +111,7 @@ def cmd_train(args) -> int:
         device=args.device,
         augment=_train_augment(args),
         use_weight_map=not args.no_weight_map,
+        dice_weight=recipe.dice_weight if recipe else 0.0,
     )
     printer = ProgressPrinter()
     checks.check_model_out(args.out, checks.model_bytes(bundle))

@@ -59,6 +59,7 @@ def recipe_config(scratch: bool = False, **overrides: Any) -> TrainConfig:
         "learning_rate": DEFAULTS.learning_rate_scratch if scratch else DEFAULTS.learning_rate,
         "crop": DEFAULTS.crop,
         "batch_size": DEFAULTS.batch_size,
+        "dice_weight": 0.0 if scratch else DEFAULTS.dice_weight,
         "val_interval_s": DEFAULTS.val_interval_s,
         "val_fraction": DEFAULTS.val_fraction,
         "target_diameter": "auto",
@@ -334,6 +335,8 @@ def recipe_summary(config: TrainConfig, replay_fraction: float) -> dict[str, Any
         "batch_size": config.batch_size,
         "replay_fraction": replay_fraction,
         "target_diameter": config.target_diameter,
+        "dice_weight": config.dice_weight,
+        "weight_map": config.use_weight_map,
     }
 
 

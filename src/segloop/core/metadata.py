@@ -98,7 +98,8 @@ FINETUNE_KEYS: dict[str, tuple[str, str]] = {
     "seed": ("int", "random seed of the run"),
     "recipe": (
         "dict",
-        "learning rate, crop, batch, budget, replay fraction used; tuned_on_training, "
+        "learning rate, crop, batch, budget, replay fraction, Dice weight and weight map "
+        "used; tuned_on_training, "
         "tune_keep_current and tune_keep_margin (how the post-processing was chosen); "
         "unlabelled_frames (frames nobody corrected, learned through pseudo-labels)",
     ),
