@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from .augment import _blur, _intensity, _noise, _shot_noise, random_crop
-from .imageio import prepare_image
 from .losses import distance_loss, segmentation_loss
 from .modelio import ModelBundle
+from .samples import prepared_frame
 from .scale import rescale_image
 
 
@@ -37,18 +37,9 @@ def prepare_unlabelled(
     ValueError
         For a frame that is not 2-D after preprocessing (RGB is converted first).
     """
-    pre = bundle.preprocess
     out = []
     for index, raw in enumerate(images):
-        image = prepare_image(
-            raw,
-            invert=pre["invert"],
-            low=pre["percentiles"][0],
-            high=pre["percentiles"][1],
-            name=f"unlabelled frame {index}",
-        )
-        if image.ndim != 2:
-            raise ValueError(f"unlabelled frame {index}: expected one 2-D frame, got {image.shape}")
+        image = prepared_frame(raw, bundle, f"unlabelled frame {index}")
         if factor != 1.0:
             image = rescale_image(image, factor)
         out.append(image[None].astype(np.float32))

@@ -114,18 +114,25 @@ def resolve_target_diameter(
     return None if NATIVE_RANGE[0] <= median <= NATIVE_RANGE[1] else DEFAULT_DIAMETER
 
 
+def prepared_frame(image: np.ndarray, bundle: ModelBundle, name: str) -> np.ndarray:
+    """One training frame grey and normalised as ``bundle`` preprocesses its input.
+
+    Raises
+    ------
+    ValueError
+        When the image is not a single 2-D frame (RGB is converted first).
+    """
+    pre = bundle.preprocess
+    low, high = pre["percentiles"]
+    frame = prepare_image(image, invert=pre["invert"], low=low, high=high, name=name)
+    if frame.ndim != 2:
+        raise ValueError(f"{name}: training images must be single 2-D frames")
+    return frame
+
+
 def make_sample(item: LabelledImage, bundle: ModelBundle, config: TrainConfig) -> Sample:
     """Normalise, rescale and turn one labelled image into network targets."""
-    pre = bundle.preprocess
-    image = prepare_image(
-        item.image,
-        invert=pre["invert"],
-        low=pre["percentiles"][0],
-        high=pre["percentiles"][1],
-        name=item.name,
-    )
-    if image.ndim != 2:
-        raise ValueError(f"{item.name}: training images must be single 2-D frames")
+    image = prepared_frame(item.image, bundle, item.name)
     if image.shape != item.labels.shape:
         raise ValueError(
             f"{item.name}: image shape {image.shape} differs from labels {item.labels.shape}"
