@@ -38,14 +38,13 @@ class VersionInfo:
         return bool(self.finetune.get("stopped"))
 
 
-#: Headers already read: path -> ((modification time ns, size), metadata). A project's
-#: panel re-lists its versions after every run; a version file is written once and
-#: never replaced, so re-listing costs a ``stat`` per version instead of a header read
-#: (about 1.5 ms each). Bounded: the oldest entries go first.
+#: Headers already read: absolute path -> (file stamp, metadata). A project's
+#: panel re-lists its versions after every run; a version file is written once (a file
+#: written again under a reused number has another stamp), so re-listing costs a
+#: ``stat`` per version instead of a header read (about 1.5 ms each). Bounded: the
+#: oldest entries go first.
 _HEADERS: dict[Path, tuple[tuple[int, ...], dict[str, Any]]] = {}
 _MAX_HEADERS = 1024
-
-
 _HEADERS_LOCK = threading.Lock()  # the GUI thread and a Train worker both list versions
 
 
