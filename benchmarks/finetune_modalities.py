@@ -133,6 +133,7 @@ CONFIGS: dict[str, dict] = {
     "crop128": {"crop": 128, "batch_size": 4, "val_fraction": 0.2, "tune_on_training": False},
     "crop128-all": {"crop": 128, "batch_size": 4, "val_ids": [], "tune_on_training": True},
     "default": {},  # whatever segloop.core.recipe.DEFAULTS says now
+    "nodice": {"dice_weight": 0.0},  # the default before the Dice term (2026-12-07)
     # the default without tuning post-processing on the corrections (nor the size check)
     "notune": {"tune_on_training": False},
     # the default with half the crops of each correction centred on an object pixel
@@ -154,8 +155,7 @@ CONFIGS: dict[str, dict] = {
     "d2x": {"start_diameter_times": 2.0, "replay_fraction": 1.0},
     # the default with zoom augmentation (each crop resized 0.7-1.4x, log-uniform), so
     # that two corrected frames also teach cells a little larger and smaller than theirs
-    "zoom": {"zoom": (0.7, 1.4)},
-    "zoom-seed1": {"zoom": (0.7, 1.4), "seed": 1},
+    **{f"zoom{s}": {"zoom": (0.7, 1.4), **x} for s, x in SEEDS},
     "default-seed1": {"seed": 1},
     # the default stopped after a fixed number of steps (run with a budget long enough
     # that the steps decide): the same training whatever the machine's speed or load;
