@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .augment import _blur, _intensity, _noise, _shot_noise, random_crop
+from .augment import AugmentConfig, augment_sample, random_crop
 from .losses import distance_loss, segmentation_loss
 from .modelio import ModelBundle
 from .samples import prepared_frame
@@ -46,16 +46,17 @@ def prepare_unlabelled(
     return out
 
 
+#: The strong view's changes: photometric only, so pixels stay where they are (a
+#: defocus blur and shot noise half of the time each, gamma/gain/offset, Gaussian noise).
+STRONG_VIEW = AugmentConfig(
+    flips=False, rot90=False, elastic=False, blur_probability=0.5, poisson_probability=0.5
+)
+
+
 def strong_view(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The crop with photometric changes only (pixels stay where they are): a defocus
-    blur or shot noise half of the time each, then gamma/gain/offset and Gaussian noise."""
-    image = crop
-    if rng.random() < 0.5:
-        image = _blur(image, rng)
-    image = _intensity(image, rng)
-    if rng.random() < 0.5:
-        image = _shot_noise(image, rng)
-    return np.ascontiguousarray(_noise(image, rng), dtype=np.float32)
+    """The ``(C, H, W)`` crop after :data:`STRONG_VIEW` (``augment_sample``)."""
+    no_target = np.zeros(crop.shape[1:], np.int64)
+    return augment_sample(np.asarray(crop, np.float32), no_target, None, rng, STRONG_VIEW)[0]
 
 
 def unlabelled_crops(
