@@ -30,7 +30,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from finetune_loop import ecoli_frames  # same folder: benchmarks/
+from finetune_configs import CONFIGS  # same folder: benchmarks/
+from finetune_loop import ecoli_frames
 from skimage.measure import label as connected_components
 from skimage.segmentation import relabel_sequential
 from unlabelled_frames import unlabelled_frames
@@ -114,75 +115,6 @@ MODALITIES: dict[str, tuple[Callable[[], list], Callable[[], list]]] = {
         lambda: _pairs(SHARED / "miccai2015_he_nuclei", ["image10", "image11", "image12"]),
     ),
     "isbi_em": (lambda: isbi([0, 1]), lambda: isbi([25, 27, 29])),
-}
-
-#: Recipes compared: FinetuneRequest options (None = the service's default).
-BLUR_NOISE = {"blur_probability": 0.25, "poisson_probability": 0.25}
-SEEDS = [("", {}), ("-seed1", {"seed": 1}), ("-seed2", {"seed": 2})]
-
-CONFIGS: dict[str, dict] = {
-    # the widget's recipe before issue #19: 256 px crops, one of two corrections held out
-    # to validate and to tune post-processing on the full grid
-    "today": {
-        "crop": 256,
-        "batch_size": 4,
-        "tune_grid": "full",
-        "val_fraction": 0.2,
-        "tune_on_training": False,
-    },
-    "crop128": {"crop": 128, "batch_size": 4, "val_fraction": 0.2, "tune_on_training": False},
-    "crop128-all": {"crop": 128, "batch_size": 4, "val_ids": [], "tune_on_training": True},
-    "default": {},  # whatever segloop.core.recipe.DEFAULTS says now
-    "nodice": {"dice_weight": 0.0},  # the default before the Dice term (2026-12-07)
-    # the default without tuning post-processing on the corrections (nor the size check)
-    "notune": {"tune_on_training": False},
-    # the default with half the crops of each correction centred on an object pixel
-    "objcrop": {"object_crops": 0.5},
-    # the default with another learning rate (lr 1e-3 was picked on E. coli frames alone)
-    "lr3e-4": {"learning_rate": 3e-4},
-    "lr2e-3": {"learning_rate": 2e-3},
-    # the default with another training seed (run-to-run spread)
-    "seed1": {"seed": 1},
-    "seed2": {"seed": 2},
-    # replay images of the start model per correction: 1.0 (the default until
-    # 2026-12-07, picked on E. coli frames alone), 0.5 (the default since), 0
-    **{f"replay1{s}": {"replay_fraction": 1.0, **x} for s, x in SEEDS},
-    **{f"replay0.5{s}": {"replay_fraction": 0.5, **x} for s, x in SEEDS},
-    **{f"replay0{s}": {"replay_fraction": 0.0, **x} for s, x in SEEDS},
-    # corrections whose objects are larger than the native range are trained at twice the
-    # start model's diameter (not beyond their own size) instead of at its diameter
-    # (with the replay of the day it ran)
-    "d2x": {"start_diameter_times": 2.0, "replay_fraction": 1.0},
-    # the default with zoom augmentation (each crop resized 0.7-1.4x, log-uniform), so
-    # that two corrected frames also teach cells a little larger and smaller than theirs
-    **{f"zoom{s}": {"zoom": (0.7, 1.4), **x} for s, x in SEEDS},
-    "default-seed1": {"seed": 1},
-    # the default stopped after a fixed number of steps (run with a budget long enough
-    # that the steps decide): the same training whatever the machine's speed or load;
-    # with an exponential moving average of the weights kept (core.ema)
-    "steps500": {"epochs": 500},
-    "steps500-seed1": {"epochs": 500, "seed": 1},
-    "ema-steps500": {"epochs": 500, "ema_decay": 0.998},
-    # the encoder learning at a tenth of the rate, or frozen (core.param_groups)
-    "enc0.1-steps500": {"epochs": 500, "encoder_lr_factor": 0.1},
-    "enc0.1-steps500-seed1": {"epochs": 500, "encoder_lr_factor": 0.1, "seed": 1},
-    "enc0-steps500": {"epochs": 500, "encoder_lr_factor": 0.0},
-    "enc0-steps500-seed1": {"epochs": 500, "encoder_lr_factor": 0.0, "seed": 1},
-    # two of the shift augmentations the shipped models train with (defocus blur, shot
-    # noise; not inversion or zoom) added to the fine-tune's
-    "blur-noise-steps500": {"epochs": 500, "augment": BLUR_NOISE},
-    "blur-noise-steps500-seed1": {"epochs": 500, "augment": BLUR_NOISE, "seed": 1},
-    "blur-noise-steps500-seed2": {"epochs": 500, "augment": BLUR_NOISE, "seed": 2},
-    "steps500-seed2": {"epochs": 500, "seed": 2},
-    # pseudo-labels on frames nobody corrected (unlabelled_frames.py); a soft Dice term
-    # on top of the weighted cross-entropy; no U-Net weight map
-    **{f"pseudo-steps500{s}": {"epochs": 500, "unlabelled_weight": 1.0, **x} for s, x in SEEDS},
-    **{f"dice-steps500{s}": {"epochs": 500, "dice_weight": 1.0, **x} for s, x in SEEDS},
-    **{f"nowm-steps500{s}": {"epochs": 500, "weight_map": False, **x} for s, x in SEEDS},
-    **{
-        f"dice-nowm-steps500{s}": {"epochs": 500, "weight_map": False, "dice_weight": 1.0, **x}
-        for s, x in SEEDS
-    },
 }
 
 
