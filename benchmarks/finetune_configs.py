@@ -77,4 +77,6 @@ CONFIGS: dict[str, dict] = {
         for w in (0.5, 2.0)
         for s, x in SEEDS
     },
+    # half the crops of each correction centred on a pixel the start model gets wrong
+    **{f"errcrop-steps500{s}": {"epochs": 500, "error_crops": 0.5, **x} for s, x in SEEDS},
 }

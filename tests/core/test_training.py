@@ -213,3 +213,41 @@ def test_training_drops_a_size_model_fitted_to_the_old_weights():
     config = TrainConfig(epochs=1, crop=48, batch_size=2, val_fraction=0, tune_postprocess=False)
     train(bundle, tiny_data(2), config)
     assert "size_model" not in bundle.metadata
+
+
+def test_error_pixels_are_the_labelled_pixels_the_network_gets_wrong():
+    from segloop.core.predict import predict_probabilities
+    from segloop.core.samples import error_pixels
+
+    bundle = tiny_bundle()
+    image = np.random.default_rng(0).random((40, 48)).astype(np.float32)
+    predicted = predict_probabilities(bundle, image)[: bundle.config.n_classes].argmax(0)
+    target = predicted.astype(np.int64)
+    assert error_pixels(image, target, bundle) is None  # all right: nothing to centre on
+    target[5:10, 20:24] = (predicted[5:10, 20:24] + 1) % bundle.config.n_classes
+    target[30:, :] = -1  # unlabelled pixels are never errors
+    wrong = error_pixels(image, target, bundle)
+    expected = np.zeros(target.shape, bool)
+    expected[5:10, 20:24] = True
+    assert np.array_equal(np.sort(wrong), np.flatnonzero(expected))
+
+
+def test_error_crops_centre_crops_on_the_errors():
+    from segloop.core.augment import AugmentConfig
+    from segloop.core.models import tile_geometry
+    from segloop.core.samples import _batch, make_sample
+
+    image, labels = disks_image([(150, 40)], [6], shape=(192, 192))
+    bundle = tiny_bundle()
+    config = TrainConfig(
+        epochs=1, crop=32, batch_size=4, error_crops=1.0, augment=AugmentConfig.none()
+    )
+    sample = make_sample(LabelledImage(image, labels, "one disk"), bundle, config)
+    sample.errors = np.flatnonzero(labels > 0)  # say the network misses the disk
+    geometry = tile_geometry(bundle.config, config.crop)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        _, targets, _, _ = _batch([sample], [0] * 4, geometry, config, rng, geometry.margin)
+        assert all((t > 0).any() for t in targets)
+    with pytest.raises(ValueError, match="error_crops"):
+        TrainConfig(epochs=1, error_crops=-0.1)

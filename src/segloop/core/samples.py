@@ -19,6 +19,7 @@ from .augment import augment_sample, random_crop
 from .evaluation import LabelledImage
 from .imageio import prepare_image
 from .modelio import ModelBundle
+from .predict import predict_probabilities
 from .scale import estimate_diameter, rescale_image, rescale_labels, resize_to_shape
 from .targets import (
     class_ids_to_target,
@@ -49,6 +50,9 @@ class Sample:
     #: flat indices of the object pixels (instance models with
     #: ``TrainConfig.object_crops``): the centres of object-centred crops
     objects: np.ndarray | None = None
+    #: flat indices of the labelled pixels the start network gets wrong (with
+    #: ``TrainConfig.error_crops``): the centres of error-centred crops
+    errors: np.ndarray | None = None
 
 
 #: A correction with labels on less than this share of its pixels has its crops drawn
@@ -164,6 +168,7 @@ def make_sample(item: LabelledImage, bundle: ModelBundle, config: TrainConfig) -
     objects = None
     if bundle.target == "instances" and config.object_crops > 0:
         objects = np.flatnonzero(labels > 0).astype(np.int32) if n_objects else None
+    errors = error_pixels(image, target, bundle) if config.error_crops > 0 else None
     return Sample(
         image[None].astype(np.float32),
         target,
@@ -172,7 +177,26 @@ def make_sample(item: LabelledImage, bundle: ModelBundle, config: TrainConfig) -
         distance,
         labelled if sparse else None,
         objects,
+        errors,
     )
+
+
+def error_pixels(image: np.ndarray, target: np.ndarray, bundle: ModelBundle) -> np.ndarray | None:
+    """Flat indices of the labelled pixels where ``bundle``'s network, as it is now, picks
+    another class than ``target`` (-1 = unlabelled, never an error); None when it gets
+    every labelled pixel right.
+
+    Parameters
+    ----------
+    image : ndarray
+        The prepared (normalised, rescaled) 2-D training frame.
+    target : ndarray
+        Its int64 class target, the same shape.
+    """
+    outputs = predict_probabilities(bundle, image)
+    predicted = outputs[: bundle.config.n_classes].argmax(axis=0)
+    wrong = np.flatnonzero((target >= 0) & (predicted != target))
+    return wrong.astype(np.int32) if len(wrong) else None
 
 
 def split_validation(
@@ -221,6 +245,9 @@ def _batch(samples, order, geometry, config, rng, margin):
         centre = None
         if sample.labelled is not None:
             pick = int(sample.labelled[rng.integers(len(sample.labelled))])
+            centre = divmod(pick, sample.target.shape[1])
+        elif sample.errors is not None and rng.random() < config.error_crops:
+            pick = int(sample.errors[rng.integers(len(sample.errors))])
             centre = divmod(pick, sample.target.shape[1])
         elif sample.objects is not None and rng.random() < config.object_crops:
             pick = int(sample.objects[rng.integers(len(sample.objects))])

@@ -88,6 +88,9 @@ class TrainConfig:
     #: share of the crops of a dense instance correction centred on a random object
     #: pixel (the rest are drawn uniformly); 0 draws no extra random numbers
     object_crops: float = 0.0
+    #: share of the crops of each training image centred on a labelled pixel that the
+    #: network gets wrong before training (predicted once per run); 0 predicts nothing
+    error_crops: float = 0.0
     target_diameter: float | str | None = None
     device: str = "auto"
     tune_postprocess: bool = True
@@ -134,6 +137,7 @@ class TrainConfig:
         check_integer("val_max_images", self.val_max_images, 1, 10**6)
         check_integer("border_width", self.border_width, 1, 64)
         check_number("object_crops", self.object_crops, 0.0, 1.0)
+        check_number("error_crops", self.error_crops, 0.0, 1.0)
         check_number("tune_seg_weight", self.tune_seg_weight, 0.0, 100.0)
         check_number("tune_keep_margin", self.tune_keep_margin, 0.0, 1.0)
         check_number("ema_decay", self.ema_decay, 0.0, 0.99999)
