@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .augment import augment_sample, random_crop
+from .device import ComputeSettings, compute_settings
 from .evaluation import LabelledImage
 from .imageio import prepare_image
 from .modelio import ModelBundle
@@ -168,7 +169,9 @@ def make_sample(item: LabelledImage, bundle: ModelBundle, config: TrainConfig) -
     objects = None
     if bundle.target == "instances" and config.object_crops > 0:
         objects = np.flatnonzero(labels > 0).astype(np.int32) if n_objects else None
-    errors = error_pixels(image, target, bundle) if config.error_crops > 0 else None
+    errors = None
+    if config.error_crops > 0:
+        errors = error_pixels(image, target, bundle, compute_settings(config.device))
     return Sample(
         image[None].astype(np.float32),
         target,
@@ -181,7 +184,12 @@ def make_sample(item: LabelledImage, bundle: ModelBundle, config: TrainConfig) -
     )
 
 
-def error_pixels(image: np.ndarray, target: np.ndarray, bundle: ModelBundle) -> np.ndarray | None:
+def error_pixels(
+    image: np.ndarray,
+    target: np.ndarray,
+    bundle: ModelBundle,
+    settings: ComputeSettings | None = None,
+) -> np.ndarray | None:
     """Flat indices of the labelled pixels where ``bundle``'s network, as it is now, picks
     another class than ``target`` (-1 = unlabelled, never an error); None when it gets
     every labelled pixel right.
@@ -192,8 +200,10 @@ def error_pixels(image: np.ndarray, target: np.ndarray, bundle: ModelBundle) -> 
         The prepared (normalised, rescaled) 2-D training frame.
     target : ndarray
         Its int64 class target, the same shape.
+    settings : ComputeSettings, optional
+        Device and precision of the prediction (those the training will use).
     """
-    outputs = predict_probabilities(bundle, image)
+    outputs = predict_probabilities(bundle, image, settings=settings)
     predicted = outputs[: bundle.config.n_classes].argmax(axis=0)
     wrong = np.flatnonzero((target >= 0) & (predicted != target))
     return wrong.astype(np.int32) if len(wrong) else None
