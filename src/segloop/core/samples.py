@@ -241,6 +241,11 @@ def _zoomed_crop(arrays, size, rng, centre, margin, config):
     ]
 
 
+def _random_pixel(flat_indices: np.ndarray, width: int, rng) -> tuple[int, int]:
+    """(row, column) of one of ``flat_indices`` (into rows ``width`` wide), drawn at random."""
+    return divmod(int(flat_indices[rng.integers(len(flat_indices))]), width)
+
+
 def _batch(samples, order, geometry, config, rng, margin):
     """Random crops + augmentation for one batch; returns image, target, weight and
     distance tensors (distance None unless the samples carry distance maps)."""
@@ -254,14 +259,11 @@ def _batch(samples, order, geometry, config, rng, margin):
         arrays = [sample.image, sample.target] + ([] if maps is None else [maps])
         centre = None
         if sample.labelled is not None:
-            pick = int(sample.labelled[rng.integers(len(sample.labelled))])
-            centre = divmod(pick, sample.target.shape[1])
+            centre = _random_pixel(sample.labelled, sample.target.shape[1], rng)
         elif sample.errors is not None and rng.random() < config.error_crops:
-            pick = int(sample.errors[rng.integers(len(sample.errors))])
-            centre = divmod(pick, sample.target.shape[1])
+            centre = _random_pixel(sample.errors, sample.target.shape[1], rng)
         elif sample.objects is not None and rng.random() < config.object_crops:
-            pick = int(sample.objects[rng.integers(len(sample.objects))])
-            centre = divmod(pick, sample.target.shape[1])
+            centre = _random_pixel(sample.objects, sample.target.shape[1], rng)
         crops = _zoomed_crop(arrays, geometry.input_size, rng, centre, margin, config)
         maps = crops[2] if len(crops) > 2 else None
         image, target, maps = augment_sample(crops[0], crops[1], maps, rng, config.augment)
