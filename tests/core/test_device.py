@@ -37,3 +37,21 @@ def test_triton_is_blocked_once_an_llvm_is_loaded_process_wide():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "blocked"
+
+
+def test_prepare_network_sets_the_memory_format_both_ways():
+    """A network that predicted in channels_last (validation during training) trains in
+    the contiguous format again when the training's settings say so."""
+    import torch
+
+    from segloop.core.device import ComputeSettings, prepare_network
+
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 2, 3))
+    cpu = torch.device("cpu")
+    prepare_network(network, ComputeSettings(cpu, True, None))
+    weight = network[0].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    assert not weight.is_contiguous()
+    prepare_network(network, ComputeSettings(cpu, False, None))
+    assert network[0].weight is weight  # the optimizer's parameter objects stay
+    assert weight.is_contiguous()

@@ -215,11 +215,13 @@ def test_training_drops_a_size_model_fitted_to_the_old_weights():
     assert "size_model" not in bundle.metadata
 
 
-def test_error_pixels_are_the_labelled_pixels_the_network_gets_wrong():
+@pytest.mark.parametrize("distance_head", [False, True])
+def test_error_pixels_are_the_labelled_pixels_the_network_gets_wrong(distance_head):
     from segloop.core.predict import predict_probabilities
     from segloop.core.samples import error_pixels
 
-    bundle = tiny_bundle()
+    config = ModelConfig(depth=2, base_channels=4, distance_head=distance_head)
+    bundle = new_bundle(config, "tiny")
     image = np.random.default_rng(0).random((40, 48)).astype(np.float32)
     predicted = predict_probabilities(bundle, image)[: bundle.config.n_classes].argmax(0)
     target = predicted.astype(np.int64)
@@ -243,7 +245,9 @@ def test_error_crops_centre_crops_on_the_errors():
         epochs=1, crop=32, batch_size=4, error_crops=1.0, augment=AugmentConfig.none()
     )
     sample = make_sample(LabelledImage(image, labels, "one disk"), bundle, config)
-    sample.errors = np.flatnonzero(labels > 0)  # say the network misses the disk
+    assert sample.errors is not None  # an untrained network gets pixels wrong
+    assert sample.errors.max() < sample.target.size
+    sample.errors = np.flatnonzero(labels > 0)  # say the network misses just the disk
     geometry = tile_geometry(bundle.config, config.crop)
     rng = np.random.default_rng(0)
     for _ in range(4):

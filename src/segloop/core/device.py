@@ -154,11 +154,14 @@ _PREPARE_LOCK = threading.Lock()
 
 
 def prepare_network(network: torch.nn.Module, settings: ComputeSettings) -> torch.nn.Module:
-    """Move ``network`` to the device and memory format of ``settings`` (thread-safe)."""
+    """Move ``network`` to the device and memory format of ``settings`` (thread-safe).
+
+    The format is set both ways: a network that predicted in channels_last (validation
+    during training) goes back to the contiguous format when ``settings`` train without it.
+    """
+    layout = torch.channels_last if settings.channels_last else torch.contiguous_format
     with _PREPARE_LOCK:
-        network = network.to(settings.device)
-        if settings.channels_last:
-            network = network.to(memory_format=torch.channels_last)
+        network = network.to(settings.device).to(memory_format=layout)
     return network
 
 

@@ -170,8 +170,9 @@ def make_sample(item: LabelledImage, bundle: ModelBundle, config: TrainConfig) -
     if bundle.target == "instances" and config.object_crops > 0:
         objects = np.flatnonzero(labels > 0).astype(np.int32) if n_objects else None
     errors = None
-    if config.error_crops > 0:
-        errors = error_pixels(image, target, bundle, compute_settings(config.device))
+    if config.error_crops > 0 and not sparse:  # a sparse one's crops centre on its labels
+        settings = compute_settings(config.device, training=True)
+        errors = error_pixels(image, target, bundle, settings)
     return Sample(
         image[None].astype(np.float32),
         target,

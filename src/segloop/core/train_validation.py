@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .device import compute_settings, prepare_network
 from .evaluation import LabelledImage, TunedPostprocess, evaluate_iter, tune_postprocess
 from .modelio import ModelBundle
 from .progress import Progress, StopCheck
@@ -54,7 +55,8 @@ def _validate(bundle, val_data, config, should_stop):
             total += int(np.count_nonzero(labelled))
         score = correct / total if total else float("nan")
         metrics = {"accuracy": score}
-    bundle.network.train()
+    # back to the training's device and memory format (prediction may have changed them)
+    prepare_network(bundle.network, compute_settings(config.device, training=True)).train()
     return score, metrics
 
 
