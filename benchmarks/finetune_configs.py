@@ -71,10 +71,10 @@ CONFIGS: dict[str, dict] = {
         f"dice-nowm-steps500{s}": {"epochs": 500, "weight_map": False, "dice_weight": 1.0, **x}
         for s, x in SEEDS
     },
-    # the soft Dice term at half and twice the default's weight (1.0)
+    # the soft Dice term at half, twice and four times the default's weight (1.0)
     **{
         f"dice{w:g}-steps500{s}": {"epochs": 500, "dice_weight": w, **x}
-        for w in (0.5, 2.0)
+        for w in (0.5, 2.0, 4.0)
         for s, x in SEEDS
     },
     # half the crops of each correction centred on a pixel the start model gets wrong
