@@ -412,6 +412,26 @@ def test_train_shift_augment_is_recorded_and_excludes_no_augment(folders, tmp_pa
     assert "not allowed with" in capsys.readouterr().err
 
 
+def test_train_dice_weight_is_recorded_and_checked(folders, tmp_path, capsys):
+    from segloop.core.modelio import load_model
+    from segloop.core.recipe import DEFAULTS
+
+    images, masks = folders
+    out = tmp_path / "dice.safetensors"
+    base = ["train", "--images", str(images), "--masks", str(masks), "--epochs", "1"]
+    base += ["--crop", "48", "--out", str(out)]
+    assert main(base) == 0  # a new model: plain weighted cross-entropy
+    assert load_model(out).metadata["training"]["config"]["dice_weight"] == 0.0
+    assert main([*base, "--dice-weight", "0.5"]) == 0
+    assert load_model(out).metadata["training"]["config"]["dice_weight"] == 0.5
+    tuned = tmp_path / "tuned.safetensors"
+    assert main([*base[:-1], str(tuned), "--init", str(out)]) == 0  # the recipe's weight
+    assert load_model(tuned).metadata["training"]["config"]["dice_weight"] == DEFAULTS.dice_weight
+    capsys.readouterr()
+    assert main([*base, "--dice-weight", "-1"]) == 1
+    assert "--dice-weight must be in [0, 100]" in capsys.readouterr().err
+
+
 def test_train_diameter_takes_pixels_and_refuses_a_physical_length(folders, tmp_path, capsys):
     from segloop.core.modelio import load_model
 

@@ -111,7 +111,9 @@ def cmd_train(args) -> int:
         device=args.device,
         augment=_train_augment(args),
         use_weight_map=not args.no_weight_map,
-        dice_weight=recipe.dice_weight if recipe else 0.0,
+        dice_weight=(recipe.dice_weight if recipe else 0.0)
+        if args.dice_weight is None
+        else args.dice_weight,
     )
     printer = ProgressPrinter()
     checks.check_model_out(args.out, checks.model_bytes(bundle))
@@ -292,6 +294,13 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
         "inversion, shot noise (as the shipped nuclei/cells models)",
     )
     train.add_argument("--no-weight-map", action="store_true")
+    train.add_argument(
+        "--dice-weight",
+        type=checks.number("--dice-weight", 0.0, 100.0),
+        default=None,
+        help="weight of a soft Dice term added to the loss (default 0; with --init the "
+        "fine-tune recipe's)",
+    )
     head = train.add_mutually_exclusive_group()
     head.add_argument(
         "--distance-head",
