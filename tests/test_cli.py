@@ -420,8 +420,9 @@ def test_train_dice_weight_is_recorded_and_checked(folders, tmp_path, capsys):
     out = tmp_path / "dice.safetensors"
     base = ["train", "--images", str(images), "--masks", str(masks), "--epochs", "1"]
     base += ["--crop", "48", "--out", str(out)]
-    assert main(base) == 0  # a new model: plain weighted cross-entropy
-    assert load_model(out).metadata["training"]["config"]["dice_weight"] == 0.0
+    assert main(base) == 0  # a new model: the recipe's weight for training from scratch
+    scratch = DEFAULTS.dice_weight_scratch
+    assert load_model(out).metadata["training"]["config"]["dice_weight"] == scratch
     assert main([*base, "--dice-weight", "0.5"]) == 0
     assert load_model(out).metadata["training"]["config"]["dice_weight"] == 0.5
     tuned = tmp_path / "tuned.safetensors"

@@ -111,7 +111,7 @@ def cmd_train(args) -> int:
         device=args.device,
         augment=_train_augment(args),
         use_weight_map=not args.no_weight_map,
-        dice_weight=(recipe.dice_weight if recipe else 0.0)
+        dice_weight=(recipe.dice_weight if recipe else DEFAULTS.dice_weight_scratch)
         if args.dice_weight is None
         else args.dice_weight,
     )
@@ -298,8 +298,8 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
         "--dice-weight",
         type=checks.number("--dice-weight", 0.0, 100.0),
         default=None,
-        help="weight of a soft Dice term added to the loss (default 0; with --init the "
-        "fine-tune recipe's)",
+        help="weight of a soft Dice term added to the weighted cross-entropy (default: the "
+        "recipe's, 1; 0 turns it off)",
     )
     head = train.add_mutually_exclusive_group()
     head.add_argument(

@@ -59,7 +59,7 @@ def test_recipe_defaults_come_from_one_place():
     assert config.crop == DEFAULTS.crop and config.val_interval_s == DEFAULTS.val_interval_s
     assert recipe_config(epochs=3).minutes is None
     assert config.dice_weight == DEFAULTS.dice_weight > 0  # fine-tunes add a Dice term
-    assert recipe_config(scratch=True).dice_weight == 0.0  # training from scratch does not
+    assert recipe_config(scratch=True).dice_weight == DEFAULTS.dice_weight_scratch
     request = build_request("nuclei", augment=False, seed=4)
     assert request.replay_fraction == DEFAULTS.replay_fraction
     assert request.config.seed == 4 and not request.config.augment.elastic

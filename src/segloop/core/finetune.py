@@ -59,7 +59,7 @@ def recipe_config(scratch: bool = False, **overrides: Any) -> TrainConfig:
         "learning_rate": DEFAULTS.learning_rate_scratch if scratch else DEFAULTS.learning_rate,
         "crop": DEFAULTS.crop,
         "batch_size": DEFAULTS.batch_size,
-        "dice_weight": 0.0 if scratch else DEFAULTS.dice_weight,
+        "dice_weight": DEFAULTS.dice_weight_scratch if scratch else DEFAULTS.dice_weight,
         "val_interval_s": DEFAULTS.val_interval_s,
         "val_fraction": DEFAULTS.val_fraction,
         "target_diameter": "auto",

@@ -60,7 +60,7 @@ class Defaults:
     crop: int = 128
     batch_size: int = 4
     #: weight of a soft Dice term added to the weighted cross-entropy when fine-tuning
-    #: (training from scratch keeps plain cross-entropy). Chosen leaving one modality out
+    #: (training from scratch: ``dice_weight_scratch``). Chosen leaving one modality out
     #: (benchmarks/finetune_modalities.py, 7 modalities, 2 corrected frames, 500 steps,
     #: seeds 0-2, 2026-12-07): median of the seed means 0.603 against 0.555 without it,
     #: picked for 6 of the 7 left-out modalities (ISBI EM, the one it gains most on,
@@ -69,6 +69,14 @@ class Defaults:
     #: benchmark, 2026-12-07): medians 0.589 and 0.595; the weights leaving one modality
     #: out picks score 0.595 on the left-out ones, keeping 1 scores 0.603
     dice_weight: float = 1.0
+    #: the same term when training a new network (Train from scratch, ``segloop train``
+    #: without ``--init``). Chosen on far-apart time blocks of DIC-HeLa seq 01 never
+    #: trained on (benchmarks/dic_hela.py, 5 min, seeds 0-1, 2026-12-07; CTC SEG on the
+    #: gold / silver frames of the held-out block): with the term 0.884 / 0.903 and
+    #: 0.792 / 0.886 (block t047-t074), 0.894 / 0.896 and 0.900 / 0.928 (t000-t027),
+    #: against 0.881 / 0.882, 0.776 / 0.838, 0.716 / 0.724 and 0.867 / 0.883 without;
+    #: better in all four pairs, mean SEG 0.867 / 0.903 against 0.810 / 0.832
+    dice_weight_scratch: float = 1.0
     #: post-processing grid tuned on the check images after training ("quick": seconds)
     tune_grid: str = "quick"
     #: when that tuning is in-sample (on the corrections just trained on), keep the start
