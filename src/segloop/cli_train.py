@@ -298,8 +298,8 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
         "--dice-weight",
         type=checks.number("--dice-weight", 0.0, 100.0),
         default=None,
-        help="weight of a soft Dice term added to the weighted cross-entropy (default: the "
-        "recipe's, 1; 0 turns it off)",
+        help="weight of a soft Dice term added to the weighted cross-entropy (default "
+        f"{DEFAULTS.dice_weight_scratch:g}, with --init {DEFAULTS.dice_weight:g}; 0 turns it off)",
     )
     head = train.add_mutually_exclusive_group()
     head.add_argument(
