@@ -79,4 +79,6 @@ CONFIGS: dict[str, dict] = {
     },
     # half the crops of each correction centred on a pixel the start model gets wrong
     **{f"errcrop-steps500{s}": {"epochs": 500, "error_crops": 0.5, **x} for s, x in SEEDS},
+    # batch-norm layers keep the start model's running statistics while fine-tuning
+    **{f"frozenbn-steps500{s}": {"epochs": 500, "freeze_batchnorm": True, **x} for s, x in SEEDS},
 }

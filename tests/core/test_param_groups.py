@@ -4,7 +4,9 @@ import torch
 from segloop.core.evaluation import LabelledImage
 from segloop.core.modelio import new_bundle
 from segloop.core.models import ModelConfig
-from segloop.core.param_groups import encoder_of, parameter_groups
+from segloop.core.param_groups import encoder_of, parameter_groups, training_mode
+from segloop.core.progress import run_to_end
+from segloop.core.train_validation import _validate
 from segloop.core.training import TrainConfig, train
 
 from ..conftest import random_disks
@@ -90,3 +92,43 @@ def test_the_encoder_thaws_when_training_is_closed_early_or_cancelled():
             with pytest.raises(Cancelled):
                 next(run)
         assert all(p.requires_grad for p in bundle.network.parameters()), how
+
+
+def _batchnorm_state(network):
+    return {
+        name: (module.running_mean.clone(), module.running_var.clone(), module.weight.clone())
+        for name, module in network.named_modules()
+        if isinstance(module, torch.nn.BatchNorm2d)
+    }
+
+
+def _tiny_unet():
+    return new_bundle(ModelConfig(arch="unet", depth=2, base_channels=4), "tiny")
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_frozen_batchnorm_keeps_the_running_statistics_and_learns_the_rest(freeze):
+    bundle = _tiny_unet()
+    before = _batchnorm_state(bundle.network)
+    assert before
+    config = TrainConfig(
+        epochs=3, crop=48, batch_size=2, seed=1, tune_postprocess=False, freeze_batchnorm=freeze
+    )
+    train(bundle, _data(), config)
+    after = _batchnorm_state(bundle.network)
+    stats_kept = [torch.equal(after[n][0], before[n][0]) for n in before]
+    assert all(stats_kept) if freeze else not any(stats_kept)
+    # the scale and shift learn either way
+    assert any(not torch.equal(after[n][2], before[n][2]) for n in before)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_validation_hands_the_network_back_with_its_batchnorm_mode(freeze):
+    bundle = _tiny_unet()
+    network = training_mode(bundle.network, freeze)
+    config = TrainConfig(epochs=1, freeze_batchnorm=freeze)
+    run_to_end(_validate(bundle, _data()[:1], config, None))
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    convs = [m for m in network.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(m.training for m in convs)
+    assert all(m.training != freeze for m in norms)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from torch import nn
 
-__all__ = ["encoder_of", "parameter_groups", "frozen_encoder"]
+__all__ = ["encoder_of", "parameter_groups", "frozen_encoder", "training_mode"]
 
 
 def encoder_of(network: nn.Module) -> nn.Module:
@@ -95,3 +95,29 @@ def frozen_encoder(network: nn.Module, freeze: bool) -> Iterator[None]:
     finally:
         for parameter, flag in zip(parameters, before, strict=True):
             parameter.requires_grad_(flag)
+
+
+def training_mode(network: nn.Module, freeze_batchnorm: bool) -> nn.Module:
+    """Put ``network`` in training mode, its batch-norm layers too unless
+    ``freeze_batchnorm``: then they normalise with the running statistics the start model
+    learned and leave them unchanged (their scale and shift still learn), as
+    detectron2's FrozenBatchNorm does for small fine-tuning batches.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The network being trained.
+    freeze_batchnorm : bool
+        Keep the batch-norm layers in evaluation mode.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``network``.
+    """
+    network.train()
+    if freeze_batchnorm:
+        for module in network.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+    return network

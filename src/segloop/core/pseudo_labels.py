@@ -96,14 +96,16 @@ def pseudo_targets(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Class targets (``-1`` where the top probability is below ``threshold``) and the
     predicted distance (None without a distance head) of the plain crops, predicted in
-    eval mode (batch-norm statistics untouched); the network is put back in training
-    mode."""
+    eval mode (batch-norm statistics untouched); each module is then put back in the mode
+    it had (frozen batch-norm layers stay frozen)."""
+    modes = [(module, module.training) for module in network.modules()]
     network.eval()
     try:
         with settings.autocast():
             logits = network(settings.to_device(plain)).float()
     finally:
-        network.train()
+        for module, training in modes:
+            module.training = training
     probability = torch.softmax(logits[:, :n_classes], dim=1)
     confidence, target = probability.max(dim=1)
     target[confidence < threshold] = -1

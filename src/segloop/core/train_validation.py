@@ -11,6 +11,7 @@ import numpy as np
 from .device import compute_settings, prepare_network
 from .evaluation import LabelledImage, TunedPostprocess, evaluate_iter, tune_postprocess
 from .modelio import ModelBundle
+from .param_groups import training_mode
 from .progress import Progress, StopCheck
 from .scale import rescale_labels, rescale_raw_image
 from .segment import SegmentOptions, segment_iter
@@ -56,7 +57,8 @@ def _validate(bundle, val_data, config, should_stop):
         score = correct / total if total else float("nan")
         metrics = {"accuracy": score}
     # back to the training's device and memory format (prediction may have changed them)
-    prepare_network(bundle.network, compute_settings(config.device, training=True)).train()
+    network = prepare_network(bundle.network, compute_settings(config.device, training=True))
+    training_mode(network, config.freeze_batchnorm)
     return score, metrics
 
 

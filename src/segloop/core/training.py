@@ -24,7 +24,7 @@ from .evaluation import LabelledImage
 from .losses import distance_loss, segmentation_loss
 from .modelio import ModelBundle, save_model
 from .models import tile_geometry
-from .param_groups import frozen_encoder, parameter_groups
+from .param_groups import frozen_encoder, parameter_groups, training_mode
 from .progress import Progress, StopCheck, check_stop, run_to_end
 from .pseudo_labels import consistency_loss, prepare_unlabelled, pseudo_batch
 from .samples import (  # noqa: F401  (re-exported: training's public names)
@@ -110,6 +110,9 @@ class TrainConfig:
     #: the encoder's learning rate as a share of the others' (0 freezes its weights,
     #: not its batch-norm statistics; :mod:`segloop.core.param_groups`)
     encoder_lr_factor: float = 1.0
+    #: keep the batch-norm layers' running statistics as the start model has them and
+    #: normalise with them while training (:func:`~segloop.core.param_groups.training_mode`)
+    freeze_batchnorm: bool = False
     #: weight of the pseudo-label loss on frames nobody corrected
     #: (:mod:`segloop.core.pseudo_labels`; 0: unlabelled frames are not used)
     unlabelled_weight: float = 0.0
@@ -251,7 +254,7 @@ def train_iter(
     largest_side = max(max(sample.image.shape[-2:]) for sample in samples)
     geometry = tile_geometry(bundle.config, min(config.crop, largest_side))
     settings = compute_settings(config.device, training=True)
-    network = prepare_network(bundle.network, settings).train()
+    network = training_mode(prepare_network(bundle.network, settings), config.freeze_batchnorm)
     avoid_triton_crash()  # torch.optim imports torch._dynamo -> triton; see its docstring
     optimizer = torch.optim.AdamW(
         parameter_groups(network, config.encoder_lr_factor),
