@@ -239,3 +239,24 @@ def test_listing_versions_again_reads_only_changed_headers(tmp_path, monkeypatch
     (models / "v2.safetensors").write_bytes(b"half-copied")  # changed: read again, skipped
     assert [v.version for v in versions.list_versions(models)] == [1]
     assert reads[-1] == "v2.safetensors" and len(reads) == 3
+
+
+def test_headers_read_says_whether_listing_would_read_a_file(tmp_path):
+    import shutil
+
+    from segloop.core import versions
+    from segloop.core.modelio import shipped_models
+
+    models = tmp_path / "models"
+    assert versions.headers_read(models)  # no folder: nothing to read
+    models.mkdir()
+    source = next(iter(shipped_models().values()))
+    shutil.copyfile(source, models / "v1.safetensors")
+    assert not versions.headers_read(models)
+    versions.list_versions(models)
+    assert versions.headers_read(models)
+    shutil.copyfile(source, models / "v2.safetensors")  # a new version: not read yet
+    assert not versions.headers_read(models)
+    versions.list_versions(models)
+    (models / "v2.safetensors").write_bytes(b"half-copied")  # changed since it was read
+    assert not versions.headers_read(models)

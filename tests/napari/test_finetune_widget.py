@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -388,3 +389,38 @@ def test_save_is_off_while_training_and_train_waits_for_a_save(finetune, qtbot, 
     assert any("being saved" in message for _, message in notes), notes
     qtbot.waitUntil(lambda: widget._save_job is None, timeout=20_000)
     assert widget.pairs.save_button.isEnabled()
+
+
+def test_a_picked_project_is_read_in_a_worker_then_listed(dock, base_model, tmp_path, qtbot):
+    """Opening a project whose version headers were never read does not read them in
+    the GUI thread; once read, picking it again lists it at once."""
+    import shutil
+
+    from segloop.core import versions
+
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    for number in (1, 2, 3):
+        shutil.copyfile(base_model, project / "models" / f"v{number}.safetensors")
+    _, widget = dock(FinetuneWidget)
+    reads = []
+    real = versions.read_metadata
+
+    def counted(path):
+        reads.append(threading.current_thread() is threading.main_thread())
+        return real(path)
+
+    versions.read_metadata = counted
+    try:
+        widget.pairs.set_folder(project)
+        assert widget._read_job is not None and widget.table.rowCount() == 0
+        qtbot.waitUntil(lambda: widget.table.rowCount() == 3, timeout=10_000)
+        assert reads == [False, False, False]  # each header once, none in the GUI thread
+        assert widget._read_job is None
+        widget.pairs.set_folder(tmp_path / "other")  # empty: listed at once
+        assert widget.table.rowCount() == 0 and widget._read_job is None
+        widget.pairs.set_folder(project)  # read before: listed at once
+        assert widget.table.rowCount() == 3 and widget._read_job is None
+        assert len(reads) == 3
+    finally:
+        versions.read_metadata = real

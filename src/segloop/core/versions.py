@@ -52,8 +52,7 @@ def _cached_metadata(path: Path) -> dict[str, Any]:
     """``read_metadata(path)``, from :data:`_HEADERS` while the file is unchanged (same
     inode, size, modification and change times); the dict is shared between calls, so
     callers must not modify it."""
-    info = path.stat()
-    stamp = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    stamp = _stamp(path)
     key = path.absolute()
     with _HEADERS_LOCK:
         cached = _HEADERS.get(key)
@@ -68,20 +67,47 @@ def _cached_metadata(path: Path) -> dict[str, Any]:
     return metadata
 
 
+def _stamp(path: Path) -> tuple[int, ...]:
+    info = path.stat()
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def _version_files(folder: Path) -> list[tuple[int, Path]]:
+    """``(number, path)`` of every ``v<N>.safetensors`` in ``folder`` (none if absent)."""
+    found = []
+    for path in folder.glob("v*.safetensors") if folder.is_dir() else []:
+        match = VERSION_NAME.fullmatch(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return found
+
+
+def headers_read(models_dir: str | os.PathLike) -> bool:
+    """Whether :func:`list_versions` would read no file header for ``models_dir`` (every
+    version's header is in :data:`_HEADERS` for its current stamp): then listing costs a
+    ``stat`` per version and may run in the GUI thread."""
+    for _, path in _version_files(Path(models_dir).expanduser()):
+        try:
+            stamp = _stamp(path)
+        except OSError:
+            continue  # gone: list_versions skips it too
+        with _HEADERS_LOCK:
+            cached = _HEADERS.get(path.absolute())
+        if cached is None or cached[0] != stamp:
+            return False
+    return True
+
+
 def list_versions(models_dir: str | os.PathLike) -> list[VersionInfo]:
     """Versions in ``models_dir``, oldest first; unreadable (half-copied) files are skipped.
 
     The metadata of each :class:`VersionInfo` is shared with later calls (see
     :data:`_HEADERS`): read it, do not modify it.
     """
-    folder = Path(models_dir).expanduser()
     found = []
-    for path in folder.glob("v*.safetensors") if folder.is_dir() else []:
-        match = VERSION_NAME.fullmatch(path.name)
-        if not match:
-            continue
+    for number, path in _version_files(Path(models_dir).expanduser()):
         try:
-            found.append(VersionInfo(int(match.group(1)), path, _cached_metadata(path)))
+            found.append(VersionInfo(number, path, _cached_metadata(path)))
         except (OSError, ValueError, RuntimeError):
             continue
     return sorted(found, key=lambda v: v.version)

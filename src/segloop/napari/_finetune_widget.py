@@ -35,7 +35,7 @@ from ._notify import show_error, show_info, show_warning
 from ._segment_widget import MODEL_KEY, SegmentWidget, find_segment_widget
 from .legend import layer_class_colors, layer_class_names
 from .train_adapters import TrainOutput, remaining_seconds
-from .workers import Job, Outcome, TrainJob, save_job
+from .workers import Job, Outcome, TrainJob, read_project_job, save_job
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -100,13 +100,14 @@ class FinetuneWidget(JobWidget):
         self._add_results_area()
         self._events: dict = {}
         self._save_job: Job | None = None
+        self._read_job: Job | None = None  # reading a newly picked project's versions
         self._job_folder: Path | None = None  # the project of the last save or Train
         self.pairs.save_button.clicked.connect(self.save_corrections)
-        self.pairs.folder_edit.editingFinished.connect(self.refresh_project)
+        self.pairs.folder_edit.editingFinished.connect(self.load_project)
         self.table.itemSelectionChanged.connect(self._on_version_selected)
         self.use_button.clicked.connect(self.use_in_segment)
         self.resegment_button.clicked.connect(self.resegment_now)
-        self.refresh_project()
+        self.load_project()
 
     def _add_results_area(self) -> None:
         """Live plot under the Train button; the version table as the third tab.
@@ -301,6 +302,32 @@ class FinetuneWidget(JobWidget):
         show_info(f"Saved v{version.version} ({how}{result.steps} steps): {version.path}")
 
     # ------------------------------------------------------------------ versions
+
+    def load_project(self) -> Job | None:
+        """List the project folder that was just picked or typed.
+
+        Versions whose headers were never read are read in a worker first (about 1 ms
+        each, far more on a network drive: hundreds of versions would stall the window),
+        then listed by :meth:`refresh_project`. Returns that job, or None when the
+        listing was done at once.
+        """
+        try:
+            folder = self.pairs.folder()
+        except adapters.UserError:  # no project yet: nothing to read
+            folder = None
+        if folder is None or finetune_adapters.versions_read(folder):
+            self._read_job = None
+            self.refresh_project()
+            return None
+        self.pairs.status.setText("reading the project folder…")
+
+        def listed(outcome: Outcome) -> None:
+            if self._read_job is job:  # not replaced by a later pick
+                self._read_job = None
+                self.refresh_project()
+
+        job = self._read_job = read_project_job(folder, on_done=listed)
+        return job.start()
 
     def refresh_project(self, select: int | None = None) -> None:
         """Re-read the project folder: corrections, versions (table, model lists)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +21,7 @@ import numpy as np
 
 from segloop.core.progress import Progress
 from segloop.core.versions import VersionInfo as Version
+from segloop.core.versions import headers_read as _headers_read
 from segloop.core.versions import list_versions as _list_versions
 
 from .adapters import UserError, check_label_values, image_data, labels_data
@@ -278,6 +279,22 @@ def correction_ids(folder: str | os.PathLike) -> list[str]:
 def list_versions(folder: str | os.PathLike) -> list[Version]:
     """Versions ``models/v<N>.safetensors`` of a project folder, oldest first."""
     return _list_versions(Path(folder) / "models")
+
+
+def versions_read(folder: str | os.PathLike) -> bool:
+    """Whether listing the project's versions reads no file (see :func:`read_project`)."""
+    return _headers_read(Path(folder) / "models")
+
+
+def read_project(
+    folder: str | os.PathLike, should_stop: Callable[[], bool] | None = None
+) -> Generator[Progress, None, int]:
+    """Read the headers of the project's versions (worker thread), so that listing them
+    in the GUI thread afterwards costs a ``stat`` each; returns how many were found.
+    A header takes about 1 ms to read (far more on a network drive), so a project of
+    a few hundred versions would otherwise stall the window when it is opened."""
+    yield Progress("read", 0, 1, "reading the project folder")
+    return len(list_versions(folder))
 
 
 def version_row(version: Version) -> dict[str, str]:

@@ -373,3 +373,9 @@ def _count(labels, intensity, pixel_size, name, should_stop=None):
 def save_job(folder: Any, corrections: list, sparse: bool, **callbacks: Any) -> Job:
     """Job storing corrections (snapshots taken in the GUI thread) in a project folder."""
     return Job(finetune_adapters.save_run, folder, corrections, sparse, **callbacks)
+
+
+def read_project_job(folder: Any, **callbacks: Any) -> Job:
+    """Job reading a project folder's version headers (see
+    :func:`finetune_adapters.read_project`); not started."""
+    return Job(finetune_adapters.read_project, folder, **callbacks)
