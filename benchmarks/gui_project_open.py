@@ -1,7 +1,10 @@
 """GUI-thread stalls when a project folder with many model versions is opened.
 
     python benchmarks/gui_project_open.py --model FINE_TUNED.safetensors [--counts 30 100 300]
-        [--out docs/results/gui_project_open.json]
+        [--label after] [--out docs/results/gui_project_open.json]
+
+Results go under ``--label`` into the JSON file (other labels there are kept); to measure
+an older commit, put its ``src`` first on ``PYTHONPATH`` (e.g. a ``git worktree``).
 
 Builds projects of N copies of ``--model`` (a fine-tuned version, whose header carries its
 training history: ~40 KB), opens ``napari.Viewer(show=True)`` (under ``xvfb-run`` when
@@ -46,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--counts", type=int, nargs="+", default=[30, 100, 300])
     parser.add_argument("--settle", type=float, default=0.5, help="seconds after each phase")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results/gui_project_open.json")
+    parser.add_argument("--label", default="current")
     args = parser.parse_args(argv)
     _ensure_display(sys.argv[1:], __file__)
 
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
                 settle(args.settle)
                 stats = phase_stats(recorder, start, time.perf_counter())
                 row = {"versions": count, "phase": name, "listed": ok, **stats}
-                row.pop("worst")
+                row["worst"] = row["worst"][:1]
                 rows.append(row)
                 print(
                     f"{count:4d} versions, {name:15s}: max stall {row['max_stall_ms']:7.1f} ms,"
@@ -90,14 +94,19 @@ def main(argv: list[str] | None = None) -> None:
                     flush=True,
                 )
     recorder.stop()
+    import segloop
+
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
+        "segloop": str(Path(segloop.__file__).parent),
         "machine": f"{platform.processor() or platform.machine()}, load {_load()}",
         "model": str(args.model),
         "rows": rows,
     }
+    everything = json.loads(args.out.read_text()) if args.out.exists() else {}
+    everything[args.label] = report
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+    args.out.write_text(json.dumps(everything, indent=1))
     viewer.close()
 
 

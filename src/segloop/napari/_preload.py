@@ -49,7 +49,8 @@ _done: set[str] = set()
 
 @contextlib.contextmanager
 def no_full_collections() -> Iterator[None]:
-    """Run a burst of imports without setting off full garbage collections.
+    """Run a burst of imports (or of other allocations, such as many model headers)
+    without setting off full garbage collections.
 
     The collector is off meanwhile; afterwards every tracked object goes to the permanent
     generation and straight back into the oldest one (``gc.freeze(); gc.unfreeze()``).

@@ -24,6 +24,7 @@ from segloop.core.versions import VersionInfo as Version
 from segloop.core.versions import headers_read as _headers_read
 from segloop.core.versions import list_versions as _list_versions
 
+from ._preload import no_full_collections
 from .adapters import UserError, check_label_values, image_data, labels_data
 from .edits import WHOLE, WRITTEN_KEY, data_has_edits, digest
 
@@ -292,9 +293,12 @@ def read_project(
     """Read the headers of the project's versions (worker thread), so that listing them
     in the GUI thread afterwards costs a ``stat`` each; returns how many were found.
     A header takes about 1 ms to read (far more on a network drive), so a project of
-    a few hundred versions would otherwise stall the window when it is opened."""
+    a few hundred versions would otherwise stall the window when it is opened. The
+    headers' training histories are many small objects: the garbage collector's full
+    collections are held off meanwhile (:func:`~._preload.no_full_collections`)."""
     yield Progress("read", 0, 1, "reading the project folder")
-    return len(list_versions(folder))
+    with no_full_collections():  # a full collection here would hold the GIL ~150 ms
+        return len(list_versions(folder))
 
 
 def version_row(version: Version) -> dict[str, str]:
