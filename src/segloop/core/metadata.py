@@ -127,10 +127,9 @@ def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
     header: one entry per tensor, with its byte range in the data that follows, and the
     ``__metadata__`` object. The header must be complete and its tensors must end exactly
     at the end of the file, so a half-copied file is refused, as ``safetensors`` does.
-    ``safetensors.safe_open`` checks the same but maps the whole file and holds the GIL
-    while it does (8 ms median, up to 100 ms, for a 4 MB version), which stalled the
-    napari window even when a worker thread listed a project's versions; plain file reads
-    release the GIL.
+    ``safetensors.safe_open`` checks the same, but while a worker thread listed 300
+    versions with it, the GUI thread waited up to 105-176 ms at a time for the GIL (1-7 ms
+    with these plain file reads, which release it; ``benchmarks/gui_project_open.py``).
 
     Raises
     ------
