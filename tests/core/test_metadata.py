@@ -51,3 +51,43 @@ def test_metadata_values_must_be_strings(tmp_path):
     path.write_bytes(len(header).to_bytes(8, "little") + header)
     with pytest.raises(ValueError, match="strings"):
         safetensors_metadata(path)
+
+
+def _file(tmp_path, header: bytes, buffer: bytes = b"") -> str:
+    path = tmp_path / "hand.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + buffer)
+    return path
+
+
+def _tensor(begin, end):
+    return {"dtype": "U8", "shape": [end - begin], "data_offsets": [begin, end]}
+
+
+def test_a_hand_written_file_is_read(tmp_path):  # safetensors reads both too
+    header = {"__metadata__": {"a": "b"}, "x": _tensor(0, 2), "empty": _tensor(2, 2)}
+    path = _file(tmp_path, json.dumps(header).encode() + b"    ", b"\1\2")  # padded
+    assert safetensors_metadata(path) == {"a": "b"}
+    assert safetensors_metadata(_file(tmp_path, b"{}")) == {}
+
+
+@pytest.mark.parametrize(
+    "header, buffer",
+    [
+        (b'{"x": {"data_offsets": [0, 1e999]}}', b"\0"),  # an offset that is no integer
+        (b'{"x": {"data_offsets": ["0", 1]}}', b"\0"),
+        (b'{"x": {"data_offsets": [true, 1]}}', b"\0"),
+        (b'{"x": {"data_offsets": [1, 0]}}', b""),
+        (b'{"x": {"dtype": "U8"}}', b""),
+        (b'{"x": [0, 1]}', b"\0"),
+        (json.dumps({"x": _tensor(0, 1), "y": _tensor(2, 3)}).encode(), b"\0\0\0"),  # a gap
+        (json.dumps({"x": _tensor(0, 2), "y": _tensor(1, 3)}).encode(), b"\0\0\0"),  # overlap
+        (b'{"__metadata__": []}', b""),
+        (b'{"__metadata__": ""}', b""),
+        (b'\xef\xbb\xbf{"__metadata__": {}}', b""),  # a byte-order mark
+        (b"[" * 200_000, b""),  # nested too deep for the JSON parser
+        (b"{" + b'"a":{' * 100_000 + b"}" * 100_001, b""),
+    ],
+)
+def test_headers_safetensors_refuses_are_refused(tmp_path, header, buffer):
+    with pytest.raises(ValueError):
+        safetensors_metadata(_file(tmp_path, header, buffer))

@@ -132,3 +132,19 @@ def test_validation_hands_the_network_back_with_its_batchnorm_mode(freeze):
     convs = [m for m in network.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(m.training for m in convs)
     assert all(m.training != freeze for m in norms)
+
+
+def test_pseudo_label_predictions_keep_frozen_batchnorm_frozen():
+    from segloop.core.device import compute_settings
+    from segloop.core.pseudo_labels import pseudo_targets
+
+    bundle = _tiny_unet()
+    network = training_mode(bundle.network, True)
+    before = _batchnorm_state(network)
+    settings = compute_settings("cpu", training=True)
+    pseudo_targets(network, torch.rand(2, 1, 32, 32), bundle.config.n_classes, 0.9, settings)
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not any(m.training for m in norms)
+    assert all(m.training for m in network.modules() if isinstance(m, torch.nn.Conv2d))
+    after = _batchnorm_state(network)
+    assert all(torch.equal(after[n][0], before[n][0]) for n in before)

@@ -74,6 +74,17 @@ WIDGETS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def projects_home(tmp_path_factory, monkeypatch) -> Path:
+    """The Fine-tune dock's default project folders live in a temporary folder, never in
+    the real ``~/segloop-projects`` (whose versions would show up in the tests)."""
+    from segloop.napari import finetune_adapters
+
+    home = tmp_path_factory.mktemp("segloop-projects")
+    monkeypatch.setattr(finetune_adapters, "PROJECTS_HOME", home)
+    return home
+
+
 @pytest.fixture
 def dock(make_napari_viewer):
     """Factory: a viewer with one segloop widget docked -> (viewer, widget)."""

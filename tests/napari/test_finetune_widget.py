@@ -391,36 +391,75 @@ def test_save_is_off_while_training_and_train_waits_for_a_save(finetune, qtbot, 
     assert widget.pairs.save_button.isEnabled()
 
 
-def test_a_picked_project_is_read_in_a_worker_then_listed(dock, base_model, tmp_path, qtbot):
-    """Opening a project whose version headers were never read does not read them in
-    the GUI thread; once read, picking it again lists it at once."""
+def _project_with_versions(folder: Path, model: Path, count: int) -> Path:
     import shutil
 
+    (folder / "models").mkdir(parents=True)
+    for number in range(1, count + 1):
+        shutil.copyfile(model, folder / "models" / f"v{number}.safetensors")
+    return folder
+
+
+@pytest.fixture
+def slow_headers(monkeypatch):
+    """Header reads that wait for ``release`` and record whether the GUI thread read."""
     from segloop.core import versions
 
-    project = tmp_path / "project"
-    (project / "models").mkdir(parents=True)
-    for number in (1, 2, 3):
-        shutil.copyfile(base_model, project / "models" / f"v{number}.safetensors")
-    _, widget = dock(FinetuneWidget)
-    reads = []
+    release, reads = threading.Event(), []
     real = versions.read_metadata
 
-    def counted(path):
+    def read(path):
         reads.append(threading.current_thread() is threading.main_thread())
+        release.wait(10)
         return real(path)
 
-    versions.read_metadata = counted
-    try:
-        widget.pairs.set_folder(project)
-        assert widget._read_job is not None and widget.table.rowCount() == 0
-        qtbot.waitUntil(lambda: widget.table.rowCount() == 3, timeout=10_000)
-        assert reads == [False, False, False]  # each header once, none in the GUI thread
-        assert widget._read_job is None
-        widget.pairs.set_folder(tmp_path / "other")  # empty: listed at once
-        assert widget.table.rowCount() == 0 and widget._read_job is None
-        widget.pairs.set_folder(project)  # read before: listed at once
-        assert widget.table.rowCount() == 3 and widget._read_job is None
-        assert len(reads) == 3
-    finally:
-        versions.read_metadata = real
+    monkeypatch.setattr(versions, "read_metadata", read)
+    return release, reads
+
+
+def test_a_picked_project_is_read_in_a_worker_then_listed(
+    dock, base_model, tmp_path, qtbot, slow_headers
+):
+    """Opening a project whose version headers were never read does not read them in
+    the GUI thread, and Train waits for them; once read, picking it again lists it at
+    once."""
+    from segloop.napari.adapters import UserError
+
+    release, reads = slow_headers
+    project = _project_with_versions(tmp_path / "project", base_model, 3)
+    _, widget = dock(FinetuneWidget)
+    widget.pairs.set_folder(project)
+    assert widget._read_job is not None and widget.table.rowCount() == 0
+    assert "reading its model versions" in widget.pairs.status.text()
+    with pytest.raises(UserError, match="being read"):
+        widget.make_job()
+    release.set()
+    qtbot.waitUntil(lambda: widget.table.rowCount() == 3, timeout=10_000)
+    assert reads == [False, False, False]  # each header once, none in the GUI thread
+    assert widget._read_job is None and "reading" not in widget.pairs.status.text()
+    widget.pairs.set_folder(tmp_path / "other")  # empty: listed at once
+    assert widget.table.rowCount() == 0 and widget._read_job is None
+    widget.pairs.set_folder(project)  # read before: listed at once
+    assert widget.table.rowCount() == 3 and widget._read_job is None
+    assert len(reads) == 3
+
+
+def test_a_later_pick_cancels_the_read_of_the_earlier_one(
+    dock, base_model, tmp_path, qtbot, slow_headers
+):
+    release, reads = slow_headers
+    first = _project_with_versions(tmp_path / "first", base_model, 3)
+    second = _project_with_versions(tmp_path / "second", base_model, 1)
+    _, widget = dock(FinetuneWidget)
+    widget.pairs.set_folder(first)
+    first_job = widget._read_job
+    qtbot.waitUntil(lambda: len(reads) == 1, timeout=10_000)  # blocked in its first read
+    widget.pairs.set_folder(second)
+    assert widget._read_job is not first_job and first_job.cancel_requested
+    release.set()
+    qtbot.waitUntil(lambda: widget.table.rowCount() == 1, timeout=10_000)
+    qtbot.waitUntil(lambda: first_job.finished, timeout=10_000)
+    qtbot.wait(100)
+    assert widget.table.rowCount() == 1  # the first project's versions never show
+    assert [v.path.parent.parent for v in widget.versions] == [second]
+    assert len(reads) == 2  # the first read stopped after the header it was reading

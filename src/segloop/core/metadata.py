@@ -124,9 +124,10 @@ def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The ``__metadata__`` strings of a safetensors file, read as the format defines it.
 
     The file starts with the header's size (8 bytes, little-endian), then that JSON
-    header: one entry per tensor, with its byte range in the data that follows, and the
-    ``__metadata__`` object. The header must be complete and its tensors must end exactly
-    at the end of the file, so a half-copied file is refused, as ``safetensors`` does.
+    header (UTF-8, starting with ``{``): one entry per tensor, with its byte range in the
+    data that follows, and the optional ``__metadata__`` object of strings. As
+    ``safetensors`` does, the byte ranges must tile the data exactly, from its start to
+    the end of the file, so a half-copied file is refused.
     ``safetensors.safe_open`` checks the same, but while a worker thread listed 300
     versions with it, the GUI thread waited up to 105-176 ms at a time for the GIL (1-7 ms
     with these plain file reads, which release it; ``benchmarks/gui_project_open.py``).
@@ -146,22 +147,43 @@ def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
         size = int.from_bytes(prefix, "little")
         if size > min(MAX_HEADER_BYTES, file_size - 8):
             raise ValueError(f"header of {size} bytes in a file of {file_size}")
-        try:
-            header = json.loads(handle.read(size))
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"header is not UTF-8 JSON ({exc})") from exc
-    if not isinstance(header, dict):
-        raise ValueError("header is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
+        raw = handle.read(size)
+    try:
+        text = raw.decode("utf-8")
+        if not text.startswith("{"):
+            raise ValueError("the header is not a JSON object")
+        header = json.loads(text)
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f"the header is not UTF-8 JSON ({type(exc).__name__})") from exc
+    metadata = header.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise ValueError("__metadata__ must map names to strings")
-    try:
-        end = max((int(entry["data_offsets"][1]) for entry in header.values()), default=0)
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        raise ValueError(f"tensor entry without data offsets ({exc})") from exc
-    if 8 + size + end != file_size:
-        raise ValueError(f"tensors end at byte {8 + size + end}, the file at {file_size}")
+    _check_tensor_ranges(header.values(), file_size - 8 - size)
     return metadata
+
+
+def _check_tensor_ranges(entries, buffer_size: int) -> None:
+    """The tensors' ``data_offsets`` (pairs of non-negative ints) must tile
+    ``[0, buffer_size)`` without gaps or overlaps."""
+    ranges = []
+    for entry in entries:
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(type(v) is int and v >= 0 for v in offsets)
+            or offsets[0] > offsets[1]
+        ):
+            raise ValueError(f"a tensor entry has no valid data_offsets ({offsets!r})")
+        ranges.append((offsets[0], offsets[1]))
+    position = 0
+    for begin, end in sorted(ranges):
+        if begin != position:
+            raise ValueError(f"the tensors' data is not contiguous at byte {position}")
+        position = end
+    if position != buffer_size:
+        raise ValueError(f"the tensors end at byte {position} of a {buffer_size}-byte buffer")
 
 
 def read_model_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .metadata import read_metadata
+from .progress import StopCheck, check_stop
 
 VERSION_NAME = re.compile(r"v(\d+)\.safetensors")
 
@@ -42,7 +43,7 @@ class VersionInfo:
 #: panel re-lists its versions after every run; a version file is written once (a file
 #: written again under a reused number has another stamp), so re-listing costs a
 #: ``stat`` per version instead of a header read (about 1.5 ms each). Bounded: the
-#: oldest entries go first.
+#: least recently used entries go first.
 _HEADERS: dict[Path, tuple[tuple[int, ...], dict[str, Any]]] = {}
 _MAX_HEADERS = 1024
 _HEADERS_LOCK = threading.Lock()  # the GUI thread and a Train worker both list versions
@@ -55,9 +56,10 @@ def _cached_metadata(path: Path) -> dict[str, Any]:
     stamp = _stamp(path)
     key = path.absolute()
     with _HEADERS_LOCK:
-        cached = _HEADERS.get(key)
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
+        cached = _HEADERS.pop(key, None)
+        if cached is not None and cached[0] == stamp:
+            _HEADERS[key] = cached  # now the most recently used
+            return cached[1]
     metadata = read_metadata(path)
     with _HEADERS_LOCK:
         _HEADERS.pop(key, None)
@@ -98,14 +100,18 @@ def headers_read(models_dir: str | os.PathLike) -> bool:
     return True
 
 
-def list_versions(models_dir: str | os.PathLike) -> list[VersionInfo]:
+def list_versions(
+    models_dir: str | os.PathLike, should_stop: StopCheck = None
+) -> list[VersionInfo]:
     """Versions in ``models_dir``, oldest first; unreadable (half-copied) files are skipped.
 
     The metadata of each :class:`VersionInfo` is shared with later calls (see
-    :data:`_HEADERS`): read it, do not modify it.
+    :data:`_HEADERS`): read it, do not modify it. ``should_stop`` is checked before each
+    file (:class:`~segloop.core.progress.Cancelled` when it says stop).
     """
     found = []
     for number, path in _version_files(Path(models_dir).expanduser()):
+        check_stop(should_stop)
         try:
             found.append(VersionInfo(number, path, _cached_metadata(path)))
         except (OSError, ValueError, RuntimeError):

@@ -189,6 +189,10 @@ class FinetuneWidget(JobWidget):
         the worker."""
         if self._save_job is not None:  # its older snapshot must not land after Train's
             raise adapters.UserError("Corrections are being saved; press Train again in a moment.")
+        if self._read_job is not None:
+            raise adapters.UserError(
+                "The project folder's model versions are being read; press Train again in a moment."
+            )
         self.options.refresh_models(self.versions)
         request = self.options.request(self.pairs.folder())
         self._job_folder = request.folder
@@ -261,6 +265,7 @@ class FinetuneWidget(JobWidget):
 
     def abort(self) -> None:
         """Abort the run entirely (closing the widget); nothing is saved."""
+        self._cancel_read()
         if self.job is not None:
             self.job.cancel()
 
@@ -307,40 +312,64 @@ class FinetuneWidget(JobWidget):
         """List the project folder that was just picked or typed.
 
         Versions whose headers were never read are read in a worker first (about 1 ms
-        each, far more on a network drive: hundreds of versions would stall the window),
-        then listed by :meth:`refresh_project`. Returns that job, or None when the
-        listing was done at once.
+        each, far more on a network drive: hundreds of versions would stall the window);
+        meanwhile the corrections are listed and the version table is empty, and Train
+        waits. A later pick cancels the read. Returns that job, or None when the listing
+        was done at once.
         """
-        try:
-            folder = self.pairs.folder()
-        except adapters.UserError:  # no project yet: nothing to read
-            folder = None
+        self._cancel_read()
+        folder = self._folder_or_none()
         if folder is None or finetune_adapters.versions_read(folder):
-            self._read_job = None
             self.refresh_project()
             return None
-        self.pairs.status.setText("reading the project folder…")
 
         def listed(outcome: Outcome) -> None:
-            if self._read_job is job:  # not replaced by a later pick
-                self._read_job = None
+            if self._read_job is not job:  # cancelled, or replaced by a later pick
+                return
+            self._read_job = None
+            if self._folder_or_none() != folder:  # being edited: its own pick will list it
+                return
+            if outcome.ok:
+                self._show_project(folder, outcome.value, None)
+            else:  # unreadable files are skipped, so this is rare: list in place
                 self.refresh_project()
 
         job = self._read_job = read_project_job(folder, on_done=listed)
+        self._show_project(folder, [], None)
         return job.start()
 
-    def refresh_project(self, select: int | None = None) -> None:
-        """Re-read the project folder: corrections, versions (table, model lists)."""
+    def _cancel_read(self) -> None:
+        if self._read_job is not None:
+            self._read_job.cancel()
+            self._read_job = None
+
+    def _folder_or_none(self) -> Path | None:
         try:
-            folder = self.pairs.folder()
-        except adapters.UserError:  # no project yet: nothing to list
-            folder = None
+            return self.pairs.folder()
+        except adapters.UserError:  # no project yet
+            return None
+
+    def refresh_project(self, select: int | None = None) -> None:
+        """Re-read the project folder: corrections, versions (table, model lists); while
+        :meth:`load_project` reads the versions, only the corrections."""
+        folder = self._folder_or_none()
+        reading = self._read_job is not None
+        versions = finetune_adapters.list_versions(folder) if folder and not reading else []
+        self._show_project(folder, versions, select)
+
+    def _show_project(
+        self, folder: Path | None, versions: list[finetune_adapters.Version], select: int | None
+    ) -> None:
+        """Show ``folder``'s corrections and ``versions`` (table, model lists)."""
         ids = finetune_adapters.correction_ids(folder) if folder else []
         self.options.set_correction_ids(ids)
-        self.pairs.status.setText(
+        status = (
             f"{len(ids)} correction(s) saved in this project" if ids else "no corrections saved yet"
         )
-        self.versions = finetune_adapters.list_versions(folder) if folder else []
+        if self._read_job is not None:
+            status += "; reading its model versions…"
+        self.pairs.status.setText(status)
+        self.versions = versions
         self.options.refresh_models(self.versions)
         segment = find_segment_widget(self.viewer)
         if segment is not None:

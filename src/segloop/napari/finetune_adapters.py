@@ -289,16 +289,17 @@ def versions_read(folder: str | os.PathLike) -> bool:
 
 def read_project(
     folder: str | os.PathLike, should_stop: Callable[[], bool] | None = None
-) -> Generator[Progress, None, int]:
-    """Read the headers of the project's versions (worker thread), so that listing them
-    in the GUI thread afterwards costs a ``stat`` each; returns how many were found.
-    A header takes about 1 ms to read (far more on a network drive), so a project of
-    a few hundred versions would otherwise stall the window when it is opened. The
-    headers' training histories are many small objects: the garbage collector's full
-    collections are held off meanwhile (:func:`~._preload.no_full_collections`)."""
+) -> Generator[Progress, None, list[Version]]:
+    """The project's versions, read in a worker thread (their headers are cached, so
+    listing them again in the GUI thread costs a ``stat`` each). A header takes about
+    1 ms to read (far more on a network drive), so a project of a few hundred versions
+    would otherwise stall the window when it is opened. The headers' training histories
+    are many small objects: the garbage collector's full collections are held off while
+    they are read (:func:`~._preload.no_full_collections`). ``should_stop`` is checked
+    before each file."""
     yield Progress("read", 0, 1, "reading the project folder")
     with no_full_collections():  # a full collection here would hold the GIL ~150 ms
-        return len(list_versions(folder))
+        return _list_versions(Path(folder) / "models", should_stop)
 
 
 def version_row(version: Version) -> dict[str, str]:
