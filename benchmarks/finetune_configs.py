@@ -2,8 +2,8 @@
 
 Each maps to ``build_request`` options (None = the service's default): ``TrainConfig``
 fields, plus a few the benchmark handles itself (``tune_on_training``, ``zoom``,
-``augment``, ``start_diameter_times``). Rows in docs/results/ carry these names, so a name
-that has been run keeps its meaning.
+``augment``, ``start_diameter_times``, ``rescale_to_start``). Rows in docs/results/ carry
+these names, so a name that has been run keeps its meaning.
 """
 
 from __future__ import annotations
@@ -81,4 +81,8 @@ CONFIGS: dict[str, dict] = {
     **{f"errcrop-steps500{s}": {"epochs": 500, "error_crops": 0.5, **x} for s, x in SEEDS},
     # batch-norm layers keep the start model's running statistics while fine-tuning
     **{f"frozenbn-steps500{s}": {"epochs": 500, "freeze_batchnorm": True, **x} for s, x in SEEDS},
+    # the corrections (and replay images) rescaled to the start model's diameter even when
+    # their objects are inside the native range, so the version keeps the start's scale
+    # (a no-op for starts trained rescaled, such as cells and ecoli)
+    **{f"rescale-steps500{s}": {"epochs": 500, "rescale_to_start": True, **x} for s, x in SEEDS},
 }

@@ -171,6 +171,8 @@ def run_one(
         measured = median_diameter(corrected)
         wanted = min(times * load_model(base).diameter, measured)
         options["target_diameter"] = None if measured <= NATIVE_RANGE[1] else float(wanted)
+    if options.pop("rescale_to_start", False):  # even inside the native range
+        options["target_diameter"] = float(load_model(base).diameter)
     tune_on_training = options.pop("tune_on_training", DEFAULTS.tune_on_training)
     zoom = options.pop("zoom", None)
     augment_overrides = options.pop("augment", None)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from segloop.napari.adapters import UserError
@@ -28,9 +26,10 @@ def test_parse_frames():
         parse_frames("first", 10, 0)
 
 
-def test_default_project_folder():
+def test_default_project_folder(projects_home):
+    # ~/segloop-projects for users; the tests' autouse fixture moves it to a tmp folder
     folder = default_project_folder("nuclei fluorescence")
-    assert folder == Path("~/segloop-projects/nuclei_fluorescence").expanduser()
+    assert folder == projects_home / "nuclei_fluorescence"
     assert default_project_folder(None).name == "untitled"
 
 
