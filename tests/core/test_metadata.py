@@ -1,6 +1,7 @@
 """The model-file header reader: what it accepts and what it refuses."""
 
 import json
+from pathlib import Path
 
 import pytest
 from safetensors import safe_open
@@ -53,7 +54,7 @@ def test_metadata_values_must_be_strings(tmp_path):
         safetensors_metadata(path)
 
 
-def _file(tmp_path, header: bytes, buffer: bytes = b"") -> str:
+def _file(tmp_path, header: bytes, buffer: bytes = b"") -> Path:
     path = tmp_path / "hand.safetensors"
     path.write_bytes(len(header).to_bytes(8, "little") + header + buffer)
     return path

@@ -24,7 +24,6 @@ from segloop.core.versions import VersionInfo as Version
 from segloop.core.versions import headers_read as _headers_read
 from segloop.core.versions import list_versions as _list_versions
 
-from ._preload import no_full_collections
 from .adapters import UserError, check_label_values, image_data, labels_data
 from .edits import WHOLE, WRITTEN_KEY, data_has_edits, digest
 
@@ -277,9 +276,12 @@ def correction_ids(folder: str | os.PathLike) -> list[str]:
 # --------------------------------------------------------------------------- versions
 
 
-def list_versions(folder: str | os.PathLike) -> list[Version]:
-    """Versions ``models/v<N>.safetensors`` of a project folder, oldest first."""
-    return _list_versions(Path(folder) / "models")
+def list_versions(
+    folder: str | os.PathLike, should_stop: Callable[[], bool] | None = None
+) -> list[Version]:
+    """Versions ``models/v<N>.safetensors`` of a project folder, oldest first
+    (``should_stop`` is checked before each file)."""
+    return _list_versions(Path(folder) / "models", should_stop)
 
 
 def versions_read(folder: str | os.PathLike) -> bool:
@@ -297,9 +299,11 @@ def read_project(
     are many small objects: the garbage collector's full collections are held off while
     they are read (:func:`~._preload.no_full_collections`). ``should_stop`` is checked
     before each file."""
+    from ._preload import no_full_collections  # ctypes: not at napari's start-up
+
     yield Progress("read", 0, 1, "reading the project folder")
     with no_full_collections():  # a full collection here would hold the GIL ~150 ms
-        return _list_versions(Path(folder) / "models", should_stop)
+        return list_versions(folder, should_stop)
 
 
 def version_row(version: Version) -> dict[str, str]:
