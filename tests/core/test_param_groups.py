@@ -4,7 +4,12 @@ import torch
 from segloop.core.evaluation import LabelledImage
 from segloop.core.modelio import new_bundle
 from segloop.core.models import ModelConfig
-from segloop.core.param_groups import encoder_of, parameter_groups, training_mode
+from segloop.core.param_groups import (
+    StartAnchor,
+    encoder_of,
+    parameter_groups,
+    training_mode,
+)
 from segloop.core.progress import run_to_end
 from segloop.core.train_validation import _validate
 from segloop.core.training import TrainConfig, train
@@ -148,3 +153,42 @@ def test_pseudo_label_predictions_keep_frozen_batchnorm_frozen():
     assert all(m.training for m in network.modules() if isinstance(m, torch.nn.Conv2d))
     after = _batchnorm_state(network)
     assert all(torch.equal(after[n][0], before[n][0]) for n in before)
+
+
+def _distance_from_start(decay: float) -> float:
+    bundle = _tiny_unet()
+    before = {n: p.detach().clone() for n, p in bundle.network.named_parameters()}
+    config = TrainConfig(
+        epochs=4, crop=48, batch_size=2, seed=1, tune_postprocess=False, start_decay=decay
+    )
+    train(bundle, _data(), config)
+    after = dict(bundle.network.named_parameters())
+    return sum(float((after[n].detach().float() - before[n].float()).norm()) for n in before)
+
+
+def test_the_start_anchor_keeps_the_weights_nearer_their_start():
+    free, anchored = _distance_from_start(0.0), _distance_from_start(300.0)
+    assert free > 0
+    assert anchored < 0.8 * free
+
+
+def test_an_anchor_that_takes_back_every_step_keeps_the_start_weights():
+    bundle = _tiny_unet()
+    anchor = StartAnchor(bundle.network, 1e9)  # lr * strength capped at 1: all taken back
+    optimizer = torch.optim.AdamW(bundle.network.parameters(), lr=1e-2)
+    before = [p.detach().clone() for p in bundle.network.parameters()]
+    bundle.network.train()
+    loss = bundle.network(torch.rand(2, 1, 48, 48)).square().mean()
+    loss.backward()
+    optimizer.step()
+    pairs = list(zip(bundle.network.parameters(), before, strict=True))
+    assert any(not torch.equal(p, b) for p, b in pairs)
+    anchor.pull(optimizer)
+    assert all(torch.equal(p, b) for p, b in pairs)
+
+
+def test_start_decay_must_not_be_negative():
+    with pytest.raises(ValueError, match="start_decay"):
+        TrainConfig(epochs=1, start_decay=-1.0)
+    with pytest.raises(ValueError, match="strength"):
+        StartAnchor(_tiny_unet().network, 0.0)

@@ -3,7 +3,8 @@
 Fine-tuning on two corrected frames can over-fit the features a start model learned on
 hundreds of images; a smaller learning rate for the encoder (the contracting path)
 keeps them closer to the start. A factor of 0 freezes the encoder, which also skips
-its weight gradients.
+its weight gradients. :class:`StartAnchor` instead pulls every weight back towards its
+start value after each step (L2-SP, Li et al. 2018, in AdamW's decoupled form).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
-__all__ = ["encoder_of", "parameter_groups", "frozen_encoder", "training_mode"]
+__all__ = ["StartAnchor", "encoder_of", "parameter_groups", "frozen_encoder", "training_mode"]
 
 
 def encoder_of(network: nn.Module) -> nn.Module:
@@ -121,3 +123,36 @@ def training_mode(network: nn.Module, freeze_batchnorm: bool) -> nn.Module:
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()
     return network
+
+
+class StartAnchor:
+    """Decay towards the start weights instead of towards zero (decoupled L2-SP).
+
+    After each optimizer step, :meth:`pull` moves every trained parameter ``p`` by
+    ``-lr * strength * (p - p_start)``, with ``lr`` its group's current learning rate,
+    as AdamW applies its weight decay. The weights may move as far as the corrections
+    ask, but each step takes back a share of the way they have gone.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The network about to be trained; its current parameters are the anchor.
+    strength : float
+        The decay's coefficient (> 0); ``lr * strength`` is the share taken back per
+        step (capped at 1).
+    """
+
+    def __init__(self, network: nn.Module, strength: float) -> None:
+        if not strength > 0:
+            raise ValueError(f"the anchor's strength must be > 0, not {strength}")
+        self.strength = float(strength)
+        self.start = {id(p): p.detach().clone() for p in network.parameters()}
+
+    def pull(self, optimizer: torch.optim.Optimizer) -> None:
+        """Apply one step of the decay to the parameters ``optimizer`` trains."""
+        with torch.no_grad():
+            for group in optimizer.param_groups:
+                share = min(1.0, group["lr"] * self.strength)
+                for parameter in group["params"]:
+                    if parameter.requires_grad:
+                        parameter.lerp_(self.start[id(parameter)], share)

@@ -24,7 +24,7 @@ from .evaluation import LabelledImage
 from .losses import distance_loss, segmentation_loss
 from .modelio import ModelBundle, save_model
 from .models import tile_geometry
-from .param_groups import frozen_encoder, parameter_groups, training_mode
+from .param_groups import StartAnchor, frozen_encoder, parameter_groups, training_mode
 from .progress import Progress, StopCheck, check_stop, run_to_end
 from .pseudo_labels import consistency_loss, prepare_unlabelled, pseudo_batch
 from .samples import (  # noqa: F401  (re-exported: training's public names)
@@ -115,6 +115,9 @@ class TrainConfig:
     #: Measured for fine-tunes across 7 modalities (docs/benchmarks.md, 2026-12-07): mean
     #: SEG 0.521 against 0.552, same nested leave-one-out median; off
     freeze_batchnorm: bool = False
+    #: decay of the weights towards the start model's instead of towards zero
+    #: (:class:`~segloop.core.param_groups.StartAnchor`, L2-SP); 0 leaves them free
+    start_decay: float = 0.0
     #: weight of the pseudo-label loss on frames nobody corrected
     #: (:mod:`segloop.core.pseudo_labels`; 0: unlabelled frames are not used)
     unlabelled_weight: float = 0.0
@@ -147,6 +150,7 @@ class TrainConfig:
         check_number("tune_keep_margin", self.tune_keep_margin, 0.0, 1.0)
         check_number("ema_decay", self.ema_decay, 0.0, 0.99999)
         check_number("encoder_lr_factor", self.encoder_lr_factor, 0.0, 1.0)
+        check_number("start_decay", self.start_decay, 0.0, 1000.0)
         check_number("unlabelled_weight", self.unlabelled_weight, 0.0, 100.0)
         check_integer("unlabelled_batch", self.unlabelled_batch, *BATCH_RANGE)
         check_number("pseudo_threshold", self.pseudo_threshold, 0.0, 1.0)
@@ -264,6 +268,7 @@ def train_iter(
         weight_decay=config.weight_decay,
     )
     average = WeightAverage(network, config.ema_decay) if config.ema_decay else None
+    anchor = StartAnchor(network, config.start_decay) if config.start_decay else None
     steps_per_epoch = max(1, math.ceil(len(samples) / config.batch_size))
     max_steps = config.epochs * steps_per_epoch if config.epochs else None
     budget_s = config.minutes * 60 if config.minutes else None
@@ -332,6 +337,8 @@ def train_iter(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if anchor is not None:
+                anchor.pull(optimizer)
             if average is not None:
                 average.update(network)
             step += 1
