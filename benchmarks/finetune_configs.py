@@ -85,4 +85,11 @@ CONFIGS: dict[str, dict] = {
     # their objects are inside the native range, so the version keeps the start's scale
     # (a no-op for starts trained rescaled, such as cells and ecoli)
     **{f"rescale-steps500{s}": {"epochs": 500, "rescale_to_start": True, **x} for s, x in SEEDS},
+    # every weight decays towards the start model's instead of towards zero (L2-SP in
+    # AdamW's decoupled form, core.param_groups.StartAnchor), at two strengths
+    **{
+        f"anchor{a:g}-steps500{s}": {"epochs": 500, "start_decay": a, **x}
+        for a in (10.0, 30.0)
+        for s, x in SEEDS
+    },
 }

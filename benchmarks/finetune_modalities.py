@@ -196,6 +196,7 @@ def run_one(
         wall = time.monotonic() - start
         after = score(result.version.path, scored)
         after.update(score_modes(result.version.path, scored, modes))
+        fit = score(result.version.path, corrected)  # the frames it trained on
         meta = result.version.metadata
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
@@ -219,6 +220,7 @@ def run_one(
             None,
         ),
         **{f"after_{k}": v for k, v in after.items()},
+        **{f"fit_{k}": v for k, v in fit.items()},
     }
 
 
