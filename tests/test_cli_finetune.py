@@ -156,3 +156,39 @@ def test_a_correction_file_gone_is_a_read_error_not_a_write_error(tmp_path, base
         run_to_end(train_run(request, RunControl()))
     assert "movie_t1.tif" in str(error.value)
     assert not list((project / "models").glob("*.safetensors"))
+
+
+def test_train_init_runs_the_finetune_recipe(tmp_path, base, frames, capsys):
+    """``segloop train --init`` on image/mask folders trains the same weights, checks
+    post-processing the same way and stores the same post-processing as ``segloop
+    finetune`` on a project holding the same pairs (issue #19: one recipe)."""
+    from segloop.core.recipe import DEFAULTS
+
+    image, labels = frames
+    stack, masks = read_image(image), read_image(labels)
+    images, label_dir = tmp_path / "images", tmp_path / "masks"
+    for t in range(3):
+        write_tiff(images / f"movie_t{t}.tif", stack[t])
+        write_tiff(label_dir / f"movie_t{t}.tif", masks[t])
+    project = tmp_path / "project"
+    main(["project", "add", "--project", str(project), str(image), str(labels)])
+    capsys.readouterr()
+    assert main(["finetune", "--project", str(project), "--init", str(base), *TRAIN_OPTIONS]) == 0
+    version = load_model(json.loads(capsys.readouterr().out)["model"])
+
+    out = tmp_path / "trained.safetensors"
+    args = ["train", "--images", str(images), "--masks", str(label_dir), "--out", str(out)]
+    assert main([*args, "--init", str(base), *TRAIN_OPTIONS]) == 0
+    capsys.readouterr()
+    trained = load_model(out)
+    for key, value in version.network.state_dict().items():
+        assert torch.equal(value, trained.network.state_dict()[key]), key
+    assert trained.postprocess == version.postprocess
+    config = trained.metadata["training"]["config"]
+    assert config == version.metadata["training"]["config"]
+    assert config["val_fraction"] == DEFAULTS.val_fraction
+    assert config["val_interval_s"] == DEFAULTS.val_interval_s
+    assert config["tune_grid"] == DEFAULTS.tune_grid
+    checked = trained.metadata["validation"]  # on the training pairs, as the version was
+    assert checked and len(checked) == len(version.metadata["validation"])
+    assert checked[-1].get("tuned_f1") == version.metadata["validation"][-1].get("tuned_f1")

@@ -11,10 +11,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import cli_checks as checks
 from .cli_progress import ProgressPrinter
 from .core.recipe import DEFAULTS
+
+if TYPE_CHECKING:
+    from .core.training import TrainConfig
 
 
 def _train_diameter(value: str) -> float | str | None:
@@ -44,10 +48,12 @@ def cmd_train(args) -> int:
     from .core.finetune import network_config
     from .core.modelio import load_model, new_bundle, with_distance_head
     from .core.progress import run_to_end
-    from .core.training import TrainConfig, checkpoint_path, train_iter
+    from .core.training import checkpoint_path, train_iter
 
     if args.minutes is None and args.epochs is None:
-        args.minutes = 10.0
+        args.minutes = DEFAULTS.minutes if args.init else 10.0
+    if args.val_fraction is None:
+        args.val_fraction = DEFAULTS.val_fraction if args.init else 0.1
     checks.check_model_out(args.out)
     checks.check_together(args, "--val-images", "--val-masks")
     data = load_pairs(args.images, args.masks)
@@ -98,23 +104,7 @@ def cmd_train(args) -> int:
         _store_class_style(bundle, args)
     elif args.class_names or args.class_colors:
         raise ValueError("--class-names/--class-colors need a class model (--target classes)")
-    recipe = DEFAULTS if args.init else None  # --init fine-tunes with the Train button's recipe
-    config = TrainConfig(
-        minutes=args.minutes,
-        epochs=args.epochs,
-        crop=args.crop or (recipe.crop if recipe else 256),
-        batch_size=args.batch or (recipe.batch_size if recipe else 4),
-        learning_rate=args.lr or (recipe.learning_rate if recipe else 1e-3),
-        seed=args.seed,
-        val_fraction=args.val_fraction,
-        target_diameter=_train_diameter(args.diameter),
-        device=args.device,
-        augment=_train_augment(args),
-        use_weight_map=not args.no_weight_map,
-        dice_weight=(recipe.dice_weight if recipe else DEFAULTS.dice_weight_scratch)
-        if args.dice_weight is None
-        else args.dice_weight,
-    )
+    config = _train_config(args)
     printer = ProgressPrinter()
     checks.check_model_out(args.out, checks.model_bytes(bundle))
     side = checkpoint_path(args.out)
@@ -140,6 +130,36 @@ def cmd_train(args) -> int:
     }
     print(json.dumps(checks.json_safe(summary), indent=2))
     return 0
+
+
+def _train_config(args) -> TrainConfig:
+    """The run's options: with ``--init`` the fine-tune recipe's
+    (:func:`segloop.core.finetune.recipe_config`, what the Train button runs), else a new
+    model's defaults; options given on the command line win either way."""
+    from .core.finetune import recipe_config
+    from .core.training import TrainConfig
+
+    given = {
+        "crop": args.crop,
+        "batch_size": args.batch,
+        "learning_rate": args.lr,
+        "dice_weight": args.dice_weight,
+    }
+    options = {
+        "minutes": args.minutes,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "val_fraction": args.val_fraction,
+        "target_diameter": _train_diameter(args.diameter),
+        "device": args.device,
+        "augment": _train_augment(args),
+        "use_weight_map": not args.no_weight_map,
+        **{key: value for key, value in given.items() if value is not None},
+    }
+    if args.init:
+        return recipe_config(**options)
+    scratch = {"dice_weight": DEFAULTS.dice_weight_scratch, "crop": 256, "batch_size": 4}
+    return TrainConfig(**{"learning_rate": DEFAULTS.learning_rate_scratch, **scratch, **options})
 
 
 def _training_pixel_size(images: str, masks: str) -> float | None:
@@ -189,13 +209,15 @@ def _choose_start(data, val_data, args):
 
 
 def _fine_tune_run(bundle, data, val_data, config, args):
-    """``train --init``: the fine-tune service's recipe (split rule, replay, scale rule)."""
-    from .core.finetune import adapt_iter, replay_sample, split_corrections
+    """``train --init``: the fine-tune service's recipe (split rule, replay, scale rule,
+    post-processing checked on the training pairs when none are held out)."""
+    from .core.finetune import adapt_iter, check_plan, replay_sample, split_corrections
 
     if val_data is None:
-        data, val_data = split_corrections(data, None, args.seed, args.val_fraction)
+        data, val_data = split_corrections(data, None, args.seed, config.val_fraction)
     replay = replay_sample(bundle, len(data), DEFAULTS.replay_fraction, args.seed)
-    return adapt_iter(bundle, data, val_data, config, replay, out_path=args.out)
+    check_set, config, _ = check_plan(data, val_data, config)
+    return adapt_iter(bundle, data, check_set, config, replay, out_path=args.out)
 
 
 def _store_class_style(bundle, args) -> None:
@@ -229,7 +251,8 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
         "--minutes",
         type=checks.number("--minutes", 0.0, checks.MAX_MINUTES, low_open=True),
         default=None,
-        help="CPU time budget (default 10)",
+        help="wall-clock budget in minutes (default 10; with --init the fine-tune "
+        f"recipe's, {DEFAULTS.minutes:g})",
     )
     budget.add_argument("--epochs", type=checks.integer("--epochs", 1, checks.MAX_EPOCHS))
     train.add_argument(
@@ -255,7 +278,12 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--val-images", default=None)
     train.add_argument("--val-masks", default=None)
     train.add_argument(
-        "--val-fraction", type=checks.number("--val-fraction", 0.0, 0.9), default=0.1
+        "--val-fraction",
+        type=checks.number("--val-fraction", 0.0, 0.9),
+        default=None,
+        help="share of the pairs held out for validation (default 0.1; with --init the "
+        f"fine-tune recipe's, {DEFAULTS.val_fraction:g}: post-processing is then checked "
+        "and tuned on the training pairs, as the Train button does)",
     )
     train.add_argument(
         "--crop",

@@ -279,6 +279,48 @@ def _score(bundle, data, should_cancel):
     return {"f1": report.matches.f1, "seg": report.seg, "n_images": len(data)}
 
 
+def check_plan(
+    train_set: Sequence[LabelledImage],
+    val_set: Sequence[LabelledImage],
+    config: TrainConfig,
+    tune_on_training: bool = DEFAULTS.tune_on_training,
+    scratch: bool = False,
+) -> tuple[list[LabelledImage], TrainConfig, bool]:
+    """What post-processing is checked and tuned on after training, as the recipe says.
+
+    Parameters
+    ----------
+    train_set, val_set : sequence of LabelledImage
+        The corrections trained on and those held out.
+    config : TrainConfig
+        The run's options.
+    tune_on_training : bool
+        With nothing held out, check on the training corrections themselves (in-sample).
+    scratch : bool
+        A new network (it has no post-processing of its own to keep).
+
+    Returns
+    -------
+    check_set : list of LabelledImage
+        ``val_set``, else ``train_set`` when ``tune_on_training``, else nothing.
+    config : TrainConfig
+        ``config``; when the check is in-sample on a fine-tune, with the recipe's rule
+        for keeping the start model's post-processing (``tune_keep_current``,
+        ``tune_keep_margin``).
+    in_sample : bool
+        Whether the check runs on what was trained on.
+    """
+    check_set = list(val_set) or (list(train_set) if tune_on_training else [])
+    in_sample = bool(check_set) and not val_set
+    if in_sample and not scratch:
+        config = replace(
+            config,
+            tune_keep_current=DEFAULTS.tune_keep_current,
+            tune_keep_margin=DEFAULTS.tune_keep_margin,
+        )
+    return check_set, config, in_sample
+
+
 def adapt_iter(
     bundle: ModelBundle,
     train_set: Sequence[LabelledImage],
@@ -415,14 +457,9 @@ def finetune_iter(
         except Cancelled:
             control.check_cancel()
             return FinetuneResult(None, None, True)  # Stop: nothing trained, nothing saved
-    check_set = val_set or (train_set if request.tune_on_training else [])
-    in_sample = bool(check_set) and not val_set  # checked on what it trains on
-    if in_sample and not request.scratch:
-        config = replace(
-            config,
-            tune_keep_current=DEFAULTS.tune_keep_current,
-            tune_keep_margin=DEFAULTS.tune_keep_margin,
-        )
+    check_set, config, in_sample = check_plan(
+        train_set, val_set, config, request.tune_on_training, request.scratch
+    )
     result = yield from adapt_iter(
         bundle, train_set, check_set, config, replay, control, unlabelled=request.unlabelled
     )
