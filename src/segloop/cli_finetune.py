@@ -261,7 +261,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--val",
         default=None,
         help="comma-separated correction ids held out for validation ('' for none); "
-        "default: one in five once there are two",
+        "default: none held out (post-processing is checked and tuned on the corrections "
+        "trained on)",
     )
     tune.add_argument(
         "--replay",

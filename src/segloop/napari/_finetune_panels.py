@@ -223,8 +223,8 @@ class OptionsPanel(QWidget):
         self.val_list = QListWidget()
         self.val_list.setMaximumHeight(64)
         self.val_list.setToolTip(
-            "Corrections held out to validate (and to score versions). None checked = auto: "
-            "one in five, none when there is a single correction."
+            "Corrections held out to validate (and to score versions). None checked: all "
+            "are trained on, and post-processing is checked on them."
         )
         self._previous_model = 0
         self._layout()
