@@ -1,4 +1,4 @@
-"""``segloop`` command line: train, predict, count, weightmap, evaluate, models, info.
+"""segloop command line: segment, count and retrain cells (one sub-command per job).
 
 The sub-commands and options documented in README.md are a contract that outside
 tooling relies on: add options, never rename or remove them. Errors print one line,
