@@ -179,7 +179,7 @@ def test_train_init_runs_the_finetune_recipe(tmp_path, base, frames, capsys):
     out = tmp_path / "trained.safetensors"
     args = ["train", "--images", str(images), "--masks", str(label_dir), "--out", str(out)]
     assert main([*args, "--init", str(base), *TRAIN_OPTIONS]) == 0
-    capsys.readouterr()
+    assert json.loads(capsys.readouterr().out)["validation_in_sample"] is True
     trained = load_model(out)
     for key, value in version.network.state_dict().items():
         assert torch.equal(value, trained.network.state_dict()[key]), key
@@ -192,3 +192,26 @@ def test_train_init_runs_the_finetune_recipe(tmp_path, base, frames, capsys):
     checked = trained.metadata["validation"]  # on the training pairs, as the version was
     assert checked and len(checked) == len(version.metadata["validation"])
     assert checked[-1].get("tuned_f1") == version.metadata["validation"][-1].get("tuned_f1")
+
+
+def test_train_options_default_to_the_recipe_with_init_and_win_when_given():
+    """What ``train`` runs when options are left out: the recipe's with ``--init``, a new
+    model's without (no training here: the options only)."""
+    from segloop.cli import build_parser
+    from segloop.cli_train import _fill_defaults, _train_config
+    from segloop.core.finetune import recipe_config
+    from segloop.core.recipe import DEFAULTS
+
+    def options(*extra):
+        args = ["train", "--images", "i", "--masks", "m", "--out", "o.safetensors", *extra]
+        parsed = build_parser().parse_args(args)
+        _fill_defaults(parsed)
+        return _train_config(parsed)
+
+    assert options("--init", "nuclei") == recipe_config()
+    assert options("--init", "auto").minutes == DEFAULTS.minutes
+    given = options("--init", "nuclei", "--crop", "64", "--lr", "0.01", "--val-fraction", "0.3")
+    assert (given.crop, given.learning_rate, given.val_fraction) == (64, 0.01, 0.3)
+    assert given.tune_grid == DEFAULTS.tune_grid
+    new = options()
+    assert (new.minutes, new.val_fraction, new.crop, new.tune_grid) == (10.0, 0.1, 256, "full")

@@ -50,10 +50,7 @@ def cmd_train(args) -> int:
     from .core.progress import run_to_end
     from .core.training import checkpoint_path, train_iter
 
-    if args.minutes is None and args.epochs is None:
-        args.minutes = DEFAULTS.minutes if args.init else 10.0
-    if args.val_fraction is None:
-        args.val_fraction = DEFAULTS.val_fraction if args.init else 0.1
+    _fill_defaults(args)
     checks.check_model_out(args.out)
     checks.check_together(args, "--val-images", "--val-masks")
     data = load_pairs(args.images, args.masks)
@@ -109,9 +106,10 @@ def cmd_train(args) -> int:
     checks.check_model_out(args.out, checks.model_bytes(bundle))
     side = checkpoint_path(args.out)
     side_before = side.stat().st_mtime_ns if side.exists() else None
+    in_sample = None
     try:
         if args.init:
-            run = _fine_tune_run(bundle, data, val_data, config, args)
+            run, in_sample = _fine_tune_run(bundle, data, val_data, config, args)
         else:
             run = train_iter(bundle, data, config, val_data, args.out)
         result = run_to_end(run, printer)
@@ -124,12 +122,23 @@ def cmd_train(args) -> int:
         "epochs": round(result.epochs, 2),
         "seconds": round(result.seconds, 1),
         "best_validation": result.best_metric,
+        # --init: whether that validation ran on the training pairs themselves
+        **({"validation_in_sample": in_sample} if in_sample is not None else {}),
         "diameter": result.bundle.diameter,
         "postprocess": result.bundle.postprocess,
         **({"start_choice": choice.to_dict()} if choice is not None else {}),
     }
     print(json.dumps(checks.json_safe(summary), indent=2))
     return 0
+
+
+def _fill_defaults(args) -> None:
+    """Budget and validation share left out: the fine-tune recipe's with ``--init``, a new
+    model's (10 minutes, 0.1) without."""
+    if args.minutes is None and args.epochs is None:
+        args.minutes = DEFAULTS.minutes if args.init else 10.0
+    if args.val_fraction is None:
+        args.val_fraction = DEFAULTS.val_fraction if args.init else 0.1
 
 
 def _train_config(args) -> TrainConfig:
@@ -216,8 +225,8 @@ def _fine_tune_run(bundle, data, val_data, config, args):
     if val_data is None:
         data, val_data = split_corrections(data, None, args.seed, config.val_fraction)
     replay = replay_sample(bundle, len(data), DEFAULTS.replay_fraction, args.seed)
-    check_set, config, _ = check_plan(data, val_data, config)
-    return adapt_iter(bundle, data, check_set, config, replay, out_path=args.out)
+    check_set, config, in_sample = check_plan(data, val_data, config)
+    return adapt_iter(bundle, data, check_set, config, replay, out_path=args.out), in_sample
 
 
 def _store_class_style(bundle, args) -> None:
@@ -282,8 +291,9 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
         type=checks.number("--val-fraction", 0.0, 0.9),
         default=None,
         help="share of the pairs held out for validation (default 0.1; with --init the "
-        f"fine-tune recipe's, {DEFAULTS.val_fraction:g}: post-processing is then checked "
-        "and tuned on the training pairs, as the Train button does)",
+        f"fine-tune recipe's, {DEFAULTS.val_fraction:g}; with --init, when nothing is held "
+        "out, post-processing is checked and tuned on the training pairs, as the Train "
+        "button does)",
     )
     train.add_argument(
         "--crop",
@@ -301,7 +311,8 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
         "--lr",
         type=checks.number("--lr", 0.0, 10.0, low_open=True),
         default=None,
-        help="learning rate (default 1e-3; with --init the fine-tune recipe's)",
+        help=f"learning rate (default {DEFAULTS.learning_rate_scratch:g}; with --init the "
+        "fine-tune recipe's)",
     )
     train.add_argument(
         "--diameter",

@@ -126,12 +126,15 @@ def training_mode(network: nn.Module, freeze_batchnorm: bool) -> nn.Module:
 
 
 class StartAnchor:
-    """Decay towards the start weights instead of towards zero (decoupled L2-SP).
+    """Decay towards the start weights (decoupled L2-SP), on top of the optimizer's own
+    weight decay towards zero.
 
     After each optimizer step, :meth:`pull` moves every trained parameter ``p`` by
-    ``-lr * strength * (p - p_start)``, with ``lr`` its group's current learning rate,
-    as AdamW applies its weight decay. The weights may move as far as the corrections
-    ask, but each step takes back a share of the way they have gone.
+    ``-lr * strength * (p - p_start)``, with ``lr`` its group's current learning rate
+    (a decoupled decay, as AdamW's, but applied after the step, so it also takes back a
+    share of that step). The weights may move as far as the corrections ask, but each
+    step takes back a share of the way they have gone. Every parameter is anchored, a
+    layer new to this run (e.g. a distance head just added) to its initial values.
 
     Parameters
     ----------
