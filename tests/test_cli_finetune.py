@@ -215,3 +215,20 @@ def test_train_options_default_to_the_recipe_with_init_and_win_when_given():
     assert given.tune_grid == DEFAULTS.tune_grid
     new = options()
     assert (new.minutes, new.val_fraction, new.crop, new.tune_grid) == (10.0, 0.1, 256, "full")
+
+
+def test_project_add_keeps_colour_frames_in_colour(tmp_path, capsys):
+    """The fine-tune chooses how colour corrections become grey, so they are stored as
+    they are (a (T, H, W, 3) stack frame by frame)."""
+    from segloop.core.project import Project
+
+    pairs = [random_disks(seed, n=4, shape=(48, 48)) for seed in range(2)]
+    rgb = np.stack([np.stack([p[0] * 200, p[0] * 50, p[0] * 120], -1) for p in pairs])
+    image, labels = tmp_path / "he.tif", tmp_path / "he_labels.tif"
+    write_tiff(image, rgb.astype(np.uint8))
+    write_tiff(labels, np.stack([p[1] for p in pairs]).astype(np.uint16))
+    project = tmp_path / "p"
+    assert main(["project", "add", "--project", str(project), str(image), str(labels)]) == 0
+    stored = Project(project).load_corrections()
+    assert [item.image.shape for item in stored] == [(48, 48, 3)] * 2
+    assert np.array_equal(stored[1].image, rgb[1].astype(np.uint8))

@@ -55,7 +55,7 @@ def frame_plan(
     """Normalisation from a sample, the object size (measured once for 'auto'), the cut."""
     low, high = bundle.preprocess["percentiles"]
     intensity, invert = sampled_intensity_range(
-        lambda box: lazy.grey_window(box, frame),
+        lambda box: lazy.grey_window(box, frame, bundle.preprocess["colour"]),
         lazy.height,
         lazy.width,
         low,

@@ -103,10 +103,13 @@ class LazyImage:
         order = [kept.index(a) for a in "yxc" if a in kept]
         return np.transpose(data, order)
 
-    def grey_window(self, box: tuple[int, int, int, int], frame: int = 0) -> np.ndarray:
-        """The window as float32 grey values (colour channels combined as segloop does)."""
+    def grey_window(
+        self, box: tuple[int, int, int, int], frame: int = 0, colour: str = "luma"
+    ) -> np.ndarray:
+        """The window as float32 grey values (colour channels combined as the model's
+        ``preprocess.colour`` says, :func:`~segloop.core.imageio.to_grayscale`)."""
         data = self.window(box, frame)
-        return to_grayscale(data, channel_axis=-1 if data.ndim == 3 else None)
+        return to_grayscale(data, channel_axis=-1 if data.ndim == 3 else None, colour=colour)
 
 
 def open_lazy(path: str | Path, level: int = 0) -> LazyImage:

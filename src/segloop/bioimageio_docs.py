@@ -239,6 +239,12 @@ def model_card(
         else "Class models: a pixel's label is its most probable class (1..K)."
     )
     arch = {"unet": "U-Net", "segnet": "SegNet"}.get(bundle.config.arch, bundle.config.arch)
+    colour = (
+        "RGB is converted by segloop to the hematoxylin channel of a colour deconvolution, "
+        "`skimage.color.rgb2hed(rgb / 255)[..., 0]` for 8-bit images"
+        if bundle.preprocess.get("colour") == "hematoxylin"
+        else "RGB is converted by segloop with BT.601 luma weights 0.299, 0.587, 0.114"
+    )
     return f"""# segloop `{bundle.name}`
 
 {bundle.metadata.get("description") or ""}
@@ -249,8 +255,8 @@ made with napari-segloop and exported by
 
 ## Input and pre-processing
 
-One grey channel, any size of at least 16 x 16 (float32; RGB is converted by segloop with
-BT.601 luma weights 0.299, 0.587, 0.114 — do that before running the package elsewhere).
+One grey channel, any size of at least 16 x 16 (float32; {colour} — do that before running
+the package elsewhere).
 Pre-processing (`scale_range`, exactly segloop's): `(x - p{low:g}) / (p{high:g} - p{low:g})`
 with the {low:g} and {high:g} percentiles of the whole image (linear interpolation), not
 clipped. Only for near-constant images (`p{high:g} - p{low:g} <= 1e-6`) does segloop differ:

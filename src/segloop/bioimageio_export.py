@@ -144,7 +144,7 @@ def _sample_image(bundle, sample: str | Path | None) -> tuple[np.ndarray, str]:
         sample = Path(__file__).resolve().parent / "data" / SHIPPED[root]["sample"]
     image = read_image(sample)
     validate_image(image, str(sample))
-    gray = to_grayscale(image)
+    gray = to_grayscale(image, colour=bundle.preprocess["colour"])
     if gray.ndim != 2:
         raise ExportError(f"{sample}: the test image must be one 2-D image, got {gray.shape}")
     return gray[:512, :512].astype(np.float32), Path(sample).name

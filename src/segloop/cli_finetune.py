@@ -30,7 +30,7 @@ def _project(folder: str, base_model: str | None = None, create: bool = True):
 
 
 def cmd_project_add(args) -> int:
-    from .core.imageio import read_image, to_grayscale, validate_image
+    from .core.imageio import read_image, validate_image
     from .core.project import parse_frames
 
     image = read_image(args.image)
@@ -40,9 +40,9 @@ def cmd_project_add(args) -> int:
         raise ValueError(f"{args.labels}: labels must be a label image, not RGB colours")
     if labels.dtype.kind not in "iu" or labels.ndim not in (2, 3):
         raise ValueError(f"{args.labels}: labels must be a 2-D or (T, H, W) integer image")
-    if image.ndim == labels.ndim + 1 and image.shape[:-1] == labels.shape:
-        image = to_grayscale(image, channel_axis=-1)
-    if image.shape != labels.shape:
+    colour = image.ndim == labels.ndim + 1 and image.shape[-1] in (3, 4)
+    # colour frames are stored as they are: the fine-tune chooses how they become grey
+    if (image.shape[:-1] if colour else image.shape) != labels.shape:
         raise ValueError(
             f"{args.image} is {image.shape} but {args.labels} is {labels.shape}: "
             "the labels must be drawn on this image"

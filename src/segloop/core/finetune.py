@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .colour_choice import choose_colour_iter
 from .evaluation import LabelledImage, evaluate_iter
 from .modelio import ModelBundle, load_model, save_model
 from .networks import (  # noqa: F401  (re-exported: the recipe's public names)
@@ -332,18 +333,25 @@ def adapt_iter(
     unlabelled: Sequence[np.ndarray] = (),
 ) -> Generator[Progress, None, TrainResult]:
     """Train ``bundle`` in place on ``train_set`` + ``replay`` with the recipe's scale
-    rule, tuning post-processing on ``val_set`` and checking the prediction default's
-    object size on it (:func:`check_predict_size`); the objects of ``train_set`` (not the
-    replay's) set the version's diameter. ``out_path`` is passed to
-    :func:`~segloop.core.training.train_iter` for its checkpoints and written again,
-    atomically, with the final metadata (``segloop train --init``)."""
+    rule (and, for colour corrections, the grey conversion that outlines them best:
+    :mod:`segloop.core.colour_choice`), tuning post-processing on ``val_set`` and
+    checking the prediction default's object size on it (:func:`check_predict_size`);
+    the objects of ``train_set`` (not the replay's) set the version's diameter.
+    ``out_path`` is passed to :func:`~segloop.core.training.train_iter` for its
+    checkpoints and written again, atomically, with the final metadata (``segloop train
+    --init``)."""
     control = control or RunControl()
     config = replace(config)  # the request's config stays as it was given
     config.tune_postprocess = bool(val_set) and config.tune_postprocess
     measured = median_diameter(train_set) if bundle.target == "instances" else None
     bundle.metadata.pop("size_check", None)  # the start model's, not this run's
+    bundle.metadata.pop("colour_choice", None)
     if "training" in bundle.metadata:  # an existing model: rescale as fine_tune_scale says
         config.target_diameter = fine_tune_scale(bundle, config.target_diameter, measured)
+        cancel = lambda: control.cancel_requested  # noqa: E731
+        colour = yield from choose_colour_iter(bundle, train_set, cancel)
+        if colour is not None:
+            bundle.metadata["colour_choice"] = colour
     result = yield from train_iter(
         bundle,
         list(train_set) + list(replay),

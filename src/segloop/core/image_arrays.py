@@ -14,6 +14,9 @@ import numpy as np
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601
 MIN_SIDE = 8
 INVERT_MODES = ("never", "auto", "always")
+#: How colour images become the network's one grey channel (``preprocess.colour``):
+#: BT.601 luma, or the hematoxylin channel of a colour deconvolution (H&E: nuclei bright)
+COLOUR_MODES = ("luma", "hematoxylin")
 
 
 def trailing_channel_axis(shape: tuple[int, ...]) -> int | None:
@@ -59,13 +62,18 @@ def image_axes(image: np.ndarray) -> str:
     )
 
 
-def to_grayscale(image: np.ndarray, channel_axis: int | None = -1) -> np.ndarray:
+def to_grayscale(
+    image: np.ndarray, channel_axis: int | None = -1, colour: str = "luma"
+) -> np.ndarray:
     """Convert to a single-channel float32 image.
 
     Rule: if ``ndim >= 3`` and the channel axis has size 3 or 4, the image is RGB/RGBA:
     alpha is dropped and RGB is combined with ITU-R BT.601 luma weights
-    (0.299, 0.587, 0.114), except when the three channels are identical, where one channel
-    is taken (exact). Any other array is returned as float32, unchanged.
+    (0.299, 0.587, 0.114), or with ``colour="hematoxylin"`` becomes the hematoxylin
+    channel of the Ruifrok-Johnston colour deconvolution (``skimage.color.rgb2hed``:
+    optical density of the nuclear stain, so nuclei are bright); when the three channels
+    are identical, one channel is taken (exact) either way. Any other array is returned
+    as float32, unchanged.
 
     Parameters
     ----------
@@ -73,12 +81,16 @@ def to_grayscale(image: np.ndarray, channel_axis: int | None = -1) -> np.ndarray
         Input image.
     channel_axis : int or None, optional
         Axis holding colour channels; ``None`` means no colour axis.
+    colour : {"luma", "hematoxylin"}, optional
+        How colour channels are combined (:data:`COLOUR_MODES`).
 
     Returns
     -------
     np.ndarray
         float32 image without a channel axis.
     """
+    if colour not in COLOUR_MODES:
+        raise ValueError(f"colour must be one of {COLOUR_MODES}, got {colour!r}")
     image = np.asarray(image)
     if channel_axis is None or not _has_channels(image.shape, channel_axis):
         return image.astype(np.float32)
@@ -86,7 +98,26 @@ def to_grayscale(image: np.ndarray, channel_axis: int | None = -1) -> np.ndarray
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     if np.array_equal(r, g) and np.array_equal(r, b):
         return r.astype(np.float32)
+    if colour == "hematoxylin":
+        return hematoxylin_channel(rgb)
     return rgb.astype(np.float32) @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
+
+
+def hematoxylin_channel(rgb: np.ndarray) -> np.ndarray:
+    """The hematoxylin optical density of an ``(..., 3)`` RGB array, float32.
+
+    Integer images are scaled by their type's maximum, float images by 255 when their
+    values exceed 1 (8-bit values stored as floats), else taken as 0-1.
+    """
+    from skimage.color import rgb2hed
+
+    if rgb.dtype.kind in "ui":
+        unit = rgb.astype(np.float32) / np.float32(np.iinfo(rgb.dtype).max)
+    else:
+        unit = rgb.astype(np.float32)
+        if unit.size and float(unit.max()) > 1.0:
+            unit = unit / np.float32(255.0 if float(unit.max()) <= 255.0 else unit.max())
+    return rgb2hed(np.clip(unit, 0.0, 1.0))[..., 0].astype(np.float32)
 
 
 def _normalize_frame(frame: np.ndarray, low: float, high: float, eps: float) -> np.ndarray:
@@ -172,6 +203,7 @@ def prepare_image(
     low: float = 1.0,
     high: float = 99.8,
     name: str = "image",
+    colour: str = "luma",
 ) -> np.ndarray:
     """Validate, convert to grayscale and normalise an image for the network.
 
@@ -187,6 +219,8 @@ def prepare_image(
         Percentiles mapped to 0 and 1.
     name : str, optional
         What error messages call the image (a file name).
+    colour : {"luma", "hematoxylin"}, optional
+        How an RGB image becomes grey (:func:`to_grayscale`).
 
     Returns
     -------
@@ -197,7 +231,7 @@ def prepare_image(
     if invert not in INVERT_MODES:
         raise ValueError(f"invert must be one of {INVERT_MODES}, got {invert!r}")
     validate_image(image, name)
-    gray = normalize_percentile(to_grayscale(image), low=low, high=high)
+    gray = normalize_percentile(to_grayscale(image, colour=colour), low=low, high=high)
     frames = gray[np.newaxis] if gray.ndim == 2 else gray
     for i, frame in enumerate(frames):
         if invert == "always" or (invert == "auto" and np.median(frame) > 0.5):

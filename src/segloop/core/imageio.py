@@ -19,6 +19,7 @@ import tifffile
 from PIL import Image
 
 from .image_arrays import (  # noqa: F401  (re-exported: imageio's public names)
+    COLOUR_MODES,
     INVERT_MODES,
     LUMA_WEIGHTS,
     MIN_SIDE,

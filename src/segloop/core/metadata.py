@@ -27,7 +27,11 @@ METADATA_KEYS: dict[str, tuple[str, str]] = {
     "description": ("str", "one line shown by `segloop models`"),
     "target": ("str", "'instances' (background/interior/border) or 'classes' (user classes)"),
     "arch": ("str", "architecture preset ('unet', 'unet-classic', 'segnet')"),
-    "preprocess": ("dict", "input normalisation: invert, percentiles"),
+    "preprocess": (
+        "dict",
+        "input normalisation: invert, percentiles, colour (how RGB becomes grey: 'luma' or "
+        "'hematoxylin')",
+    ),
     "postprocess": ("dict", "instance post-processing thresholds (tuned on validation)"),
     "predict": (
         "dict",
@@ -76,6 +80,11 @@ METADATA_KEYS: dict[str, tuple[str, str]] = {
         "model's settings were kept: in-sample tuning that outlined no better)",
     ),
     "finetune": ("dict", "version record of a fine-tune run (see FINETUNE_KEYS)"),
+    "colour_choice": (
+        "dict",
+        "fine-tunes on colour corrections: the start model's SEG / F1 on them per "
+        "`preprocess.colour` mode and the one chosen",
+    ),
     "start_choice": (
         "dict",
         "`segloop train --init auto`: the shipped model chosen and every candidate's SEG "

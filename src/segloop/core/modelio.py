@@ -38,7 +38,7 @@ DEFAULT_POSTPROCESS = {
     "min_peak": 0.0,
     "split_large": 0.0,
 }
-DEFAULT_PREPROCESS = {"invert": "never", "percentiles": [1.0, 99.8]}
+DEFAULT_PREPROCESS = {"invert": "never", "percentiles": [1.0, 99.8], "colour": "luma"}
 #: Prediction defaults a model may override in ``metadata["predict"]`` (chosen on its
 #: validation split): object ``diameter`` of new images (None = the training images'
 #: scale, ``"auto"`` = measure it with a first pass) and test-time augmentation.

@@ -129,7 +129,9 @@ def prepared_frame(image: np.ndarray, bundle: ModelBundle, name: str) -> np.ndar
     """
     pre = bundle.preprocess
     low, high = pre["percentiles"]
-    frame = prepare_image(image, invert=pre["invert"], low=low, high=high, name=name)
+    frame = prepare_image(
+        image, invert=pre["invert"], low=low, high=high, name=name, colour=pre["colour"]
+    )
     if frame.ndim != 2:
         raise ValueError(f"{name}: training images must be single 2-D frames")
     return frame

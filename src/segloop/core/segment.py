@@ -137,13 +137,14 @@ def check_segmentation_fits(bundle: ModelBundle, image: np.ndarray, is_stack: bo
 
 
 def normalize_fixed(
-    image: np.ndarray, intensity_range: tuple[float, float], invert: bool
+    image: np.ndarray, intensity_range: tuple[float, float], invert: bool, colour: str = "luma"
 ) -> np.ndarray:
-    """``(x - low) / (high - low)`` with a given range (not clipped), optionally inverted."""
+    """``(x - low) / (high - low)`` with a given range (not clipped), optionally inverted;
+    ``x`` is the grey image (:func:`~segloop.core.imageio.to_grayscale` with ``colour``)."""
     validate_image(image)
     low, high = (float(v) for v in intensity_range)
     span = high - low if high - low > 1e-6 else 1.0
-    gray = (to_grayscale(image) - np.float32(low)) / np.float32(span)
+    gray = (to_grayscale(image, colour=colour) - np.float32(low)) / np.float32(span)
     return (1.0 - gray if invert else gray).astype(np.float32, copy=False)
 
 
@@ -165,9 +166,13 @@ def segment_iter(
     is_stack = image_axes(image).startswith("T")
     check_segmentation_fits(bundle, image, is_stack)
     if options.intensity_range is not None:
-        frames = normalize_fixed(image, options.intensity_range, bool(options.invert_frames))
+        frames = normalize_fixed(
+            image, options.intensity_range, bool(options.invert_frames), pre["colour"]
+        )
     else:
-        frames = prepare_image(image, invert=pre["invert"], low=low, high=high)
+        frames = prepare_image(
+            image, invert=pre["invert"], low=low, high=high, colour=pre["colour"]
+        )
     if not is_stack:
         frames = frames[None]
     results = []
