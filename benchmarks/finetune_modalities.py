@@ -118,6 +118,26 @@ MODALITIES: dict[str, tuple[Callable[[], list], Callable[[], list]]] = {
 }
 
 
+def hematoxylin(items: list[LabelledImage]) -> list[LabelledImage]:
+    """The same RGB frames as their hematoxylin channel (colour deconvolution,
+    ``skimage.color.rgb2hed``; nuclei bright), the grey input a version would get if
+    H&E images were converted that way instead of with BT.601 luma."""
+    from skimage.color import rgb2hed
+
+    out = []
+    for item in items:
+        rgb = np.clip(item.image[..., :3].astype(np.float32) / 255.0, 0.0, 1.0)
+        channel = rgb2hed(rgb)[..., 0].astype(np.float32)
+        out.append(LabelledImage(channel, item.labels, item.name))
+    return out
+
+
+#: H&E converted to grey by colour deconvolution instead of luma (same frames)
+MODALITIES["miccai_he_hema"] = tuple(  # type: ignore[assignment]
+    (lambda load=load: hematoxylin(load())) for load in MODALITIES["miccai_he"]
+)
+
+
 def score(model, frames, diameter=None) -> dict:
     bundle = load_model(model)
     report = run_to_end(evaluate_iter(bundle, frames, SegmentOptions(diameter=diameter)))
@@ -215,6 +235,7 @@ def run_one(
         "validated_on": meta["finetune"]["validated_on"],
         "scale": "rescaled" if meta.get("rescaled") else "native",
         "size_check": meta.get("size_check"),
+        "colour_choice": meta.get("colour_choice"),
         "kept_start_postprocess": next(
             (v.get("tuned_kept_current") for v in meta.get("validation", []) if "tuned_f1" in v),
             None,
