@@ -263,7 +263,12 @@ def _tensors(bundle, files) -> dict[str, list[dict[str, Any]]]:
         described += ", then the predicted normalised distance (sigmoid)"
     raw = {
         "id": "raw",
-        "description": "one grey channel (segloop converts RGB with BT.601 luma weights)",
+        "description": "one grey channel (segloop converts RGB with "
+        + (
+            "the hematoxylin channel of skimage.color.rgb2hed)"
+            if bundle.preprocess["colour"] == "hematoxylin"
+            else "BT.601 luma weights)"
+        ),
         "axes": [{"type": "batch"}, {"type": "channel", "channel_names": ["grey"]}, *space],
         "test_tensor": _file("test_input.npy", files),
         "data": {"type": "float32"},

@@ -32,7 +32,7 @@ def he_like(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return rgb, labels
 
 
-def test_hematoxylin_makes_nuclei_the_brightest_and_keeps_grey_exact():
+def test_hematoxylin_makes_nuclei_the_brightest():
     rgb, labels = he_like(0)
     grey = to_grayscale(rgb, colour="hematoxylin")
     assert grey.shape == labels.shape and grey.dtype == np.float32
@@ -43,8 +43,8 @@ def test_hematoxylin_makes_nuclei_the_brightest_and_keeps_grey_exact():
     # 8-bit values in other types give the same channel
     assert np.allclose(to_grayscale(rgb.astype(np.uint16) * 257, colour="hematoxylin"), grey)
     assert np.allclose(to_grayscale(rgb.astype(np.float32), colour="hematoxylin"), grey)
-    same = np.repeat(rgb[..., :1], 3, axis=-1)  # grey stored as RGB: one channel, exact
-    assert np.array_equal(to_grayscale(same, colour="hematoxylin"), rgb[..., 0])
+    same = np.repeat(rgb[..., :1], 3, axis=-1)  # grey stored as RGB: luma is exact
+    assert np.array_equal(to_grayscale(same), rgb[..., 0])
     stack = np.stack([rgb, rgb])
     assert prepare_image(stack, colour="hematoxylin").shape == (2, 64, 64)
     with pytest.raises(ValueError, match="colour must be one of"):
@@ -145,3 +145,27 @@ def test_prediction_and_training_follow_the_model_conversion():
     expected = prepare_image(rgb, invert="never", colour="hematoxylin")
     assert np.array_equal(prepared_frame(rgb, bundle, "x"), expected)
     assert not np.array_equal(expected, luma_frame)
+
+
+def test_hematoxylin_ignores_the_grey_shortcut_and_scales_floats_as_8_bit():
+    white = np.full((16, 16, 3), 255, np.uint8)
+    assert np.allclose(to_grayscale(white, colour="hematoxylin"), 0.0, atol=1e-3)
+    black = np.zeros((16, 16, 3), np.uint8)
+    assert to_grayscale(black, colour="hematoxylin").min() > 0.5  # dense stain, not 0
+    rgb, _ = he_like(5)
+    as_float = rgb.astype(np.float32)
+    as_float[0, 0] = 300.0  # one value out of range does not rescale the rest
+    grey = to_grayscale(rgb, colour="hematoxylin")
+    assert np.allclose(to_grayscale(as_float, colour="hematoxylin")[1:], grey[1:])
+
+
+def test_a_colour_frame_replaces_its_grey_copy_from_an_older_project(tmp_path):
+    project = Project(tmp_path / "p")
+    rgb, labels = he_like(6)
+    ident = project.add_correction(to_grayscale(rgb), labels, "he")  # as segloop stored it
+    assert project.add_correction(rgb, labels, "he") == ident  # not "he-2"
+    assert project.correction_ids() == [ident]
+    assert project.load_corrections()[0].image.shape == (64, 64, 3)
+    assert len(project.history(ident)) == 1  # the grey copy is kept in the history
+    other, _ = he_like(7)
+    assert project.add_correction(other, labels, "he") != ident  # another image: beside it

@@ -45,7 +45,7 @@ def choose_colour_iter(
     Returns None, and changes nothing, for a class model or when no dense correction
     with objects is in colour.
     """
-    items = [c for c in scorable(corrections) if is_colour(c.image)]
+    items = scorable([c for c in corrections if is_colour(c.image)])
     if bundle.target != "instances" or not items:
         return None
     current = bundle.preprocess["colour"]

@@ -71,9 +71,9 @@ def to_grayscale(
     alpha is dropped and RGB is combined with ITU-R BT.601 luma weights
     (0.299, 0.587, 0.114), or with ``colour="hematoxylin"`` becomes the hematoxylin
     channel of the Ruifrok-Johnston colour deconvolution (``skimage.color.rgb2hed``:
-    optical density of the nuclear stain, so nuclei are bright); when the three channels
-    are identical, one channel is taken (exact) either way. Any other array is returned
-    as float32, unchanged.
+    optical density of the nuclear stain, so nuclei are bright); with luma, when the three
+    channels are identical, one channel is taken (exact). Any other array is returned as
+    float32, unchanged.
 
     Parameters
     ----------
@@ -95,19 +95,20 @@ def to_grayscale(
     if channel_axis is None or not _has_channels(image.shape, channel_axis):
         return image.astype(np.float32)
     rgb = np.moveaxis(image, channel_axis, -1)[..., :3]
+    if colour == "hematoxylin":
+        return hematoxylin_channel(rgb)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     if np.array_equal(r, g) and np.array_equal(r, b):
         return r.astype(np.float32)
-    if colour == "hematoxylin":
-        return hematoxylin_channel(rgb)
     return rgb.astype(np.float32) @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
 
 
 def hematoxylin_channel(rgb: np.ndarray) -> np.ndarray:
     """The hematoxylin optical density of an ``(..., 3)`` RGB array, float32.
 
-    Integer images are scaled by their type's maximum, float images by 255 when their
-    values exceed 1 (8-bit values stored as floats), else taken as 0-1.
+    Integer images are scaled by their type's maximum; float images are taken as 0-1,
+    or as 8-bit values when any value exceeds 1 (then divided by 255; above 255 is
+    clipped).
     """
     from skimage.color import rgb2hed
 
@@ -116,7 +117,7 @@ def hematoxylin_channel(rgb: np.ndarray) -> np.ndarray:
     else:
         unit = rgb.astype(np.float32)
         if unit.size and float(unit.max()) > 1.0:
-            unit = unit / np.float32(255.0 if float(unit.max()) <= 255.0 else unit.max())
+            unit = unit / np.float32(255.0)
     return rgb2hed(np.clip(unit, 0.0, 1.0))[..., 0].astype(np.float32)
 
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .imageio import atomic_output, read_image, write_tiff
+from .imageio import atomic_output, read_image, to_grayscale, write_tiff
 from .locks import project_lock
 from .versions import VersionInfo, list_versions
 
@@ -195,12 +195,16 @@ class Project:
 
     def _same_image(self, ident: str, image: np.ndarray) -> bool | None:
         """Whether the saved correction ``ident`` was drawn on this very image; None when
-        its image cannot be read (it is then replaced, its files kept in the history)."""
+        its image cannot be read, or is the grey (luma) copy of this colour image that an
+        older segloop stored (it is then replaced, its files kept in the history)."""
         try:
             saved = read_image(self.root / "corrections" / f"{ident}.tif")
         except (OSError, ValueError):
             return None
         image = np.asarray(image)
+        if saved.ndim == 2 and image.ndim == 3 and image.shape[:2] == saved.shape:
+            grey = to_grayscale(image).astype(saved.dtype)
+            return None if np.allclose(saved, grey, atol=1.0) else False
         if saved.shape != image.shape:
             return False
         return np.array_equal(saved, image.astype(saved.dtype, copy=False))
