@@ -232,3 +232,24 @@ def test_project_add_keeps_colour_frames_in_colour(tmp_path, capsys):
     stored = Project(project).load_corrections()
     assert [item.image.shape for item in stored] == [(48, 48, 3)] * 2
     assert np.array_equal(stored[1].image, rgb[1].astype(np.uint8))
+
+
+def test_finetune_prints_the_colour_choice_of_colour_corrections(tmp_path, capsys):
+    start = new_bundle(ModelConfig(depth=2, base_channels=4), "base")
+    start.metadata["training"] = {}  # a trained start model (a new network chooses nothing)
+    base = save_model(start, tmp_path / "b.st")
+    pairs = [random_disks(seed, n=4, shape=(48, 48)) for seed in range(2)]
+    rgb = np.stack(
+        [np.stack([240 - p[0] * 160, 200 - p[0] * 150, 230 - p[0] * 80], -1) for p in pairs]
+    )
+    image, labels = tmp_path / "he.tif", tmp_path / "he_labels.tif"
+    write_tiff(image, rgb.astype(np.uint8))
+    write_tiff(labels, np.stack([p[1] for p in pairs]).astype(np.uint16))
+    project = str(tmp_path / "p")
+    main(["project", "add", "--project", project, str(image), str(labels)])
+    capsys.readouterr()
+    assert main(["finetune", "--project", project, "--init", str(base), *TRAIN_OPTIONS]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary["colour_choice"]["scores"]) == {"luma", "hematoxylin"}
+    chosen = load_model(summary["model"]).preprocess["colour"]
+    assert summary["colour_choice"]["chosen"] == chosen

@@ -173,6 +173,7 @@ def cmd_finetune(args) -> int:
     if result.version is None:
         raise RuntimeError("training stopped before its first step; no version was saved")
     record = result.version.finetune
+    metadata = result.version.metadata
     print(
         json.dumps(
             {
@@ -184,6 +185,7 @@ def cmd_finetune(args) -> int:
                 "validated_on": record["validated_on"],
                 "metrics": record["metrics"],
                 **({"start_choice": record["start_choice"]} if record.get("start_choice") else {}),
+                **({"colour_choice": colour} if (colour := metadata.get("colour_choice")) else {}),
             },
             indent=2,
         )
