@@ -500,3 +500,18 @@ def test_train_init_auto_starts_from_the_best_shipped_model(folders, tmp_path, c
     bad = ["--target", "classes", "--init", "auto", "--out", str(tmp_path / "c.safetensors")]
     assert main([*args, *bad]) == 1
     assert "--init auto picks among the shipped instance models" in capsys.readouterr().err
+
+
+def test_colour_option_is_parsed_for_every_segmenting_command(capsys):
+    from segloop.cli import _segment_options, build_parser
+
+    parser = build_parser()
+    for command in (["predict", "--out", "o"], ["count", "--csv", "c.csv"], ["evaluate"]):
+        extra = ["--images", "i", "--masks", "m"] if command[0] == "evaluate" else ["x.tif"]
+        args = parser.parse_args([*command, "--model", "nuclei", "--colour", "hematoxylin", *extra])
+        assert _segment_options(args).colour == "hematoxylin"
+        args = parser.parse_args([*command, "--model", "nuclei", *extra])
+        assert _segment_options(args).colour is None  # the model's choice
+    with pytest.raises(SystemExit):
+        parser.parse_args(["predict", "--out", "o", "--model", "nuclei", "--colour", "red", "x"])
+    assert "invalid choice" in capsys.readouterr().err

@@ -30,7 +30,7 @@ from .core.chunked import (
 from .core.modelio import ModelBundle, load_model
 from .core.progress import Progress, StopCheck, run_to_end
 from .core.provenance import provenance, tiff_metadata
-from .core.segment import SegmentOptions, resolve_diameter, segment_iter
+from .core.segment import SegmentOptions, input_colour, resolve_diameter, segment_iter
 
 #: Side of the central window measured for ``--diameter auto``.
 MEASURE_SIDE = 1024
@@ -55,7 +55,7 @@ def frame_plan(
     """Normalisation from a sample, the object size (measured once for 'auto'), the cut."""
     low, high = bundle.preprocess["percentiles"]
     intensity, invert = sampled_intensity_range(
-        lambda box: lazy.grey_window(box, frame, bundle.preprocess["colour"]),
+        lambda box: lazy.grey_window(box, frame, input_colour(bundle, options)),
         lazy.height,
         lazy.width,
         low,

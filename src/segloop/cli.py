@@ -46,6 +46,7 @@ def _segment_options(args):
         min_size=args.min_size,
         unknown_threshold=args.unknown_threshold,
         tta=args.tta,
+        colour=args.colour,
     )
 
 

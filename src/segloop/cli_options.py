@@ -76,6 +76,14 @@ def add_segment_options(parser: argparse.ArgumentParser) -> None:
         "default: the model's choice",
     )
     parser.add_argument(
+        "--colour",
+        choices=["luma", "hematoxylin"],
+        default=None,
+        help="how RGB images become the network's grey input: 'luma' (BT.601) or "
+        "'hematoxylin' (colour deconvolution: nuclei bright in H&E); default: the model's "
+        "choice (`segloop info` shows preprocess.colour)",
+    )
+    parser.add_argument(
         "--min-size",
         type=checks.integer("--min-size", 0, 10**9),
         default=None,

@@ -140,8 +140,11 @@ def test_prediction_and_training_follow_the_model_conversion():
     rgb, _ = he_like(4)
     luma = segment(bundle, rgb).probabilities
     luma_frame = prepared_frame(rgb, bundle, "x")
+    chosen = segment(bundle, rgb, colour="hematoxylin").probabilities  # the run's option
+    assert not np.allclose(chosen, luma)
     bundle.metadata["preprocess"]["colour"] = "hematoxylin"
-    assert not np.allclose(segment(bundle, rgb).probabilities, luma)
+    assert np.allclose(segment(bundle, rgb).probabilities, chosen)  # the model's default
+    assert np.allclose(segment(bundle, rgb, colour="luma").probabilities, luma)
     expected = prepare_image(rgb, invert="never", colour="hematoxylin")
     assert np.array_equal(prepared_frame(rgb, bundle, "x"), expected)
     assert not np.array_equal(expected, luma_frame)

@@ -84,6 +84,23 @@ def test_rgb_image(segment, qtbot):
     assert viewer.layers["he instances"].data.shape == (96, 96)
 
 
+def test_colour_choice_reaches_the_run(segment, qtbot, notes):
+    """'colour → grey' changes what the network sees of an RGB image."""
+    viewer, widget = segment
+    grey = (noisy_image(disks(THREE_DISKS)) * 200).clip(0, 255).astype(np.uint8)
+    viewer.add_image(np.stack([255 - grey // 3, 255 - grey, 255 - grey // 4], -1), rgb=True)
+    name = viewer.layers[-1].name
+    widget.run()
+    wait_idle(qtbot, widget)
+    luma = np.array(viewer.layers[f"{name} foreground"].data, copy=True)
+    widget.colour_combo.setCurrentText("hematoxylin (H&E)")
+    widget.run()
+    wait_idle(qtbot, widget)
+    assert not np.allclose(viewer.layers[f"{name} foreground"].data, luma)
+    assert widget._settings["colour"] == "hematoxylin"
+    assert not errors(notes)
+
+
 def test_stack_current_frame_then_whole_stack(segment, qtbot):
     viewer, widget = segment
     stack = np.stack([noisy_image(disks(THREE_DISKS), seed=t) for t in range(3)])

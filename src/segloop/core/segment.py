@@ -27,7 +27,10 @@ class SegmentOptions:
     training images (no rescaling for models trained at native scale), or ``None`` for
     the model's stored default (``metadata["predict"]["diameter"]``; native if unset).
     ``tta`` averages the 8 flips/rotations of every tile (8x slower); ``None`` uses the
-    model's stored choice (off unless its validation split chose it).
+    model's stored choice (off unless its validation split chose it). ``colour`` says how
+    an RGB image becomes the network's grey input (``"luma"`` or ``"hematoxylin"``,
+    :func:`~segloop.core.imageio.to_grayscale`); ``None`` uses the model's
+    ``preprocess.colour``.
     """
 
     tile: int | None = None
@@ -46,6 +49,12 @@ class SegmentOptions:
     #: sample of the whole image, so that every chunk is normalised alike.
     intensity_range: tuple[float, float] | None = None
     invert_frames: bool | None = None
+    colour: str | None = None
+
+
+def input_colour(bundle: ModelBundle, options: SegmentOptions) -> str:
+    """How RGB becomes grey for this run: the option, else the model's own choice."""
+    return options.colour or bundle.preprocess["colour"]
 
 
 @dataclass
@@ -163,16 +172,15 @@ def segment_iter(
     settings = compute_settings(options.device)
     pre = bundle.preprocess
     low, high = pre["percentiles"]
+    colour = input_colour(bundle, options)
     is_stack = image_axes(image).startswith("T")
     check_segmentation_fits(bundle, image, is_stack)
     if options.intensity_range is not None:
         frames = normalize_fixed(
-            image, options.intensity_range, bool(options.invert_frames), pre["colour"]
+            image, options.intensity_range, bool(options.invert_frames), colour
         )
     else:
-        frames = prepare_image(
-            image, invert=pre["invert"], low=low, high=high, colour=pre["colour"]
-        )
+        frames = prepare_image(image, invert=pre["invert"], low=low, high=high, colour=colour)
     if not is_stack:
         frames = frames[None]
     results = []

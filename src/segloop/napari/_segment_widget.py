@@ -43,6 +43,8 @@ SIZE_MODES = {"model default": None, "measure (auto)": "auto", "native scale": "
 SIZE_TYPED = "diameter (px)"
 #: Test-time augmentation choices -> SegmentOptions.tta.
 TTA_MODES = {"model default": None, "on (8x slower)": True, "off": False}
+#: How an RGB image becomes grey -> SegmentOptions.colour.
+COLOUR_CHOICES = {"model default": None, "luma": "luma", "hematoxylin (H&E)": "hematoxylin"}
 #: Key of ``layer.metadata`` naming the model (name or path) that produced a result layer.
 MODEL_KEY = "segloop_model"
 PROVENANCE_KEY = adapters.PROVENANCE_KEY
@@ -128,6 +130,15 @@ class SegmentWidget(JobWidget):
             "the image (8x the network time). On the nuclei validation images it changed "
             "F1 by less than 0.01; try it where the model hesitates."
         )
+        self.colour_combo = QComboBox()
+        self.colour_combo.addItems(list(COLOUR_CHOICES))
+        self.colour_combo.setToolTip(
+            "Colour images only: how RGB becomes the one grey channel the network sees. "
+            "luma: brightness (what the shipped models were trained with). hematoxylin: "
+            "the nuclear stain of H&E by colour deconvolution, nuclei bright. model "
+            "default: the model's choice (a version fine-tuned on colour corrections "
+            "chose one of the two on them)."
+        )
         self.min_size_spin = _spin(-1, 100_000, -1, special="model default")
         self.min_size_spin.setToolTip("Objects with fewer pixels are removed")
         self.scope_combo = QComboBox()
@@ -156,6 +167,7 @@ class SegmentWidget(JobWidget):
         self.form.addRow("tile size", self.tile_spin)
         self.form.addRow("object size", size_row)
         self.form.addRow("flip averaging", self.tta_combo)
+        self.form.addRow("colour → grey", self.colour_combo)
         self.form.addRow("min object size", self.min_size_spin)
         self.form.addRow("unknown below", self.unknown_spin)
         self.form.addRow("stack scope", self.scope_combo)
@@ -260,6 +272,7 @@ class SegmentWidget(JobWidget):
             min_size=None if self.min_size_spin.value() < 0 else self.min_size_spin.value(),
             diameter=self.diameter_choice(),
             tta=TTA_MODES[self.tta_combo.currentText()],
+            colour=COLOUR_CHOICES[self.colour_combo.currentText()],
             uncertainty=self.uncertainty_check.isChecked(),
             unknown_threshold=self.unknown_spin.value(),
             name=layer.name,
@@ -276,7 +289,15 @@ class SegmentWidget(JobWidget):
         self._target = (layer, frame, self.model_ref())
         self._settings = {
             key: getattr(request, key)
-            for key in ("device", "tile", "min_size", "diameter", "tta", "unknown_threshold")
+            for key in (
+                "device",
+                "tile",
+                "min_size",
+                "diameter",
+                "tta",
+                "colour",
+                "unknown_threshold",
+            )
         }
         return segment_job(request, **callbacks)
 
@@ -296,6 +317,7 @@ class SegmentWidget(JobWidget):
             "diameter": self.diameter_choice(),
             "min_size": None if self.min_size_spin.value() < 0 else self.min_size_spin.value(),
             "tta": TTA_MODES[self.tta_combo.currentText()],
+            "colour": COLOUR_CHOICES[self.colour_combo.currentText()],
         }
         target = lazy_segment.results_path(layer.name, self.results_folder)
         self._target = (layer, None, self.model_ref())

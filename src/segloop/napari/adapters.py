@@ -313,6 +313,7 @@ class SegmentRequest:
     uncertainty: bool = False
     unknown_threshold: float = 0.0
     tta: bool | None = None  # None: the model's default
+    colour: str | None = None  # how RGB becomes grey; None: the model's default
     #: the Image layer's name, for messages about its pixels
     name: str = "image"
     #: ``(edits.EditCheck, result shape, frame)`` of the labels layers the result may
@@ -350,6 +351,7 @@ def segment_run(request: SegmentRequest, should_stop: StopCheck = None) -> Gener
         min_size=request.min_size,
         unknown_threshold=request.unknown_threshold,
         tta=request.tta,
+        colour=request.colour,
     )
     seg = yield from segment_iter(bundle, request.image, options, should_stop)
     uncertainty = entropy_uncertainty(seg.probabilities) if request.uncertainty else None
