@@ -172,3 +172,30 @@ def test_a_colour_frame_replaces_its_grey_copy_from_an_older_project(tmp_path):
     assert len(project.history(ident)) == 1  # the grey copy is kept in the history
     other, _ = he_like(7)
     assert project.add_correction(other, labels, "he") != ident  # another image: beside it
+
+
+def test_colour_corrections_after_many_grey_ones_still_choose(monkeypatch):
+    seen: list[str] = []
+    _fake_scores(monkeypatch, {"luma": 0.1, "hematoxylin": 0.3}, seen)
+    bundle = _tiny()
+    grey = [LabelledImage(he_like(s)[0][..., 0], he_like(s)[1], f"g{s}") for s in range(5)]
+    corrections = [*grey, LabelledImage(*he_like(9), name="colour")]
+    assert run_to_end(choose_colour_iter(bundle, corrections))["chosen"] == "hematoxylin"
+
+
+def test_another_float_image_under_the_same_name_is_stored_beside_it(tmp_path):
+    project = Project(tmp_path / "p")
+    rgb, labels = he_like(10)
+    unrelated = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    first = project.add_correction(unrelated, labels, "he")
+    assert project.add_correction(rgb, labels, "he") != first
+    assert project.history(first) == []
+
+
+def test_provenance_names_the_model_conversion():
+    from segloop.core.provenance import model_record
+
+    bundle = _tiny()
+    assert model_record(bundle)["colour"] == "luma"
+    bundle.metadata["preprocess"]["colour"] = "hematoxylin"
+    assert model_record(bundle)["colour"] == "hematoxylin"

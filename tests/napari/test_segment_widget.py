@@ -98,6 +98,10 @@ def test_colour_choice_reaches_the_run(segment, qtbot, notes):
     wait_idle(qtbot, widget)
     assert not np.allclose(viewer.layers[f"{name} foreground"].data, luma)
     assert widget._settings["colour"] == "hematoxylin"
+    from segloop.napari._segment_widget import PROVENANCE_KEY
+
+    record = viewer.layers[f"{name} instances"].metadata[PROVENANCE_KEY]
+    assert record["colour_used"] == "hematoxylin"
     assert not errors(notes)
 
 

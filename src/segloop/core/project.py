@@ -202,9 +202,13 @@ class Project:
         except (OSError, ValueError):
             return None
         image = np.asarray(image)
-        if saved.ndim == 2 and image.ndim == 3 and image.shape[:2] == saved.shape:
-            grey = to_grayscale(image).astype(saved.dtype)
-            return None if np.allclose(saved, grey, atol=1.0) else False
+        colour = image.ndim == 3 and image.shape[-1] in (3, 4)
+        older_grey = saved.ndim == 2 and saved.dtype.kind == "f"
+        if colour and older_grey and image.shape[:2] == saved.shape:
+            grey = to_grayscale(image)  # what `segloop project add` stored before (float32)
+            scale = max(1.0, float(np.abs(grey).max(initial=0.0)))
+            same = np.allclose(saved, grey, rtol=1e-5, atol=1e-6 * scale)
+            return None if same else False
         if saved.shape != image.shape:
             return False
         return np.array_equal(saved, image.astype(saved.dtype, copy=False))

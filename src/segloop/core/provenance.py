@@ -79,6 +79,8 @@ def model_record(model: Any) -> dict[str, Any]:
             "diameter_px": getattr(model, "diameter", None),
             "target": metadata.get("target"),
             "training_pixel_size_um": metadata.get("pixel_size_um"),
+            # how it turns RGB into grey unless the settings' ``colour`` says otherwise
+            "colour": (metadata.get("preprocess") or {}).get("colour", "luma"),
         }
     )
 

@@ -333,6 +333,8 @@ class SegmentOutput:
     digests: dict[str, dict[int, str]] = field(default_factory=dict)
     #: the result layers, built in the worker thread (``_result_layers.LayerOutput``)
     layers: list = field(default_factory=list)
+    #: how RGB became grey in this run ("luma" or "hematoxylin")
+    colour_used: str = "luma"
 
 
 def segment_run(request: SegmentRequest, should_stop: StopCheck = None) -> Generator:
@@ -342,7 +344,7 @@ def segment_run(request: SegmentRequest, should_stop: StopCheck = None) -> Gener
     bundle = load_bundle(request.model)
     check_stop(should_stop)
     yield Progress("load model", 1, 1, bundle.name)
-    from segloop.core.segment import SegmentOptions, segment_iter
+    from segloop.core.segment import SegmentOptions, input_colour, segment_iter
 
     options = SegmentOptions(
         tile=request.tile,
@@ -358,7 +360,9 @@ def segment_run(request: SegmentRequest, should_stop: StopCheck = None) -> Gener
     from .edits import frame_digests
 
     digests = {"instances": frame_digests(seg.instances), "classes": frame_digests(seg.classes)}
-    return SegmentOutput(seg, bundle.target, uncertainty, bundle.legend, digests)
+    output = SegmentOutput(seg, bundle.target, uncertainty, bundle.legend, digests)
+    output.colour_used = input_colour(bundle, options)
+    return output
 
 
 # --------------------------------------------------------------------------- labels work
@@ -434,6 +438,7 @@ def segment_provenance(
         source=layer.name,
         device=seg.device,
         diameter_used_px=list(seg.diameters),
+        colour_used=result.colour_used,
     )
     if frame is not None:
         record["frame"] = frame

@@ -101,7 +101,7 @@ def lazy_segment_run(
     from segloop.batch_chunked import segment_lazy_iter
     from segloop.bigimage import ZarrLabels
     from segloop.core.provenance import provenance
-    from segloop.core.segment import SegmentOptions
+    from segloop.core.segment import SegmentOptions, input_colour
 
     from .adapters import load_bundle
 
@@ -112,7 +112,13 @@ def lazy_segment_run(
     bundle = load_bundle(model)
     check_stop(should_stop)
     shape = (lazy.n_frames, lazy.height, lazy.width) if lazy.is_stack else (lazy.height, lazy.width)
-    record = provenance({"name": model}, options, lazy.pixel_size, source=str(lazy.path))
+    record = provenance(
+        {"name": model},
+        options,
+        lazy.pixel_size,
+        source=str(lazy.path),
+        colour_used=input_colour(bundle, options),
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     labels = ZarrLabels(target, shape, lazy.pixel_size, record)
     try:
