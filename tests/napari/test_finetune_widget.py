@@ -112,6 +112,40 @@ def test_fine_tune_adds_a_version_usable_by_segment(finetune, qtbot, notes, tmp_
     assert not errors(notes), notes
 
 
+def test_colour_corrections_stay_in_colour_and_choose_a_conversion(dock, qtbot, notes, tmp_path):
+    """An RGB pair is saved in colour, and the version records how colour became grey
+    (the start model must be a trained one: a new network chooses nothing)."""
+    from segloop.core.imageio import read_image
+    from segloop.core.modelio import load_model, new_bundle, save_model
+    from segloop.core.models import ModelConfig
+
+    start = new_bundle(ModelConfig(depth=3, base_channels=8), "trained")
+    start.metadata["training"] = {}
+    model = save_model(start, tmp_path / "trained.safetensors")
+    viewer, widget = dock(FinetuneWidget)
+    widget.pairs.set_folder(tmp_path / "project")
+    widget.options.add_model_file(model)
+    budget = widget.options.budget_combo
+    budget.setCurrentIndex(budget.findData("epochs"))
+    widget.options.budget_spin.setValue(2)
+    widget.options.crop_spin.setValue(48)
+    widget.config_overrides = {"val_interval_s": 1e9, "tune_postprocess": False}
+    labels = disks(CENTRES, radius=8, shape=SHAPE)
+    rgb = np.empty((*SHAPE, 3), np.uint8)
+    rgb[:] = (235, 140, 190)  # eosin-pink
+    rgb[labels > 0] = (95, 55, 150)  # hematoxylin-purple nuclei
+    image = viewer.add_image(rgb, name="he", rgb=True)
+    widget.pairs.add_pair(image, viewer.add_labels(labels, name="he labels"))
+    _train(qtbot, widget)
+    assert not errors(notes), notes
+    project = tmp_path / "project"
+    assert np.array_equal(read_image(project / "corrections" / "he.tif"), rgb)
+    version = load_model(project / "models" / "v1.safetensors")
+    record = version.metadata["colour_choice"]
+    assert set(record["scores"]) == {"luma", "hematoxylin"}
+    assert version.preprocess["colour"] == record["chosen"]
+
+
 def test_stop_mid_run_saves_a_stopped_version(finetune, qtbot, notes, tmp_path):
     viewer, widget = finetune
     widget.pairs.add_pair(*_pair(viewer))
