@@ -31,12 +31,11 @@ def base_model(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture
-def finetune(dock, base_model, tmp_path):
-    """(viewer, widget) with a tmp project folder, the tiny base model and a tiny budget."""
+def _tiny_run(dock, model: Path, folder: Path):
+    """(viewer, widget) with project ``folder``, start ``model`` and a tiny budget."""
     viewer, widget = dock(FinetuneWidget)
-    widget.pairs.set_folder(tmp_path / "project")
-    widget.options.add_model_file(base_model)
+    widget.pairs.set_folder(folder)
+    widget.options.add_model_file(model)
     budget = widget.options.budget_combo
     budget.setCurrentIndex(budget.findData("epochs"))
     widget.options.budget_spin.setValue(2)
@@ -44,6 +43,12 @@ def finetune(dock, base_model, tmp_path):
     widget.options.batch_spin.setValue(2)
     widget.config_overrides = {"val_interval_s": 1e9, "tune_postprocess": False}
     return viewer, widget
+
+
+@pytest.fixture
+def finetune(dock, base_model, tmp_path):
+    """(viewer, widget) with a tmp project folder, the tiny base model and a tiny budget."""
+    return _tiny_run(dock, base_model, tmp_path / "project")
 
 
 def _pair(viewer, name: str = "cells", frames: int = 0, seed: int = 0):
@@ -122,14 +127,7 @@ def test_colour_corrections_stay_in_colour_and_choose_a_conversion(dock, qtbot, 
     start = new_bundle(ModelConfig(depth=3, base_channels=8), "trained")
     start.metadata["training"] = {}
     model = save_model(start, tmp_path / "trained.safetensors")
-    viewer, widget = dock(FinetuneWidget)
-    widget.pairs.set_folder(tmp_path / "project")
-    widget.options.add_model_file(model)
-    budget = widget.options.budget_combo
-    budget.setCurrentIndex(budget.findData("epochs"))
-    widget.options.budget_spin.setValue(2)
-    widget.options.crop_spin.setValue(48)
-    widget.config_overrides = {"val_interval_s": 1e9, "tune_postprocess": False}
+    viewer, widget = _tiny_run(dock, model, tmp_path / "project")
     labels = disks(CENTRES, radius=8, shape=SHAPE)
     rgb = np.empty((*SHAPE, 3), np.uint8)
     rgb[:] = (235, 140, 190)  # eosin-pink

@@ -287,18 +287,9 @@ def check_plan(
     tune_on_training: bool = DEFAULTS.tune_on_training,
     scratch: bool = False,
 ) -> tuple[list[LabelledImage], TrainConfig, bool]:
-    """What post-processing is checked and tuned on after training, as the recipe says.
-
-    Parameters
-    ----------
-    train_set, val_set : sequence of LabelledImage
-        The corrections trained on and those held out.
-    config : TrainConfig
-        The run's options.
-    tune_on_training : bool
-        With nothing held out, check on the training corrections themselves (in-sample).
-    scratch : bool
-        A new network (it has no post-processing of its own to keep).
+    """What post-processing is checked and tuned on after training, as the recipe says:
+    the held-out ``val_set``, else (``tune_on_training``) the training corrections
+    themselves; a new network (``scratch``) has no post-processing of its own to keep.
 
     Returns
     -------

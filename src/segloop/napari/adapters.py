@@ -360,9 +360,8 @@ def segment_run(request: SegmentRequest, should_stop: StopCheck = None) -> Gener
     from .edits import frame_digests
 
     digests = {"instances": frame_digests(seg.instances), "classes": frame_digests(seg.classes)}
-    output = SegmentOutput(seg, bundle.target, uncertainty, bundle.legend, digests)
-    output.colour_used = input_colour(bundle, options)
-    return output
+    colour_used = input_colour(bundle, options)
+    return SegmentOutput(seg, bundle.target, uncertainty, bundle.legend, digests, [], colour_used)
 
 
 # --------------------------------------------------------------------------- labels work
