@@ -122,14 +122,12 @@ def hematoxylin(items: list[LabelledImage]) -> list[LabelledImage]:
     """The same RGB frames as their hematoxylin channel (colour deconvolution,
     ``skimage.color.rgb2hed``; nuclei bright), the grey input a version would get if
     H&E images were converted that way instead of with BT.601 luma."""
-    from skimage.color import rgb2hed
+    from segloop.core.imageio import to_grayscale
 
-    out = []
-    for item in items:
-        rgb = np.clip(item.image[..., :3].astype(np.float32) / 255.0, 0.0, 1.0)
-        channel = rgb2hed(rgb)[..., 0].astype(np.float32)
-        out.append(LabelledImage(channel, item.labels, item.name))
-    return out
+    return [
+        LabelledImage(to_grayscale(item.image, colour="hematoxylin"), item.labels, item.name)
+        for item in items
+    ]
 
 
 #: H&E converted to grey by colour deconvolution instead of luma (same frames)

@@ -17,7 +17,7 @@ from collections.abc import Generator, Sequence
 import numpy as np
 
 from .evaluation import LabelledImage, evaluate_iter
-from .image_arrays import COLOUR_MODES, _has_channels
+from .image_arrays import COLOUR_MODES, _has_channels, channels_identical
 from .modelio import ModelBundle
 from .progress import Progress, StopCheck
 from .samples import median_diameter
@@ -27,10 +27,7 @@ from .start_choice import scorable, tuning_scale
 
 def is_colour(image: np.ndarray) -> bool:
     """An RGB(A) image whose three colour channels are not all the same."""
-    if not _has_channels(np.shape(image)):
-        return False
-    r, g, b = (image[..., i] for i in range(3))
-    return not (np.array_equal(r, g) and np.array_equal(r, b))
+    return _has_channels(np.shape(image)) and not channels_identical(image)
 
 
 def choose_colour_iter(

@@ -97,10 +97,16 @@ def to_grayscale(
     rgb = np.moveaxis(image, channel_axis, -1)[..., :3]
     if colour == "hematoxylin":
         return hematoxylin_channel(rgb)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    if np.array_equal(r, g) and np.array_equal(r, b):
-        return r.astype(np.float32)
+    if channels_identical(rgb):
+        return rgb[..., 0].astype(np.float32)
     return rgb.astype(np.float32) @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
+
+
+def channels_identical(rgb: np.ndarray) -> bool:
+    """Whether the three colour channels of an ``(..., 3|4)`` array are all the same
+    (a grey image stored as RGB)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return bool(np.array_equal(r, g) and np.array_equal(r, b))
 
 
 def hematoxylin_channel(rgb: np.ndarray) -> np.ndarray:
