@@ -9,6 +9,7 @@ from segloop.napari.finetune_adapters import (
     Version,
     default_project_folder,
     parse_frames,
+    version_choices,
     version_row,
 )
 from segloop.napari.train_adapters import remaining_seconds
@@ -72,6 +73,36 @@ def test_version_row_of_a_class_model_shows_accuracy(tmp_path):
     path.write_bytes(b"")
     meta = {"target": "classes", "validation": [{"accuracy": 0.7}, {"accuracy": 0.9}]}
     assert version_row(Version(1, path, meta))["held-out"] == "acc – → 0.90"
+
+
+def test_version_choices_say_what_the_corrections_chose(tmp_path):
+    path = tmp_path / "v3.safetensors"
+    path.write_bytes(b"")
+    meta = {
+        "colour_choice": {
+            "chosen": "hematoxylin",
+            "scores": {"luma": {"seg": 0.42, "f1": 0.3}, "hematoxylin": {"seg": 0.587, "f1": 0.7}},
+        },
+        "size_check": {
+            "f1_auto": 0.61,
+            "f1_native": 0.9,
+            "margin": 0.1,
+            "chosen": "native",
+            "images": ["a", "b"],
+        },  # fmt: skip
+        "postprocess": {"fg_threshold": 0.6, "seed_threshold": 0.4, "min_size": 30},
+        "validation": [{"step": 5, "f1": 0.5}, {"tuned_f1": 0.8, "tuned_kept_current": False}],
+    }
+    assert version_choices(Version(3, path, meta)) == [
+        "colour → grey: hematoxylin (start model's SEG on the colour corrections: "
+        "luma 0.42, hematoxylin 0.59)",
+        "object size: the corrections' scale (F1 on 2 corrections: measured 0.61, "
+        "their scale 0.90)",
+        "post-processing: re-tuned: foreground 0.6, seeds 0.4, min size 30",
+    ]
+    meta["validation"][-1]["tuned_kept_current"] = True
+    assert version_choices(Version(3, path, meta))[-1].startswith("post-processing: kept")
+    assert version_choices(Version(1, path, {})) == []  # nothing checked: no lines
 
 
 def test_remaining_seconds():

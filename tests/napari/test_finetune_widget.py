@@ -13,6 +13,7 @@ from qtpy.QtCore import Qt, QTimer
 
 from segloop.napari._finetune_widget import FinetuneWidget
 from segloop.napari._segment_widget import SegmentWidget, find_segment_widget
+from segloop.napari.finetune_adapters import version_choices
 
 from .conftest import THREE_DISKS, disks, errors, noisy_image, wait_idle
 
@@ -142,6 +143,10 @@ def test_colour_corrections_stay_in_colour_and_choose_a_conversion(dock, qtbot, 
     record = version.metadata["colour_choice"]
     assert set(record["scores"]) == {"luma", "hematoxylin"}
     assert version.preprocess["colour"] == record["chosen"]
+    tip = widget.table.item(0, 0).toolTip().splitlines()  # path, then what v1 chose
+    assert tip[0] == str(widget.selected_version().path)
+    assert tip[1].startswith(f"colour → grey: {record['chosen']} (start model's SEG")
+    assert tip[1:] == version_choices(widget.selected_version())
 
 
 def test_stop_mid_run_saves_a_stopped_version(finetune, qtbot, notes, tmp_path):

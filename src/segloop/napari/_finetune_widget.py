@@ -385,9 +385,10 @@ class FinetuneWidget(JobWidget):
         self.table.setRowCount(0)
         for row, version in enumerate(self.versions):
             self.table.insertRow(row)
+            tip = [str(version.path), *finetune_adapters.version_choices(version)]
             for column, text in enumerate(finetune_adapters.version_row(version).values()):
                 item = QTableWidgetItem(text)
-                item.setToolTip(str(version.path) if column == 0 else text)
+                item.setToolTip("\n".join(tip) if column == 0 else text)
                 self.table.setItem(row, column, item)
         self.table.resizeColumnsToContents()
         self.table.resizeRowsToContents()

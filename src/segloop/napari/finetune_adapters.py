@@ -340,6 +340,49 @@ def version_row(version: Version) -> dict[str, str]:
     }
 
 
+def version_choices(version: Version) -> list[str]:
+    """What the version chose for itself on the corrections, one line each (the version
+    cell's tooltip): its colour → grey conversion, its object-size default and its
+    post-processing. Empty for a version that checked none of them."""
+    meta = version.metadata
+    lines = []
+    colour = meta.get("colour_choice")
+    if colour:
+        scores = ", ".join(f"{mode} {s['seg']:.2f}" for mode, s in colour["scores"].items())
+        lines.append(
+            f"colour → grey: {colour['chosen']} (start model's SEG on the colour "
+            f"corrections: {scores})"
+        )
+    size = meta.get("size_check")
+    if size:
+        chosen = "measured on each image" if size["chosen"] == "auto" else "the corrections' scale"
+        lines.append(
+            f"object size: {chosen} (F1 on {len(size['images'])} corrections: measured "
+            f"{size['f1_auto']:.2f}, their scale {size['f1_native']:.2f})"
+        )
+    tuned = next((v for v in reversed(meta.get("validation", [])) if "tuned_f1" in v), None)
+    if tuned is not None:
+        post = meta.get("postprocess", {})
+        settings = ", ".join(
+            f"{name} {post[key]:g}"
+            for key, name in POSTPROCESS_NAMES
+            if isinstance(post.get(key), (int, float))
+        )
+        how = "kept (re-tuning found no better)" if tuned.get("tuned_kept_current") else "re-tuned"
+        lines.append(f"post-processing: {how}: {settings}")
+    return lines
+
+
+#: Post-processing settings a version's tooltip lists: metadata key, name shown.
+POSTPROCESS_NAMES = (
+    ("fg_threshold", "foreground"),
+    ("seed_threshold", "seeds"),
+    ("min_size", "min size"),
+    ("min_peak", "min peak"),
+    ("split_large", "split large"),
+)
+
+
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
