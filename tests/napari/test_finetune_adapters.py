@@ -89,7 +89,7 @@ def test_version_choices_say_what_the_corrections_chose(tmp_path):
             "margin": 0.1,
             "chosen": "native",
             "images": ["a", "b"],
-        },  # fmt: skip
+        },
         "postprocess": {"fg_threshold": 0.6, "seed_threshold": 0.4, "min_size": 30},
         "validation": [{"step": 5, "f1": 0.5}, {"tuned_f1": 0.8, "tuned_kept_current": False}],
     }
@@ -103,6 +103,10 @@ def test_version_choices_say_what_the_corrections_chose(tmp_path):
     meta["validation"][-1]["tuned_kept_current"] = True
     assert version_choices(Version(3, path, meta))[-1].startswith("post-processing: kept")
     assert version_choices(Version(1, path, {})) == []  # nothing checked: no lines
+    broken = {"colour_choice": {"chosen": "luma"}, "size_check": meta["size_check"]}
+    assert version_choices(Version(3, path, broken)) == [  # unreadable record: left out
+        "object size: the corrections' scale (F1 on 2 corrections: measured 0.61, their scale 0.90)"
+    ]
 
 
 def test_remaining_seconds():

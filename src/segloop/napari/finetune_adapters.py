@@ -343,34 +343,53 @@ def version_row(version: Version) -> dict[str, str]:
 def version_choices(version: Version) -> list[str]:
     """What the version chose for itself on the corrections, one line each (the version
     cell's tooltip): its colour → grey conversion, its object-size default and its
-    post-processing. Empty for a version that checked none of them."""
+    post-processing. Empty for a version that checked none of them; a record this code
+    cannot read (another segloop's file) is left out rather than raising."""
     meta = version.metadata
     lines = []
-    colour = meta.get("colour_choice")
-    if colour:
-        scores = ", ".join(f"{mode} {s['seg']:.2f}" for mode, s in colour["scores"].items())
-        lines.append(
-            f"colour → grey: {colour['chosen']} (start model's SEG on the colour "
-            f"corrections: {scores})"
-        )
-    size = meta.get("size_check")
-    if size:
-        chosen = "measured on each image" if size["chosen"] == "auto" else "the corrections' scale"
-        lines.append(
-            f"object size: {chosen} (F1 on {len(size['images'])} corrections: measured "
-            f"{size['f1_auto']:.2f}, their scale {size['f1_native']:.2f})"
-        )
-    tuned = next((v for v in reversed(meta.get("validation", [])) if "tuned_f1" in v), None)
-    if tuned is not None:
-        post = meta.get("postprocess", {})
-        settings = ", ".join(
-            f"{name} {post[key]:g}"
-            for key, name in POSTPROCESS_NAMES
-            if isinstance(post.get(key), (int, float))
-        )
-        how = "kept (re-tuning found no better)" if tuned.get("tuned_kept_current") else "re-tuned"
-        lines.append(f"post-processing: {how}: {settings}")
+    for describe in (_colour_line, _size_line, _postprocess_line):
+        try:
+            line = describe(meta)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            line = None
+        if line:
+            lines.append(line)
     return lines
+
+
+def _colour_line(meta: dict[str, Any]) -> str | None:
+    colour = meta.get("colour_choice")
+    if not colour:
+        return None
+    scores = ", ".join(f"{mode} {s['seg']:.2f}" for mode, s in colour["scores"].items())
+    return (
+        f"colour → grey: {colour['chosen']} (start model's SEG on the colour corrections: {scores})"
+    )
+
+
+def _size_line(meta: dict[str, Any]) -> str | None:
+    size = meta.get("size_check")
+    if not size:
+        return None
+    chosen = "measured on each image" if size["chosen"] == "auto" else "the corrections' scale"
+    return (
+        f"object size: {chosen} (F1 on {len(size['images'])} corrections: measured "
+        f"{size['f1_auto']:.2f}, their scale {size['f1_native']:.2f})"
+    )
+
+
+def _postprocess_line(meta: dict[str, Any]) -> str | None:
+    tuned = next((v for v in reversed(meta.get("validation", [])) if "tuned_f1" in v), None)
+    if tuned is None:
+        return None
+    post = meta.get("postprocess", {})
+    settings = ", ".join(
+        f"{name} {post[key]:g}"
+        for key, name in POSTPROCESS_NAMES
+        if isinstance(post.get(key), (int, float))
+    )
+    how = "kept (re-tuning found no better)" if tuned.get("tuned_kept_current") else "re-tuned"
+    return f"post-processing: {how}: {settings}"
 
 
 #: Post-processing settings a version's tooltip lists: metadata key, name shown.
