@@ -218,6 +218,28 @@ def test_names_made_of_dots_or_nothing_are_ordinary_corrections(tmp_path):
     np.testing.assert_array_equal(project.load_corrections(["kept"])[0].labels, labels)
 
 
+@pytest.mark.parametrize("first", ["a", "a_labels"])
+def test_a_name_ending_in_labels_never_shares_another_corrections_file(tmp_path, first):
+    """Correction 'a' keeps its labels in a_labels.tif, where a correction 'a_labels'
+    would keep its image: saving the second replaced the first's file (labels became
+    another frame's pixels). Whichever comes second now gets its own id."""
+    project = Project(tmp_path / "p")
+    pairs = {
+        name: random_disks(seed, shape=(64, 64)) for seed, name in enumerate(["a", "a_labels"])
+    }
+    second = "a_labels" if first == "a" else "a"
+    assert project.add_correction(*pairs[first], first) == first
+    assert project.add_correction(*pairs[second], second) == f"{second}-2"
+    assert project.correction_ids() == sorted([first, f"{second}-2"])
+    for ident, name in [(first, first), (f"{second}-2", second)]:
+        stored = project.load_corrections([ident])[0]
+        np.testing.assert_array_equal(stored.image, pairs[name][0])
+        np.testing.assert_array_equal(stored.labels, pairs[name][1])
+    assert project.history(first) == []  # nothing was replaced
+    assert project.add_correction(*pairs[first], first) == first  # the same again: no copy
+    assert project.correction_ids() == sorted([first, f"{second}-2"])
+
+
 def test_listing_versions_again_reads_only_changed_headers(tmp_path, monkeypatch):
     import shutil
 

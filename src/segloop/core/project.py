@@ -129,10 +129,11 @@ class Project:
         base = ident = correction_id(name, frame)
         folder = self.root / "corrections"
         number, same = 1, None
-        while (folder / f"{ident}.json").exists():
-            same = self._same_image(ident, image)
-            if same is not False:
-                break
+        while self._shares_files(ident) or (folder / f"{ident}.json").exists():
+            if not self._shares_files(ident):
+                same = self._same_image(ident, image)
+                if same is not False:
+                    break
             number += 1
             ident = f"{base}-{number}"
         if (folder / f"{ident}.json").exists():
@@ -167,6 +168,19 @@ class Project:
         if not all((folder / path.name).exists() for path in staged):
             raise OSError(f"correction '{ident}': its files were not stored")
         return ident
+
+    def _shares_files(self, ident: str) -> bool:
+        """Whether correction ``ident``'s files would be another correction's: ``X``
+        keeps its labels in ``X_labels.tif``, which is where a correction ``X_labels``
+        keeps its image (either may be saved first; the suffix is compared without case,
+        as a Windows or macOS disk compares names)."""
+        folder = self.root / "corrections"
+        if (folder / f"{ident}_labels.json").exists():
+            return True
+        suffix = "_labels"
+        return (
+            ident.lower().endswith(suffix) and (folder / f"{ident[: -len(suffix)]}.json").exists()
+        )
 
     def _move_into_place(self, pending: Path) -> None:
         """Move a committed set from ``pending`` into ``corrections/`` and remove it."""
