@@ -436,3 +436,30 @@ def test_a_frame_run_never_replaces_an_edited_layer_of_another_shape(segment, qt
     np.testing.assert_array_equal(viewer.layers["movie instances"].data, old)
     assert viewer.layers["movie instances [1]"].data.shape == (3, 96, 96)
     assert not errors(notes), notes
+
+
+def test_a_frame_run_into_a_new_stack_forgets_the_old_stacks_frames(segment, qtbot, notes):
+    """Segment all of a 2-frame 'movie', then open a 3-frame 'movie' and segment frame 2:
+    the result starts a new stack of zeros, so what was recorded about the old stack's
+    frames 0-1 must go. Kept, it made their empty frames look like frames the user had
+    emptied ("nothing here"), which Save would store as the user's corrections."""
+    from segloop.napari import edits
+
+    viewer, widget = segment
+    short = np.stack([noisy_image(disks(THREE_DISKS), seed=t) for t in range(2)])
+    widget.image_combo.set_layer(viewer.add_image(short, name="movie"))
+    widget.scope_combo.setCurrentText("whole stack")
+    widget.run()
+    wait_idle(qtbot, widget)
+    assert viewer.layers["movie instances"].data.shape == (2, 96, 96)
+    viewer.layers.remove("movie")
+    longer = np.stack([noisy_image(disks(THREE_DISKS), seed=t) for t in range(3)])
+    widget.image_combo.set_layer(viewer.add_image(longer, name="movie"))
+    viewer.dims.set_current_step(0, 2)
+    widget.scope_combo.setCurrentText("current frame")
+    widget.run()
+    wait_idle(qtbot, widget)
+    layer = viewer.layers["movie instances"]  # unedited, so Segment wrote into it
+    assert layer.data.shape == (3, 96, 96) and not layer.data[:2].any()
+    assert not edits.has_user_edits(layer)
+    assert not errors(notes), notes

@@ -30,6 +30,7 @@ from ._result_layers import (  # noqa: F401 - the styles are part of this module
     UNCERTAINTY_STYLE,
     LayerOutput,
 )
+from .layer_updates import holds_stack
 from .legend import apply_legend
 from .workers import Job, Outcome, segment_job
 
@@ -378,6 +379,8 @@ class SegmentWidget(JobWidget):
         shape = data.shape if frame is None else (layer.data.shape[0], *data.shape)
         if kind == "labels":
             name = writable_labels_name(self.viewer, name, shape, frame, self.edit_checks)
+        # the other frames' records hold only when this frame goes into their stack
+        same_stack = frame is not None and holds_stack(self.viewer, name, kind, shape)
         if frame is not None:
             data = adapters.frame_into(self.viewer, name, kind, data, frame, shape)
         # a new Labels layer's painting overlays are built when a paint tool needs them
@@ -390,7 +393,7 @@ class SegmentWidget(JobWidget):
             written = result.digests.get(suffix, {})
             if frame is not None:
                 written = {frame: written[edits.WHOLE]} if edits.WHOLE in written else {}
-            edits.record_written(out, written, replace=frame is None)
+            edits.record_written(out, written, replace=not same_stack)
         if suffix == "classes" and result.legend:
             apply_legend(out, result.legend)
 

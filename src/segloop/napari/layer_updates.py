@@ -270,6 +270,14 @@ def copy_unwritten(data: Any, dtype: Any = None) -> np.ndarray:
         return np.array(data, dtype=dtype, copy=True)
 
 
+def holds_stack(viewer: napari.Viewer, name: str, kind: str, shape: tuple) -> bool:
+    """Whether layer ``name`` is a ``kind`` layer of ``shape``: the stack
+    :func:`frame_into` writes a frame into, keeping its other frames (otherwise it starts
+    one from zeros, and what was recorded about the old stack's frames no longer holds)."""
+    existing = find_layer(viewer, name)
+    return _is_kind(existing, kind) and tuple(existing.data.shape) == tuple(shape)
+
+
 def frame_into(
     viewer: napari.Viewer, name: str, kind: str, frame: np.ndarray, index: int, shape: tuple
 ) -> np.ndarray:
@@ -285,9 +293,8 @@ def frame_into(
     (:func:`~segloop.napari._common.writable_labels_name` never picks one with edits in
     the frames it replaces).
     """
-    existing = find_layer(viewer, name)
-    if _is_kind(existing, kind) and tuple(existing.data.shape) == tuple(shape):
-        current = existing.data
+    if holds_stack(viewer, name, kind, shape):
+        current = find_layer(viewer, name).data
         if (
             isinstance(current, np.ndarray)
             and current.flags.writeable
