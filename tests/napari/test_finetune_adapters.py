@@ -68,6 +68,28 @@ def test_version_row_says_why_a_score_is_missing(tmp_path):
     assert row["base validation"] == "from scratch"
 
 
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"finetune": {"trained_on": ["a"], "seconds": "12"}},
+        {"finetune": {"metrics": {"after": {"corrections": {"seg": "0.5"}}}}},
+        {"finetune": []},
+        {"target": "classes", "validation": [0.5]},
+    ],
+)
+def test_a_version_record_this_code_cannot_read_gives_a_row_that_says_so(tmp_path, meta):
+    """Another segloop's file with unexpected types: a row, not an error in the GUI thread."""
+    from segloop.napari._finetune_widget import COLUMNS
+
+    path = tmp_path / "v4.safetensors"
+    path.write_bytes(b"")
+    row = version_row(Version(4, path, meta))
+    assert tuple(row) == tuple(COLUMNS)  # the table's columns, in order
+    assert row["version"] == "v4" and row["held-out"] == "record unreadable"
+    good = version_row(Version(2, path, {"finetune": {"trained_on": ["a"]}}))
+    assert tuple(good) == tuple(COLUMNS) and good["held-out"] == "none held out"
+
+
 def test_version_row_of_a_class_model_shows_accuracy(tmp_path):
     path = tmp_path / "v1.safetensors"
     path.write_bytes(b"")

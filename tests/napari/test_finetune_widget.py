@@ -500,3 +500,29 @@ def test_a_later_pick_cancels_the_read_of_the_earlier_one(
     assert widget.table.rowCount() == 1  # the first project's versions never show
     assert [v.path.parent.parent for v in widget.versions] == [second]
     assert len(reads) == 2  # the first read stopped after the header it was reading
+
+
+def test_a_version_written_by_another_segloop_is_listed_not_an_error(dock, tmp_path, qtbot, notes):
+    """A version whose records have types this code does not expect (another segloop
+    wrote it) is listed as unreadable, and selecting it shows no curve: no traceback."""
+    from segloop.core.modelio import new_bundle, save_model
+    from segloop.core.models import ModelConfig
+
+    odd = new_bundle(ModelConfig(depth=3, base_channels=8), "odd")
+    odd.metadata.update(
+        finetune={"trained_on": ["a"], "seconds": "12"},
+        history=[0.5, 0.4],
+        validation=["f1"],
+        colour_choice={"chosen": "luma"},
+    )
+    project = tmp_path / "project"
+    save_model(odd, project / "models" / "v1.safetensors")
+    _, widget = dock(FinetuneWidget)
+    widget.pairs.set_folder(project)
+    qtbot.waitUntil(lambda: widget.table.rowCount() == 1, timeout=10_000)
+    assert widget.table.item(0, 0).text() == "v1"
+    assert widget.table.item(0, 5).text() == "record unreadable"
+    widget.table.selectRow(0)
+    assert widget.selected_version().version == 1
+    assert widget.plot.n_points() == (0, 0) or not widget.plot.available
+    assert not errors(notes), notes

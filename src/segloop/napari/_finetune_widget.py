@@ -414,7 +414,10 @@ class FinetuneWidget(JobWidget):
         if version is not None and not self.running:
             meta = version.metadata
             classes = meta.get("target") == "classes"
-            self.plot.set_history(meta.get("history", []), meta.get("validation", []), classes)
+            try:
+                self.plot.set_history(meta.get("history", []), meta.get("validation", []), classes)
+            except (KeyError, TypeError, ValueError, AttributeError):  # another segloop's record
+                self.plot.set_history([], [], classes)
 
     def segment_widget(self) -> SegmentWidget:
         """The Segment widget of this viewer (docked now if it is not open)."""

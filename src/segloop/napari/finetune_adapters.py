@@ -311,7 +311,23 @@ def version_row(version: Version) -> dict[str, str]:
 
     The two score cells hold one line per metric, ``"F1 0.62 → 0.76"`` (start model →
     this version), on the held-out corrections and on the start model's validation images.
+    A record this code cannot read (another segloop's file) gives a row that says so
+    rather than an error in the GUI thread.
     """
+    try:
+        return _version_cells(version)
+    except (KeyError, TypeError, ValueError, AttributeError, OSError):
+        cells = dict.fromkeys(VERSION_COLUMNS, "")
+        cells["version"] = f"v{version.version}"
+        cells["held-out"] = "record unreadable"
+        return cells
+
+
+#: The versions table's columns, in order (the keys of :func:`version_row`).
+VERSION_COLUMNS = ("version", "created", "images", "objects", "time", "held-out", "base validation")
+
+
+def _version_cells(version: Version) -> dict[str, str]:
     tune = version.finetune
     images = len(tune.get("trained_on", []))
     n_val = len(tune.get("validated_on", []))
