@@ -287,3 +287,33 @@ def test_a_big_stack_is_copied_and_checked_in_the_worker(count, qtbot, notes, mo
     widget.recount()
     qtbot.waitUntil(lambda: not widget.running, timeout=20_000)
     assert any("negative labels" in m for _, m in notes), notes
+
+
+def test_instances_of_the_users_own_mask_are_saved_as_the_users_work(count, qtbot, notes):
+    """Count's instances of a mask the user painted are written output (a re-run may
+    replace them while unedited) but, saved as a correction, they are the user's work: a
+    model's unedited output must never replace them. Count of a model's unedited output
+    stays a model's output."""
+    from segloop.napari import edits
+    from segloop.napari.finetune_adapters import pair_corrections
+
+    viewer, widget = count
+    image = viewer.add_image(np.random.default_rng(0).random((96, 96)), name="cells")
+    viewer.add_labels((disks(THREE_DISKS) > 0).astype(np.int32), name="painted")
+    run(qtbot, widget, "components")
+    painted = viewer.layers["painted instances"]
+    assert painted.metadata[edits.FROM_USER_KEY] == [edits.WHOLE]
+    assert not edits.has_user_edits(painted)  # unedited: a re-run may replace it
+    (item,), _ = pair_corrections(image, painted, "current", 0, None)
+    assert item.resolved_origin() == "user"
+
+    model_mask = (disks(THREE_DISKS) > 0).astype(np.int32)
+    segmented = viewer.add_labels(model_mask, name="cells foreground")
+    edits.record_written(segmented, edits.frame_digests(model_mask), replace=True)  # as Segment
+    widget.source_combo.set_layer(segmented)
+    run(qtbot, widget, "components")
+    derived = viewer.layers["cells foreground instances"]
+    assert derived.metadata[edits.FROM_USER_KEY] == []
+    (item,), _ = pair_corrections(image, derived, "current", 0, None)
+    assert item.resolved_origin() == "model"
+    assert not errors(notes), notes

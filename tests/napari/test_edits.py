@@ -146,3 +146,17 @@ def test_a_frame_is_never_written_while_a_worker_copies_the_stack(make_napari_vi
     holder.join(10)
     assert stack is big and (big[2] == 7).all()  # written in place, once the copy was done
     assert waited > 0.2
+
+
+def test_frames_computed_from_the_users_labels_are_kept_until_rewritten():
+    from napari.layers import Labels
+
+    layer = Labels(np.zeros((3, 8, 8), np.int32))
+    edits.record_written(layer, {0: "a", 1: "b"}, replace=True, from_user=[1])
+    assert layer.metadata[edits.FROM_USER_KEY] == [1]
+    edits.record_written(layer, {2: "c"}, replace=False, from_user=[2])  # another frame
+    assert layer.metadata[edits.FROM_USER_KEY] == [1, 2]
+    edits.record_written(layer, {1: "d"}, replace=False)  # Segment rewrote frame 1
+    assert layer.metadata[edits.FROM_USER_KEY] == [2]
+    edits.record_written(layer, {0: "e"}, replace=True)  # a whole new result
+    assert layer.metadata[edits.FROM_USER_KEY] == []

@@ -165,12 +165,13 @@ class CountWidget(JobWidget):
             self.min_distance_spin.value(),
             source.name,
             self.edit_checks,
+            source.metadata.get(edits.WRITTEN_KEY),
             **callbacks,
         )
 
     def job_done(self, outcome: Outcome) -> None:
         source, method = self._request
-        instances, digests = outcome.value
+        instances, digests, from_user = outcome.value
         if method == "as_is":
             layer = source
         else:
@@ -178,7 +179,7 @@ class CountWidget(JobWidget):
                 self.viewer, f"{source.name} instances", instances.shape, checks=self.edit_checks
             )
             layer = self.show_layer(name, instances, "labels", like=source, lazy_overlays=True)
-            edits.record_written(layer, digests, replace=True)
+            edits.record_written(layer, digests, replace=True, from_user=from_user)
         self.close_edit_checks()
         self._intensity = self.intensity_combo.layer()
         self.track(layer)

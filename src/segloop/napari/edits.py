@@ -9,6 +9,8 @@ erased, filled, or never written by segloop) is the user's work. Two rules use t
   replace: the new result goes to a new layer (:func:`has_user_edits`);
 - saving a frame that is a model's unedited output never replaces a saved correction
   (``finetune_adapters.Correction.resolved_origin``, the project's ``origin="model"``).
+  A frame Count computed from labels the user painted is written output too (a re-run
+  may replace it), but it is saved as the user's (:data:`FROM_USER_KEY`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
 #: ``layer.metadata`` key: {frame index (-1 for a 2-D layer): digest of what Segment wrote}
 WRITTEN_KEY = "segloop_written"
 WHOLE = -1
+#: ``layer.metadata`` key: the written frames (as in :data:`WRITTEN_KEY`) that were
+#: computed from the user's own labels, not by a model
+FROM_USER_KEY = "segloop_from_user"
 
 
 def digest(frame: np.ndarray) -> str:
@@ -60,10 +65,20 @@ def frame_digests(labels: np.ndarray, frame: int | None = None) -> dict[int, str
     return {WHOLE: digest(labels)}
 
 
-def record_written(layer: Labels, digests: dict[int, str], replace: bool) -> None:
-    """Store the digests of the frames Segment just wrote into ``layer``."""
+def record_written(
+    layer: Labels, digests: dict[int, str], replace: bool, from_user: Iterable[int] = ()
+) -> None:
+    """Store the digests of the frames Segment (or Count) just wrote into ``layer``.
+
+    ``from_user``: those of the frames that were computed from the user's own labels
+    (Count's instances of a mask the user painted). A re-run may replace them while they
+    are unedited, as any written frame, but saved as corrections they are the user's
+    work (:data:`FROM_USER_KEY`).
+    """
     known = {} if replace else dict(layer.metadata.get(WRITTEN_KEY) or {})
     layer.metadata[WRITTEN_KEY] = {**known, **digests}
+    kept = set() if replace else set(layer.metadata.get(FROM_USER_KEY) or ()) - set(digests)
+    layer.metadata[FROM_USER_KEY] = sorted(kept | {int(frame) for frame in from_user})
 
 
 def has_user_edits(layer: Labels, frames: Iterable[int] | None = None) -> bool:

@@ -25,7 +25,7 @@ from segloop.core.versions import headers_read as _headers_read
 from segloop.core.versions import list_versions as _list_versions
 
 from .adapters import UserError, check_label_values, image_data, labels_data
-from .edits import WHOLE, WRITTEN_KEY, data_has_edits, digest
+from .edits import FROM_USER_KEY, WHOLE, WRITTEN_KEY, data_has_edits, digest
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
@@ -150,6 +150,7 @@ def pair_corrections(
     shape = check_pair_shapes(image, labels)
     label_data = labels_data(labels, check_large=False)  # the chosen frames are checked below
     written = dict(labels.metadata.get(WRITTEN_KEY) or {})
+    from_user = set(labels.metadata.get(FROM_USER_KEY) or ())  # Count of the user's labels
     stack = label_data.ndim == 3
     frames: list[int | None] = parse_frames(frames_text, shape[0], current) if stack else [None]
     out, skipped = [], []
@@ -166,6 +167,7 @@ def pair_corrections(
                 "them first (Count with 'connected components' numbers them from 1)."
             )
         pixels = image_data(image, frame)
+        key = WHOLE if frame is None else int(frame)
         out.append(
             Correction(
                 image.name,
@@ -173,8 +175,9 @@ def pair_corrections(
                 np.array(frame_labels, dtype=np.int32, copy=True),
                 frame,
                 model_version,
-                None,  # "model" or "user": decided in the worker (a digest of the frame)
-                written.get(WHOLE if frame is None else int(frame)),
+                # else "model" or "user" is decided in the worker (a digest of the frame)
+                "user" if key in from_user else None,
+                written.get(key),
             )
         )
     if not out:
