@@ -306,6 +306,10 @@ def test_instances_of_the_users_own_mask_are_saved_as_the_users_work(count, qtbo
     assert not edits.has_user_edits(painted)  # unedited: a re-run may replace it
     (item,), _ = pair_corrections(image, painted, "current", 0, None)
     assert item.resolved_origin() == "user"
+    widget.source_combo.set_layer(painted)  # Count of that Count: still the user's
+    run(qtbot, widget, "watershed")
+    chained = viewer.layers["painted instances instances"]
+    assert chained.metadata[edits.FROM_USER_KEY] == [edits.WHOLE]
 
     model_mask = (disks(THREE_DISKS) > 0).astype(np.int32)
     segmented = viewer.add_labels(model_mask, name="cells foreground")

@@ -160,3 +160,22 @@ def test_frames_computed_from_the_users_labels_are_kept_until_rewritten():
     assert layer.metadata[edits.FROM_USER_KEY] == [2]
     edits.record_written(layer, {0: "e"}, replace=True)  # a whole new result
     assert layer.metadata[edits.FROM_USER_KEY] == []
+
+
+def test_user_frames_follow_the_records_as_they_are_when_compared():
+    stack = np.zeros((4, 8, 8), np.int32)
+    stack[0, 1:3, 1:3] = 1  # written by Segment, unedited
+    stack[1, 1:3, 1:3] = 2  # painted by the user (never written)
+    stack[3, 1:3, 1:3] = 1  # written, then Count of the user's labels
+    states = edits.frame_states(stack)  # frame 2: blank, never written
+    written = edits.frame_digests(stack[[0]]) | {3: edits.digest(stack[3])}
+    assert edits.user_frames(states, written, from_user=[3]) == [1, 3]
+    # the copy was taken after Segment wrote frame 1 but before it recorded the digest:
+    # compared with the records of later, frame 1 is a model's output
+    written[1] = edits.digest(stack[1])
+    assert edits.user_frames(states, written, from_user=[3]) == [3]
+    # a frame segloop wrote and the user then emptied is the user's work
+    written[2] = edits.digest(np.ones((8, 8), np.int32))
+    assert edits.user_frames(states, written, from_user=[]) == [2]
+    flat = edits.frame_states(stack[1])
+    assert list(flat) == [edits.WHOLE] and edits.user_frames(flat, {}, []) == [edits.WHOLE]

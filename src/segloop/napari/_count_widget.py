@@ -165,13 +165,12 @@ class CountWidget(JobWidget):
             self.min_distance_spin.value(),
             source.name,
             self.edit_checks,
-            source.metadata.get(edits.WRITTEN_KEY),
             **callbacks,
         )
 
     def job_done(self, outcome: Outcome) -> None:
         source, method = self._request
-        instances, digests, from_user = outcome.value
+        instances, digests, source_states = outcome.value
         if method == "as_is":
             layer = source
         else:
@@ -179,6 +178,11 @@ class CountWidget(JobWidget):
                 self.viewer, f"{source.name} instances", instances.shape, checks=self.edit_checks
             )
             layer = self.show_layer(name, instances, "labels", like=source, lazy_overlays=True)
+            from_user = edits.user_frames(  # instances of the user's own labels
+                source_states,
+                source.metadata.get(edits.WRITTEN_KEY) or {},
+                source.metadata.get(edits.FROM_USER_KEY) or (),
+            )
             edits.record_written(layer, digests, replace=True, from_user=from_user)
         self.close_edit_checks()
         self._intensity = self.intensity_combo.layer()

@@ -65,6 +65,31 @@ def frame_digests(labels: np.ndarray, frame: int | None = None) -> dict[int, str
     return {WHOLE: digest(labels)}
 
 
+def frame_states(labels: np.ndarray) -> dict[int, tuple[str, bool]]:
+    """``{frame key: (digest, empty)}`` of every frame of ``labels`` (a worker's copy):
+    what :func:`user_frames` compares, later, with the layer's records."""
+    digests = frame_digests(labels)
+    if labels.ndim == 3:
+        return {t: (digests[t], not labels[t].any()) for t in digests}
+    return {WHOLE: (digests[WHOLE], not labels.any())}
+
+
+def user_frames(
+    states: dict[int, tuple[str, bool]], written: dict[int, str], from_user: Iterable[int]
+) -> list[int]:
+    """Keys of the frames in ``states`` (:func:`frame_states` of a copy of a layer's
+    data) that hold the user's work: edited since segloop wrote them (the rule of
+    :func:`data_has_edits`), or listed in the layer's ``from_user`` record. Compared in
+    the GUI thread with the layer's records as they are then: a Segment run that wrote a
+    frame after the copy was taken has recorded it by the time this runs."""
+    owned = {int(key) for key in from_user}
+    return [
+        key
+        for key, (content, empty) in states.items()
+        if key in owned or (not (empty and key not in written) and written.get(key) != content)
+    ]
+
+
 def record_written(
     layer: Labels, digests: dict[int, str], replace: bool, from_user: Iterable[int] = ()
 ) -> None:

@@ -319,7 +319,7 @@ def version_row(version: Version) -> dict[str, str]:
     """
     try:
         return _version_cells(version)
-    except (KeyError, TypeError, ValueError, AttributeError, OSError):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, OSError):
         cells = dict.fromkeys(VERSION_COLUMNS, "")
         cells["version"] = f"v{version.version}"
         cells["held-out"] = "record unreadable"

@@ -245,14 +245,13 @@ def instances_job(
     min_distance: int,
     name: str = "labels",
     edit_checks: Sequence[edits.EditCheck] = (),
-    source_written: dict[int, str] | None = None,
     **callbacks: Any,
 ) -> Job:
     """Job turning ``labels`` into instance labels with ``method`` (not started); its
-    value is ``(instances, digests, from_user)``: the digests of every frame it wrote and
-    those of the frames whose ``labels`` are the user's work, not a model's unedited
-    output as ``source_written`` recorded it (both computed in the worker, for
-    :func:`segloop.napari.edits.record_written`). The ``edit_checks`` of the layers the
+    value is ``(instances, digests, source_states)``: the digests of every frame it wrote
+    and the :func:`~segloop.napari.edits.frame_states` of the labels it read (both
+    computed in the worker, for :func:`segloop.napari.edits.record_written` and
+    :func:`~segloop.napari.edits.user_frames`). The ``edit_checks`` of the layers the
     result may replace are computed in the worker too."""
     labels = adapters.snapshot(labels)
     return Job(
@@ -263,26 +262,19 @@ def instances_job(
         min_distance,
         name,
         list(edit_checks),
-        dict(source_written or {}),
         **callbacks,
     )
 
 
 def _instances_with_digests(
-    labels, method, min_size, min_distance, name, edit_checks, source_written, should_stop=None
+    labels, method, min_size, min_distance, name, edit_checks, should_stop=None
 ):
     labels = adapters.own_copy(labels)
     adapters.check_label_values(labels, name)
     out = yield from adapters.instances_run(labels, method, min_size, min_distance, should_stop)
     for check in edit_checks:
         check.compute(out.shape, None)
-    digests = edits.frame_digests(out)
-    from_user = [
-        key
-        for key in digests
-        if edits.data_has_edits(labels, source_written, [None if key == edits.WHOLE else key])
-    ]
-    return out, digests, from_user
+    return out, edits.frame_digests(out), edits.frame_states(labels)
 
 
 class TrainJob(Job):
