@@ -106,3 +106,43 @@ def test_predict_never_replaces_a_zarr_folder_it_did_not_write(files, capsys):
     mine.rmdir()
     assert main([*argv, str(files / "a.tif")]) == 0
     assert main([*argv, str(files / "a.tif")]) == 0  # its own output is replaced
+
+
+def test_predict_never_replaces_labels_saved_from_napari(files, capsys):
+    """segloop predict -> open a_labels.tif in napari, correct it, save it over itself with
+    segloop's writer -> predict again: the corrected file stays (the writer's provenance
+    record used to make it look like predict's own output)."""
+    from segloop.napari._writer import write_labels
+
+    argv = ["predict", "--model", "nuclei", "--out", str(files), str(files / "a.tif")]
+    assert main(argv) == 0
+    output = files / "a_labels.tif"
+    corrected = tifffile.imread(output).astype(np.int32)
+    corrected[:5, :5] = corrected.max() + 1  # the user's correction
+    write_labels(str(output), corrected, {"metadata": {}})
+    before = output.read_bytes()
+    assert main(argv) == 1
+    assert "saved from napari" in _error(capsys) and _unchanged(output, before)
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"multiscales": [{}]},
+        {"multiscales": [{"datasets": [{}]}]},
+        {"multiscales": []},
+        {"multiscales": [{"datasets": [{"path": "0", "coordinateTransformations": [1]}]}]},
+    ],
+)
+def test_malformed_ome_zarr_metadata_is_a_one_line_error(files, capsys, attrs):
+    import json
+
+    zarr = pytest.importorskip("zarr")
+    folder = files / "odd.zarr"
+    zarr.open_group(str(folder), mode="w", zarr_format=2).create_array(
+        "0", shape=(32, 32), dtype="uint8"
+    )
+    (folder / ".zattrs").write_text(json.dumps(attrs))
+    argv = ["predict", "--model", "nuclei", "--out", str(files / "out"), str(folder)]
+    assert main(argv) == 1
+    assert "odd.zarr" in _error(capsys)

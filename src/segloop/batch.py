@@ -293,9 +293,10 @@ ZARR_OUTPUTS = ("_labels.zarr", "_classes.zarr")
 
 
 def written_by_segloop(path: Path) -> bool:
-    """``path`` is a TIFF that carries segloop's provenance record, or a Zarr group with
-    segloop's attributes."""
-    from .core.provenance import read_tiff_provenance
+    """``path`` is a TIFF that carries the provenance record of a segloop command, or a
+    Zarr group with segloop's attributes. A labels TIFF the user saved from napari carries
+    a record too, but it is the user's file (perhaps corrected): False."""
+    from .core.provenance import SAVED_FROM_NAPARI, read_tiff_provenance
 
     try:
         if path.is_dir():
@@ -304,7 +305,8 @@ def written_by_segloop(path: Path) -> bool:
                     attrs = json.loads((path / name).read_text())
                     return "segloop" in (attrs.get(key, {}) if key else attrs)
             return False
-        return read_tiff_provenance(path) is not None
+        record = read_tiff_provenance(path)
+        return isinstance(record, dict) and not record.get(SAVED_FROM_NAPARI)
     except Exception:  # not a TIFF or Zarr group, unreadable: not one of ours
         return False
 
@@ -341,8 +343,9 @@ def check_outputs(
             foreign_file = target.is_file() and target.stat().st_size and not ours
             if foreign_file or (target.is_dir() and not ours):
                 raise ValueError(
-                    f"{target} exists and was not written by segloop; refusing to replace "
-                    "it (move it, or write to another --out folder)"
+                    f"{target} exists and was not written by segloop (or was saved from "
+                    "napari, perhaps corrected); refusing to replace it (move it, or write to "
+                    "another --out folder)"
                 )
 
 

@@ -155,17 +155,49 @@ def _ome_attrs(path: Path) -> dict:
     return {}
 
 
+def _multiscale(path: Path, attrs: dict) -> dict:
+    """The first ``multiscales`` entry of an OME-Zarr's metadata, checked enough to use:
+    a list of datasets, each with a ``path``, and a list of axes.
+
+    Raises
+    ------
+    ValueError
+        Naming the folder, when the metadata is malformed.
+    """
+    try:
+        multiscale = attrs["multiscales"][0]
+        datasets = multiscale["datasets"]
+        usable = (
+            isinstance(datasets, list)
+            and datasets
+            and all(isinstance(d, dict) and isinstance(d.get("path"), str) for d in datasets)
+            and isinstance(multiscale.get("axes", []), list)
+        )
+    except (KeyError, IndexError, TypeError, AttributeError):
+        usable = False
+    if not usable:
+        raise ValueError(
+            f"{path}: its OME-Zarr 'multiscales' metadata is malformed (it needs a list of "
+            "datasets, each with a 'path')"
+        )
+    return multiscale
+
+
 def _open_zarr(path: Path, level: int) -> LazyImage:
     zarr = _zarr()
     attrs = _ome_attrs(path)
     if "multiscales" in attrs:
-        multiscale = attrs["multiscales"][0]
+        multiscale = _multiscale(path, attrs)
         datasets = multiscale["datasets"]
         if not 0 <= level < len(datasets):
             raise ValueError(f"{path} has {len(datasets)} resolution levels, not level {level}")
         array = zarr.open_array(str(path / datasets[level]["path"]), mode="r")
-        names = [a["name"] if isinstance(a, dict) else str(a) for a in multiscale.get("axes", [])]
-        axes = "".join(n[0].lower() for n in names) if names else _guess_axes(array.shape)
+        names = [
+            str(a.get("name", "")) if isinstance(a, dict) else str(a)
+            for a in multiscale.get("axes", [])
+        ]
+        usable = names and all(names) and len(names) == array.ndim
+        axes = "".join(n[0].lower() for n in names) if usable else _guess_axes(array.shape)
         from .core.units import _zarr_pixel_size
 
         return LazyImage(array, axes, path, _zarr_pixel_size(path, level), path, level)
@@ -181,9 +213,16 @@ def level_scales(path: str | Path) -> list[float]:
     from .core.units import _scale_of
 
     scales = []
-    for dataset in attrs["multiscales"][0]["datasets"]:
-        scale = _scale_of(dataset.get("coordinateTransformations", [])) or [1.0, 1.0]
-        scales.append(float(scale[-1]))
+    for dataset in _multiscale(Path(path), attrs)["datasets"]:
+        try:
+            scale = _scale_of(dataset.get("coordinateTransformations", [])) or [1.0, 1.0]
+            scales.append(float(scale[-1]))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            raise ValueError(
+                f"{path}: the scale of level {len(scales)} in its OME-Zarr metadata is malformed"
+            ) from None
+    if not all(scale > 0 for scale in scales):
+        raise ValueError(f"{path}: its OME-Zarr levels need scales above 0, not {scales}")
     return [s / scales[0] for s in scales]
 
 

@@ -18,6 +18,9 @@ from segloop.core.imageio import atomic_output
 
 #: Key of the record in TIFF descriptions and side files.
 KEY = "segloop"
+#: record key of a labels TIFF the user saved from napari (perhaps corrected): no
+#: segloop command replaces such a file as one of its own outputs
+SAVED_FROM_NAPARI = "saved_from_napari"
 
 
 def segloop_version() -> str:

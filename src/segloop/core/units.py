@@ -161,7 +161,15 @@ def _ome_pixel_size(xml: str) -> PixelSize | None:
 
 
 def _zarr_pixel_size(folder: Path, level: int = 0) -> PixelSize | None:
-    """Level ``level``'s y/x scale of an OME-Zarr (NGFF 0.4 ``.zattrs`` or 0.5 ``zarr.json``)."""
+    """Level ``level``'s y/x scale of an OME-Zarr (NGFF 0.4 ``.zattrs`` or 0.5 ``zarr.json``);
+    None when it is not recorded, or recorded in a form this code cannot read."""
+    try:
+        return _read_zarr_pixel_size(folder, level)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _read_zarr_pixel_size(folder: Path, level: int) -> PixelSize | None:
     attrs = None
     if (folder / ".zattrs").is_file():
         attrs = json.loads((folder / ".zattrs").read_text())

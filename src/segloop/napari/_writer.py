@@ -13,9 +13,15 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one Labels layer to ``path`` (``.tif`` added if missing); returns the path.
 
     The TIFF records how the labels were made (the Segment widget's provenance, when it
-    made them) and the layer's pixel size in micrometres, when known.
+    made them), that the user saved them from napari (so ``segloop predict`` treats the
+    file as the user's, never as its own output), and the layer's pixel size in
+    micrometres, when known.
     """
+    from segloop.core.provenance import SAVED_FROM_NAPARI, provenance
+
     record = (meta.get("metadata") or {}).get(adapters.PROVENANCE_KEY)
+    # saved by the user: `segloop predict` never replaces it as one of its own outputs
+    record = {**(record or provenance(command="napari writer")), SAVED_FROM_NAPARI: True}
     pixel_size = _pixel_size(meta)
     written = adapters.write_labels_tiff(path, np.asarray(data), record, pixel_size)
     return [str(written)]
