@@ -30,12 +30,12 @@ def _project(folder: str, base_model: str | None = None, create: bool = True):
 
 
 def cmd_project_add(args) -> int:
-    from .core.imageio import read_image, validate_image
+    from .core.imageio import read_image, read_label_image, validate_image
     from .core.project import parse_frames
 
     image = read_image(args.image)
     validate_image(image, str(args.image))
-    labels = read_image(args.labels)
+    labels = read_label_image(args.labels)  # a palette PNG gives its indices
     if labels.ndim == 3 and labels.shape[-1] in (3, 4):
         raise ValueError(f"{args.labels}: labels must be a label image, not RGB colours")
     if labels.dtype.kind not in "iu" or labels.ndim not in (2, 3):

@@ -33,3 +33,16 @@ def test_unpaired_and_mismatched_files_are_reported(tmp_path):
     (tmp_path / "img" / "b.tif").unlink()
     with pytest.raises(ValueError, match="do not match"):
         load_pairs(tmp_path / "img", tmp_path / "msk")
+
+
+def test_a_palette_png_mask_is_read_as_its_ids(tmp_path):
+    from PIL import Image
+
+    from segloop.core.datasets import load_labels
+
+    ids = np.zeros((40, 40), np.uint8)
+    ids[5:15, 5:15], ids[20:30, 20:30] = 1, 2
+    mask = Image.fromarray(ids, mode="P")
+    mask.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (256 * 3 - 9))
+    mask.save(tmp_path / "a.png")
+    np.testing.assert_array_equal(load_labels(tmp_path / "a.png"), ids)

@@ -147,3 +147,43 @@ def test_a_multichannel_image_opens_as_one_layer_per_channel(make_napari_viewer,
     assert sorted(layers) == ["movie ch0", "movie ch1", "pair ch0", "pair ch1"]
     assert layers["movie ch1"].data.shape == (3, 32, 40) and layers["movie ch1"].data.max() == 7
     assert layers["pair ch0"].data.shape == (32, 40) and layers["pair ch0"].data.max() == 5
+
+
+def _palette_mask(path, ids: np.ndarray) -> None:
+    """``ids`` saved as a palette (indexed-colour) PNG, as many mask tools write them."""
+    image = Image.fromarray(ids.astype(np.uint8), mode="P")
+    image.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (256 * 3 - 9))
+    image.save(path)
+
+
+def test_a_palette_png_mask_opens_as_its_ids(tmp_path):
+    """Palette masks used to be read as RGB colours: a (H, W, 3) 'labels' layer with
+    values 0/255 instead of object ids 1 and 2. An RGB picture of labels opens as an
+    image, not as a 3-slice labels volume."""
+    ids = np.zeros((64, 64), np.uint8)
+    ids[5:20, 5:20], ids[30:50, 30:50] = 1, 2
+    _palette_mask(tmp_path / "cells_labels.png", ids)
+    ((data, meta, kind),) = napari_get_reader(str(tmp_path / "cells_labels.png"))(
+        str(tmp_path / "cells_labels.png")
+    )
+    assert kind == "labels" and data.shape == (64, 64)
+    np.testing.assert_array_equal(data, ids)
+    _palette_mask(tmp_path / "cells.png", ids)  # not named as labels: a colour picture
+    ((data, meta, kind),) = napari_get_reader(str(tmp_path / "cells.png"))(
+        str(tmp_path / "cells.png")
+    )
+    assert kind == "image" and data.shape == (64, 64, 3)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "rgb_masks.png")
+    ((data, meta, kind),) = napari_get_reader(str(tmp_path / "rgb_masks.png"))(
+        str(tmp_path / "rgb_masks.png")
+    )
+    assert kind == "image" and meta["rgb"]
+
+
+def test_the_writer_never_wraps_large_ids(tmp_path):
+    labels = np.zeros((16, 16), np.int64)
+    labels[2:5, 2:5], labels[8:12, 8:12] = 2**32 + 5, 5
+    (path,) = write_labels(str(tmp_path / "big"), labels, {})
+    back = tifffile.imread(path)
+    assert back.dtype == np.uint64
+    np.testing.assert_array_equal(back, labels)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .evaluation import LabelledImage
-from .imageio import list_images, read_image, validate_image
+from .imageio import list_images, read_image, read_label_image, validate_image
 
 
 def pair_files(images_dir: str | Path, masks_dir: str | Path) -> list[tuple[Path, Path]]:
@@ -92,7 +92,7 @@ def load_labels(path: str | Path) -> np.ndarray:
         Naming ``path``: RGB, stacks, non-integer, negative or too large (> 2**31 - 1)
         label values.
     """
-    labels = read_image(path)
+    labels = read_label_image(path)  # a palette PNG mask gives its indices
     if labels.ndim == 3 and labels.shape[-1] in (3, 4):
         raise ValueError(f"{path}: masks must be single-channel label images, not RGB")
     if labels.ndim != 2:

@@ -110,8 +110,10 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def _pil_to_array(img: Image.Image) -> np.ndarray:
+def _pil_to_array(img: Image.Image, palette_indices: bool = False) -> np.ndarray:
     mode = img.mode
+    if mode == "P" and palette_indices:
+        return np.array(img)  # a palette mask's indices are its label values
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     elif mode in ("1", "LA", "La"):
@@ -158,6 +160,15 @@ def read_image(path: str | Path) -> np.ndarray:
     return image
 
 
+def read_label_image(path: str | Path) -> np.ndarray:
+    """Read one label image: as :func:`read_image`, except that a palette
+    (indexed-colour) PNG, GIF or BMP gives its palette indices, which are the label
+    values of a palette mask, rather than their colours."""
+    image, channel_axis = read_image_channels(path, palette_indices=True)
+    _refuse_channel_axis(image.shape, channel_axis, str(path))
+    return image
+
+
 def _refuse_channel_axis(shape: tuple[int, ...], axis: int | None, where: str) -> None:
     """``ImageReadError`` for a channel axis that is not the last one (it would be read
     as frames); a last one is left to :func:`validate_image`'s message."""
@@ -170,8 +181,12 @@ def _refuse_channel_axis(shape: tuple[int, ...], axis: int | None, where: str) -
     )
 
 
-def read_image_channels(path: str | Path) -> tuple[np.ndarray, int | None]:
+def read_image_channels(
+    path: str | Path, palette_indices: bool = False
+) -> tuple[np.ndarray, int | None]:
     """Read one image file (see :func:`read_image`) and find its channel axis.
+
+    ``palette_indices``: a palette image gives its indices, not colours (label images).
 
     Returns
     -------
@@ -193,7 +208,7 @@ def read_image_channels(path: str | Path) -> tuple[np.ndarray, int | None]:
             return image, trailing_channel_axis(image.shape)
         with Image.open(path) as img:
             img.load()
-            image = _pil_to_array(img)
+            image = _pil_to_array(img, palette_indices)
             return image, trailing_channel_axis(image.shape)
     except ImageReadError:
         raise

@@ -4,7 +4,8 @@ A folder of same-sized images becomes one 2-D + t stack (frames in natural name 
 A multichannel image (a TIFF's ``C`` axis, or a last axis of 2 or 5-7 channels) opens as
 one Image layer per channel, named ``<name> ch0``, ``<name> ch1``...
 Integer images whose file name ends in ``labels``, ``masks``, ``instances`` or ``classes``
-(e.g. those written by the segloop labels writer) open as Labels layers.
+(e.g. those written by the segloop labels writer) open as Labels layers; a palette PNG
+mask gives its ids (palette indices), not colours.
 """
 
 from __future__ import annotations
@@ -49,8 +50,11 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
 
 
 def _layer(path: Path) -> LayerData:
-    data, channel_axis = adapters.read_path_channels(path)
     name = path.name if path.is_dir() else path.stem
+    if path.is_file() and _labels_name(name):  # a palette PNG mask gives its indices
+        data, channel_axis = adapters.read_path_channels(path, palette_indices=True)
+    else:
+        data, channel_axis = adapters.read_path_channels(path)
     if channel_axis is not None:  # one Image layer per channel, as napari's own reader
         names = [f"{name} ch{i}" for i in range(data.shape[channel_axis])]
         physical = _physical(path, data.ndim - 1)
@@ -78,6 +82,16 @@ def _physical(path: Path, ndim: int) -> dict[str, Any]:
     }
 
 
+def _labels_name(name: str) -> bool:
+    """Whether a file or folder name says it holds labels (``cells_masks``, ``a labels``)."""
+    return name.lower().replace("-", "_").replace(" ", "_").split("_")[-1] in LABEL_STEMS
+
+
 def _looks_like_labels(name: str, data: np.ndarray) -> bool:
-    last = name.lower().replace("-", "_").replace(" ", "_").split("_")[-1]
-    return last in LABEL_STEMS and np.issubdtype(data.dtype, np.integer) and data.ndim in (2, 3)
+    colour = data.ndim == 3 and data.shape[-1] in (3, 4)  # an RGB(A) picture of labels
+    return (
+        _labels_name(name)
+        and np.issubdtype(data.dtype, np.integer)
+        and data.ndim in (2, 3)
+        and not colour
+    )

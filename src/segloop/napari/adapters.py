@@ -458,43 +458,17 @@ def read_path(path: str | os.PathLike) -> np.ndarray:
         raise UserError(str(exc)) from None
 
 
-def read_path_channels(path: str | os.PathLike) -> tuple[np.ndarray, int | None]:
+def read_path_channels(
+    path: str | os.PathLike, palette_indices: bool = False
+) -> tuple[np.ndarray, int | None]:
     """:func:`read_path`, and the axis holding channels other than colour (None when
-    there is none; see :func:`segloop.core.imageio.read_image_channels`)."""
+    there is none; see :func:`segloop.core.imageio.read_image_channels`, which also says
+    what ``palette_indices`` does)."""
     path = Path(path)
     try:
         if path.is_dir():
             data, axis = imageio.read_folder_channels(path)
             return data, axis if axis is not None else imageio.trailing_channel_axis(data.shape)
-        return imageio.read_image_channels(path)
+        return imageio.read_image_channels(path, palette_indices)
     except (OSError, ValueError) as exc:
         raise UserError(str(exc)) from None
-
-
-def write_labels_tiff(
-    path: str | os.PathLike,
-    data: np.ndarray,
-    record: dict | None = None,
-    pixel_size: tuple[float, float] | None = None,
-) -> Path:
-    """Write label data as a zlib-compressed TIFF in the smallest unsigned dtype that fits.
-
-    ``record`` (provenance) goes into the TIFF description, ``pixel_size`` (µm) into its
-    resolution tags.
-    """
-    data = np.asarray(data)
-    if data.dtype == bool:
-        data = data.astype(np.uint8)
-    if data.size and data.min() >= 0:
-        top = int(data.max())
-        dtype = np.uint8 if top < 2**8 else np.uint16 if top < 2**16 else np.uint32
-        data = data.astype(dtype, copy=False)
-    path = Path(path)
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        path = path.with_name(path.name + ".tif")
-    from segloop.core.provenance import provenance, tiff_metadata
-
-    record = dict(record or provenance(command="napari writer"))
-    record["pixel_size_um"] = list(pixel_size) if pixel_size else record.get("pixel_size_um")
-    imageio.write_tiff(path, data, metadata=tiff_metadata(record), pixel_size=pixel_size)
-    return path
