@@ -253,3 +253,41 @@ def test_finetune_prints_the_colour_choice_of_colour_corrections(tmp_path, capsy
     assert set(summary["colour_choice"]["scores"]) == {"luma", "hematoxylin"}
     chosen = load_model(summary["model"]).preprocess["colour"]
     assert summary["colour_choice"]["chosen"] == chosen
+
+
+def test_project_add_reads_palette_masks_and_refuses_ids_it_would_wrap(tmp_path, capsys):
+    """A palette PNG mask is stored as its ids (it was read as RGB colours and refused);
+    ids above int32 (a uint64 labels TIFF) are refused, not wrapped onto other objects."""
+    from PIL import Image
+
+    from segloop.core.project import Project
+
+    image, labels = random_disks(0, n=4, shape=(64, 64))
+    picture = tmp_path / "a.tif"
+    write_tiff(picture, (image * 255).astype(np.uint8))
+    mask = Image.fromarray(labels.astype(np.uint8), mode="P")
+    mask.putpalette(list(np.random.default_rng(0).integers(0, 255, 768).astype(int)))
+    mask.save(tmp_path / "a_labels.png")
+    project = tmp_path / "p"
+    assert (
+        main(
+            [
+                "project",
+                "add",
+                "--project",
+                str(project),
+                str(picture),
+                str(tmp_path / "a_labels.png"),
+            ]
+        )
+        == 0
+    )
+    (stored,) = Project(project).load_corrections()
+    np.testing.assert_array_equal(stored.labels, labels)
+    huge = labels.astype(np.uint64)
+    huge[huge == 1] = 2**32 + 2  # would become 2 as int32
+    write_tiff(tmp_path / "huge.tif", huge)
+    argv = ["project", "add", "--project", str(project), "--name", "b", str(picture)]
+    assert main([*argv, str(tmp_path / "huge.tif")]) == 1
+    assert "label ids must be 0.." in capsys.readouterr().err
+    assert Project(project).correction_ids() == ["a"]

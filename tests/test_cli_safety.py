@@ -146,3 +146,18 @@ def test_malformed_ome_zarr_metadata_is_a_one_line_error(files, capsys, attrs):
     argv = ["predict", "--model", "nuclei", "--out", str(files / "out"), str(folder)]
     assert main(argv) == 1
     assert "odd.zarr" in _error(capsys)
+
+
+def test_predict_never_replaces_labels_the_older_writer_saved(files, capsys):
+    """Labels saved from napari before the writer marked its files carry only
+    ``command: napari writer``; they are the user's too."""
+    from segloop.core.imageio import write_tiff
+    from segloop.core.provenance import provenance, tiff_metadata
+
+    output = files / "a_labels.tif"  # as the writer saved a layer without a record
+    record = tiff_metadata(provenance(command="napari writer"))
+    write_tiff(output, np.ones((96, 96), np.uint16), metadata=record)
+    before = output.read_bytes()
+    argv = ["predict", "--model", "nuclei", "--out", str(files), str(files / "a.tif")]
+    assert main(argv) == 1
+    assert "saved from napari" in _error(capsys) and _unchanged(output, before)

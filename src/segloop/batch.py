@@ -306,7 +306,10 @@ def written_by_segloop(path: Path) -> bool:
                     return "segloop" in (attrs.get(key, {}) if key else attrs)
             return False
         record = read_tiff_provenance(path)
-        return isinstance(record, dict) and not record.get(SAVED_FROM_NAPARI)
+        if not isinstance(record, dict):
+            return False
+        # the writer before the flag recorded only its command when the layer had no record
+        return not (record.get(SAVED_FROM_NAPARI) or record.get("command") == "napari writer")
     except Exception:  # not a TIFF or Zarr group, unreadable: not one of ours
         return False
 

@@ -178,6 +178,13 @@ def test_a_palette_png_mask_opens_as_its_ids(tmp_path):
         str(tmp_path / "rgb_masks.png")
     )
     assert kind == "image" and meta["rgb"]
+    folder = tmp_path / "movie_masks"  # a folder of palette masks: a stack of ids
+    folder.mkdir()
+    for t in range(3):
+        _palette_mask(folder / f"t{t}.png", np.roll(ids, t, axis=1))
+    ((data, meta, kind),) = napari_get_reader(str(folder))(str(folder))
+    assert kind == "labels" and data.shape == (3, 64, 64)
+    np.testing.assert_array_equal(data[2], np.roll(ids, 2, axis=1))
 
 
 def test_the_writer_never_wraps_large_ids(tmp_path):

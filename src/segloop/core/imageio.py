@@ -314,18 +314,20 @@ def read_folder_as_stack(folder: str | Path) -> np.ndarray:
     return stack
 
 
-def read_folder_channels(folder: str | Path) -> tuple[np.ndarray, int | None]:
+def read_folder_channels(
+    folder: str | Path, palette_indices: bool = False
+) -> tuple[np.ndarray, int | None]:
     """:func:`read_folder_as_stack` for images that may hold channels: the
     ``(T, ...)`` stack and its channel axis (None when the frames have none; see
-    :func:`read_image_channels`)."""
+    :func:`read_image_channels`, which also says what ``palette_indices`` does)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"Not a folder: {folder}")
     files = list_images([folder])
-    first, axis = read_image_channels(files[0])
+    first, axis = read_image_channels(files[0], palette_indices)
     frames = [first]
     for file in files[1:]:
-        frame, frame_axis = read_image_channels(file)
+        frame, frame_axis = read_image_channels(file, palette_indices)
         if frame.shape != first.shape or frame_axis != axis:
             raise ValueError(
                 f"All frames in {folder} must have one shape: {file.name} has {frame.shape}, "

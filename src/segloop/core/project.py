@@ -121,6 +121,13 @@ class Project:
             )
         if sparse and not labels.any():
             raise ValueError(f"correction '{name}': the sparse labels are empty (nothing labelled)")
+        if labels.dtype.kind not in "iub":
+            raise ValueError(f"correction '{name}': labels must be integers, not {labels.dtype}")
+        if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.int32).max):
+            raise ValueError(  # stored as int32: larger ids would wrap and merge objects
+                f"correction '{name}': label ids must be 0..{np.iinfo(np.int32).max}, not "
+                f"{labels.min()}..{labels.max()}; number the objects from 1 first"
+            )
         with project_lock(self.root):
             self._finish_pending()
             return self._store(image, labels, name, source, frame, model_version, sparse, origin)

@@ -51,10 +51,8 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
 
 def _layer(path: Path) -> LayerData:
     name = path.name if path.is_dir() else path.stem
-    if path.is_file() and _labels_name(name):  # a palette PNG mask gives its indices
-        data, channel_axis = adapters.read_path_channels(path, palette_indices=True)
-    else:
-        data, channel_axis = adapters.read_path_channels(path)
+    # a palette PNG mask (or a folder of them) gives its indices, not colours
+    data, channel_axis = adapters.read_path_channels(path, palette_indices=_labels_name(name))
     if channel_axis is not None:  # one Image layer per channel, as napari's own reader
         names = [f"{name} ch{i}" for i in range(data.shape[channel_axis])]
         physical = _physical(path, data.ndim - 1)

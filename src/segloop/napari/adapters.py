@@ -467,7 +467,7 @@ def read_path_channels(
     path = Path(path)
     try:
         if path.is_dir():
-            data, axis = imageio.read_folder_channels(path)
+            data, axis = imageio.read_folder_channels(path, palette_indices)
             return data, axis if axis is not None else imageio.trailing_channel_axis(data.shape)
         return imageio.read_image_channels(path, palette_indices)
     except (OSError, ValueError) as exc:
