@@ -136,8 +136,10 @@ class Project:
         base = ident = correction_id(name, frame)
         folder = self.root / "corrections"
         number, same = 1, None
-        while self._shares_files(ident) or (folder / f"{ident}.json").exists():
+        while True:  # the first id whose files are its own: free, or this image's
             if not self._shares_files(ident):
+                if not (folder / f"{ident}.json").exists():
+                    break
                 same = self._same_image(ident, image)
                 if same is not False:
                     break
