@@ -416,7 +416,7 @@ class FinetuneWidget(JobWidget):
             classes = meta.get("target") == "classes"
             try:
                 self.plot.set_history(meta.get("history", []), meta.get("validation", []), classes)
-            except (KeyError, TypeError, ValueError, AttributeError):  # another segloop's record
+            except finetune_adapters.UNREADABLE_RECORD:  # another segloop's record
                 self.plot.set_history([], [], classes)
 
     def segment_widget(self) -> SegmentWidget:

@@ -319,13 +319,15 @@ def version_row(version: Version) -> dict[str, str]:
     """
     try:
         return _version_cells(version)
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, OSError):
+    except (*UNREADABLE_RECORD, OSError):  # OSError: the file went away
         cells = dict.fromkeys(VERSION_COLUMNS, "")
         cells["version"] = f"v{version.version}"
         cells["held-out"] = "record unreadable"
         return cells
 
 
+#: What reading a version record with unexpected types raises (another segloop's file)
+UNREADABLE_RECORD = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
 #: The versions table's columns, in order (the keys of :func:`version_row`).
 VERSION_COLUMNS = ("version", "created", "images", "objects", "time", "held-out", "base validation")
 
@@ -369,7 +371,7 @@ def version_choices(version: Version) -> list[str]:
     for describe in (_colour_line, _size_line, _postprocess_line):
         try:
             line = describe(meta)
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except UNREADABLE_RECORD:
             line = None
         if line:
             lines.append(line)
